@@ -1,0 +1,53 @@
+"""bioimgzoo: run, pull, package and validate BioImage Model Zoo models.
+
+The public API is what ``__all__`` lists; everything else is internal.
+Heavy libraries (torch, onnxruntime, bioimageio.spec) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "load",
+    "open_package",
+    "errors",
+]
+
+from . import errors
+from .package import open_package
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runtime.model import Model
+
+
+def load(source: Any, *, weights: str | None = None, device: str | None = None,
+         trust_code: bool = False, **hub_options: Any) -> "Model":
+    """Open a zoo model package and load it for prediction.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        Folder, ``rdf.yaml`` path, ``.zip``, http(s) URL or zoo id.
+    weights : str, optional
+        Weight format to use (``"onnx"``, ``"torchscript"``,
+        ``"pytorch_state_dict"``).  Default: the first available of
+        onnx, torchscript, pytorch_state_dict (the choice is logged and
+        stored in ``model.weights_format``).
+    device : {"cpu", "cuda", "auto"}, optional
+        Default ``"auto"``: cuda when available, else cpu.
+    trust_code : bool
+        Allow running Python code shipped in the package (needed for
+        ``pytorch_state_dict`` weights with an architecture file).
+
+    Returns
+    -------
+    Model
+        Call ``model.predict(image)`` as often as needed; nothing reloads.
+    """
+    from .runtime.model import Model
+
+    return Model.load(source, weights=weights, device=device, trust_code=trust_code, **hub_options)

@@ -1,0 +1,72 @@
+"""The ``bioimgzoo`` command line: a thin layer over the Python API.
+
+Each area keeps its commands in its own module here (``run.py``: predict,
+info; ``hub.py``: pull, search, cache, mirror; ``export.py``; ``validate.py``;
+``train.py``; ``demo.py``), each exposing a ``COMMANDS`` list.  Modules import
+heavy libraries (torch, onnxruntime) inside the command bodies only, so
+``bioimgzoo --help`` stays fast.
+
+Errors: a :class:`~bioimgzoo.errors.BioimgzooError` is printed as one
+message and exits with status 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import BioimgzooError
+
+_AREAS = ("run", "hub", "export", "validate", "train", "demo")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BioimgzooError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"Error: {e}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho("Interrupted.", fg="red", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="bioimgzoo")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Run, pull, package and validate BioImage Model Zoo models."""
+    ctx.obj = {"debug": debug}
+    if not debug:
+        import logging
+
+        # bioimageio.spec logs through loguru; keep the terminal for our own messages
+        try:
+            from loguru import logger
+
+            logger.remove()
+            logger.add(sys.stderr, level="ERROR")
+        except ImportError:  # pragma: no cover
+            pass
+        logging.getLogger().setLevel(logging.ERROR)
+
+
+for _area in _AREAS:
+    try:
+        _mod = importlib.import_module(f"{__name__}.{_area}")
+    except ModuleNotFoundError as _e:  # an area not written yet
+        if _e.name != f"{__name__}.{_area}":
+            raise
+        continue
+    for _cmd in getattr(_mod, "COMMANDS", ()):
+        main.add_command(_cmd)
+
+__all__ = ["main"]

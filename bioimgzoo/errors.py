@@ -1,0 +1,106 @@
+"""The errors bioimgzoo raises, all under one root.
+
+Every error a user can cause ends in exactly one of these, with a message
+that names the problem and the fix.  The CLI prints ``str(error)`` and
+exits non-zero; it shows a traceback only with ``--debug``.  Exceptions of
+other libraries (yaml, pydantic, onnxruntime, torch, httpx, zipfile) are
+translated into these at the boundary where they occur.
+
+::
+
+    BioimgzooError
+    ├── PackageError                 a package cannot be opened or read
+    │   ├── PackageNotFoundError     no such folder / file / URL / id
+    │   ├── InvalidDescriptionError  rdf.yaml does not parse or validate
+    │   └── IntegrityError           a file's sha256 differs from the rdf
+    ├── UntrustedCodeError           running package code needs trust_code=True
+    ├── WeightsError                 unknown format, corrupt or unloadable weights
+    ├── InputError                   wrong axes, channels, dtype, shape, missing input
+    ├── HubError                     talking to the zoo (bioimage.io / a mirror)
+    │   ├── ModelNotFoundError       unknown id (with "did you mean ...")
+    │   ├── OfflineError             offline mode and the thing is not cached
+    │   └── DownloadError            HTTP error, timeout, connection failure
+    ├── ExportError                  a module cannot be packaged
+    ├── ValidationFailed             a package fails checks the caller required
+    └── TrainingError                training cannot start or continue
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BioimgzooError",
+    "PackageError",
+    "PackageNotFoundError",
+    "InvalidDescriptionError",
+    "IntegrityError",
+    "UntrustedCodeError",
+    "WeightsError",
+    "InputError",
+    "HubError",
+    "ModelNotFoundError",
+    "OfflineError",
+    "DownloadError",
+    "ExportError",
+    "ValidationFailed",
+    "TrainingError",
+]
+
+
+class BioimgzooError(Exception):
+    """Root of every error bioimgzoo raises on purpose."""
+
+
+class PackageError(BioimgzooError):
+    """A model package cannot be opened or one of its files cannot be read."""
+
+
+class PackageNotFoundError(PackageError):
+    """The given source (folder, file, URL or id) does not exist."""
+
+
+class InvalidDescriptionError(PackageError):
+    """The package description (rdf.yaml) does not parse or validate."""
+
+
+class IntegrityError(PackageError):
+    """A file's content does not match the sha256 its description declares."""
+
+
+class UntrustedCodeError(BioimgzooError):
+    """Running the package's own Python code was not allowed by the caller."""
+
+
+class WeightsError(BioimgzooError):
+    """Weights are missing, of an unknown format, corrupt, or cannot be loaded."""
+
+
+class InputError(BioimgzooError):
+    """The data given to a model does not fit what the model declares."""
+
+
+class HubError(BioimgzooError):
+    """Talking to the model zoo (bioimage.io or a mirror) failed."""
+
+
+class ModelNotFoundError(HubError, PackageNotFoundError):
+    """The zoo has no model with that id (or version)."""
+
+
+class OfflineError(HubError):
+    """Offline mode is on and what was asked for is not in the cache."""
+
+
+class DownloadError(HubError):
+    """A download failed: HTTP error status, timeout or connection failure."""
+
+
+class ExportError(BioimgzooError):
+    """A module cannot be exported as a zoo package."""
+
+
+class ValidationFailed(BioimgzooError):
+    """A package fails checks that the caller required to pass."""
+
+
+class TrainingError(BioimgzooError):
+    """Training cannot start or continue."""

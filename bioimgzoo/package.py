@@ -1,0 +1,344 @@
+"""Open model packages from any source, on bioimageio.spec.
+
+A *source* says where a package's files live; a :class:`Package` is the
+parsed, upgraded description plus lazy access to its files.  Only the files
+a use needs are read (or downloaded): opening a package reads ``rdf.yaml``
+alone, and :meth:`Package.file` fetches one referenced file on demand,
+checking its sha256 against the description.
+
+Sources, by what the user passes to :func:`open_package`:
+
+=====================================  ==========================================
+``"path/to/folder"``                   :class:`FolderSource` (rdf.yaml or bioimageio.yaml inside)
+``"path/to/rdf.yaml"``                 :class:`FolderSource` rooted at its folder
+``"path/to/model.zip"``                :class:`ZipSource` (members extracted on demand, safely)
+``"https://.../rdf.yaml"``             :func:`bioimgzoo.hub.sources.source_for_url`
+``"affable-shark"``, ``"id/1.2"``      :func:`bioimgzoo.hub.sources.source_for_id`
+any :class:`PackageSource` object      used as is
+=====================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol, runtime_checkable
+
+from ._files import sha256_file
+from .errors import (
+    IntegrityError,
+    InvalidDescriptionError,
+    PackageError,
+    PackageNotFoundError,
+)
+
+__all__ = ["PackageSource", "FolderSource", "ZipSource", "Package", "open_package", "RDF_NAMES"]
+
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+_URL = re.compile(r"^https?://", re.I)
+
+
+@runtime_checkable
+class PackageSource(Protocol):
+    """Where a package's files live.  Implementations: folder, zip, URL, zoo id."""
+
+    #: Human-readable name used in messages ("folder /x", "zoo model affable-shark/1.2").
+    name: str
+
+    def read_rdf(self) -> tuple[bytes, str]:
+        """Return the description's bytes and its file name (``rdf.yaml`` ...)."""
+        ...
+
+    def fetch(self, path: str, *, sha256: str | None) -> Path:
+        """Return a local path holding the package file ``path`` (relative, posix).
+
+        Implementations verify ``sha256`` when given and raise
+        :class:`~bioimgzoo.errors.IntegrityError` on a mismatch.
+        """
+        ...
+
+
+def _safe_relpath(path: str, where: str) -> str:
+    """Reject absolute paths and ``..`` so a package cannot reach outside itself."""
+    p = PurePosixPath(str(path).replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise PackageError(f"{where} references the unsafe path {path!r}: package files must be "
+                           "plain relative paths inside the package")
+    return p.as_posix()
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def verify_sha256(path: Path, expected: str | None, *, what: str) -> None:
+    """Raise IntegrityError unless ``path``'s sha256 equals ``expected`` (if given).
+
+    Results are memoised per (path, size, mtime) so loading a model many times
+    in one process hashes its weights once.
+    """
+    if not expected:
+        return
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        actual = _VERIFIED.get(key)
+    if actual is None:
+        actual = sha256_file(path)
+        with _VERIFIED_LOCK:
+            _VERIFIED[key] = actual
+    if actual.lower() != str(expected).lower():
+        raise IntegrityError(
+            f"{what}: sha256 mismatch (rdf.yaml declares {expected}, the file has {actual}). "
+            "The file is corrupt or was changed after packaging: re-download or re-export the package, "
+            "or update the sha256 in rdf.yaml if the change is intended."
+        )
+
+
+class FolderSource:
+    """A package unpacked in a local folder."""
+
+    def __init__(self, root: str | os.PathLike, rdf_name: str | None = None):
+        self.root = Path(root).resolve()
+        if rdf_name is None:
+            for cand in RDF_NAMES:
+                if (self.root / cand).is_file():
+                    rdf_name = cand
+                    break
+            else:
+                raise PackageNotFoundError(
+                    f"{self.root} has no rdf.yaml or bioimageio.yaml: pass a model package folder, "
+                    "its rdf.yaml, a .zip package, a URL or a zoo id")
+        self.rdf_name = rdf_name
+        self.name = f"folder {self.root}"
+
+    def read_rdf(self) -> tuple[bytes, str]:
+        return (self.root / self.rdf_name).read_bytes(), self.rdf_name
+
+    def fetch(self, path: str, *, sha256: str | None) -> Path:
+        rel = _safe_relpath(path, self.name)
+        local = self.root / rel
+        if not local.is_file():
+            raise PackageError(f"{self.name}: file {rel!r} named in {self.rdf_name} is missing")
+        verify_sha256(local, sha256, what=f"{self.name}: {rel}")
+        return local
+
+    def __repr__(self) -> str:
+        return f"FolderSource({str(self.root)!r})"
+
+
+_EXTRACT_ROOT: Path | None = None
+
+
+def _extract_root() -> Path:
+    global _EXTRACT_ROOT
+    if _EXTRACT_ROOT is None:
+        _EXTRACT_ROOT = Path(tempfile.mkdtemp(prefix="bioimgzoo-zip-"))
+        atexit.register(shutil.rmtree, _EXTRACT_ROOT, True)
+    return _EXTRACT_ROOT
+
+
+class ZipSource:
+    """A zipped package; members are extracted one at a time, when needed.
+
+    Member names are checked (no absolute paths, no ``..``) and a member's
+    declared size is capped, so a hostile zip can neither write outside the
+    extraction folder nor fill the disk.
+    """
+
+    MAX_MEMBER_BYTES = 16 << 30
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).resolve()
+        self.name = f"zip {self.path}"
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                self._members = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+        except (zipfile.BadZipFile, OSError) as e:
+            raise PackageError(f"{self.path} is not a readable zip file ({e}): "
+                               "re-download or re-export the package") from e
+        # rdf at the root, or inside one top-level folder (zips made by zipping a folder)
+        self._prefix = ""
+        for cand in RDF_NAMES:
+            if cand in self._members:
+                self.rdf_name = cand
+                break
+        else:
+            nested = [m for m in self._members if PurePosixPath(m).name in RDF_NAMES
+                      and len(PurePosixPath(m).parts) == 2]
+            if len(nested) != 1:
+                raise PackageNotFoundError(f"{self.path} has no rdf.yaml or bioimageio.yaml at its root: "
+                                           "it is not a model package")
+            self._prefix = PurePosixPath(nested[0]).parent.as_posix() + "/"
+            self.rdf_name = PurePosixPath(nested[0]).name
+        st = self.path.stat()
+        self._dir = _extract_root() / f"{abs(hash((str(self.path), st.st_size, st.st_mtime_ns))):x}"
+
+    def _member(self, rel: str) -> zipfile.ZipInfo:
+        info = self._members.get(self._prefix + rel)
+        if info is None:
+            raise PackageError(f"{self.name}: file {rel!r} named in {self.rdf_name} is not in the zip")
+        if info.file_size > self.MAX_MEMBER_BYTES:
+            raise PackageError(f"{self.name}: member {rel!r} claims {info.file_size} bytes, "
+                               "more than any model file should: refusing to extract it")
+        return info
+
+    def read_rdf(self) -> tuple[bytes, str]:
+        with zipfile.ZipFile(self.path) as zf:
+            return zf.read(self._member(self.rdf_name)), self.rdf_name
+
+    def fetch(self, path: str, *, sha256: str | None) -> Path:
+        rel = _safe_relpath(path, self.name)
+        local = self._dir / rel
+        if not local.is_file():
+            info = self._member(rel)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.{os.getpid()}.{threading.get_ident()}.part")
+            try:
+                with zipfile.ZipFile(self.path) as zf, zf.open(info) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, local)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                tmp.unlink(missing_ok=True)
+                raise PackageError(f"{self.name}: cannot extract {rel!r} ({e})") from e
+        verify_sha256(local, sha256, what=f"{self.name}: {rel}")
+        return local
+
+    def __repr__(self) -> str:
+        return f"ZipSource({str(self.path)!r})"
+
+
+def resolve_source(source: Any, **hub_options: Any) -> PackageSource:
+    """Turn what a user passed (path, URL, id, source object) into a PackageSource."""
+    if isinstance(source, PackageSource) and not isinstance(source, (str, os.PathLike)):
+        return source
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise PackageError(f"cannot open a package from {type(source).__name__}: pass a folder, "
+                           "an rdf.yaml path, a .zip, an http(s) URL or a zoo id")
+    if _URL.match(source):
+        from .hub.sources import source_for_url
+
+        return source_for_url(source, **hub_options)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return FolderSource(path)
+    if path.is_file():
+        if zipfile.is_zipfile(path):
+            return ZipSource(path)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            return FolderSource(path.parent, path.name)
+        raise PackageError(f"{path} is neither a zip package nor an rdf.yaml: pass a model package folder, "
+                           "its rdf.yaml, a .zip, a URL or a zoo id")
+    looks_like_path = (os.sep in source and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)) or \
+        source.lower().endswith((".zip", ".yaml", ".yml")) or source.startswith((".", "~"))
+    if looks_like_path:
+        raise PackageNotFoundError(f"{source} does not exist: check the path "
+                                   "(or pass an http(s) URL or a zoo id)")
+    from .hub.sources import source_for_id
+
+    return source_for_id(source, **hub_options)
+
+
+def _parse_yaml(data: bytes, where: str) -> dict:
+    import yaml
+
+    try:
+        content = yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        raise InvalidDescriptionError(f"{where} is not valid YAML: {e}".strip()) from e
+    if not isinstance(content, dict):
+        raise InvalidDescriptionError(f"{where} does not hold a YAML mapping: it is not a model description")
+    return content
+
+
+def build_model_description(content: dict, *, root: Any, file_name: str, where: str):
+    """Validate ``content`` with bioimageio.spec and upgrade it to the latest format (0.5).
+
+    No file is read or downloaded (``perform_io_checks=False``): sha256
+    checks happen when a file is actually fetched.
+    """
+    from bioimageio.spec import InvalidDescr, build_description
+    from bioimageio.spec._internal.validation_context import ValidationContext
+    from bioimageio.spec.model.v0_5 import ModelDescr
+
+    ctx = ValidationContext(root=root, file_name=file_name, perform_io_checks=False)
+    try:
+        descr = build_description(content, context=ctx, format_version="latest")
+    except Exception as e:  # spec raises plain exceptions for some malformed inputs
+        raise InvalidDescriptionError(f"{where}: cannot parse the description ({type(e).__name__}: {e})") from e
+    if isinstance(descr, InvalidDescr):
+        errors = descr.validation_summary.errors if descr.validation_summary else []
+        lines = [f"  - {'.'.join(map(str, err.loc))}: {err.msg}" for err in errors[:10]]
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise InvalidDescriptionError(
+            f"{where} is not a valid bioimage.io description:\n" + "\n".join(lines) + more
+            + "\nFix these fields (bioimgzoo validate shows the full report).")
+    if not isinstance(descr, ModelDescr):
+        raise InvalidDescriptionError(f"{where} describes a {getattr(descr, 'type', '?')}, not a model")
+    return descr
+
+
+@dataclass
+class Package:
+    """A parsed model package: its description plus lazy, verified file access."""
+
+    source: PackageSource
+    #: The description, upgraded to format 0.5 (``bioimageio.spec.model.v0_5.ModelDescr``).
+    descr: Any
+    #: The format version the package was written in (e.g. ``"0.4.10"``).
+    original_format_version: str
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.descr.name)
+
+    def file(self, ref: Any, *, sha256: str | None = None) -> Path:
+        """Local path of a file the description references, fetched and verified.
+
+        ``ref`` is a spec ``FileDescr`` (with ``source`` and ``sha256``), a
+        relative path, or an absolute http(s) URL.
+        """
+        if hasattr(ref, "source"):
+            sha256 = sha256 or (str(ref.sha256) if getattr(ref, "sha256", None) else None)
+            ref = ref.source
+        text = str(ref)
+        if _URL.match(text):
+            from .hub.sources import fetch_url
+
+            return fetch_url(text, sha256=sha256)
+        if hasattr(ref, "absolute") and not hasattr(ref, "path") and Path(text).is_absolute():
+            # an absolute local path is allowed only when it exists (spec checks this too)
+            local = Path(text)
+            verify_sha256(local, sha256, what=str(local))
+            return local
+        return self.source.fetch(text, sha256=sha256)
+
+
+def open_package(source: Any, **hub_options: Any) -> Package:
+    """Open a model package and parse its description (reads ``rdf.yaml`` only).
+
+    Parameters
+    ----------
+    source : str, os.PathLike or PackageSource
+        Folder, ``rdf.yaml`` path, ``.zip``, http(s) URL to an rdf.yaml, or zoo id.
+    **hub_options
+        Passed to the zoo client for URLs and ids (``hub=``, ``offline=``, ...).
+    """
+    src = resolve_source(source, **hub_options)
+    data, file_name = src.read_rdf()
+    where = f"{file_name} of {src.name}"
+    content = _parse_yaml(data, where)
+    fv = str(content.get("format_version", "?"))
+    root = getattr(src, "root", None) or getattr(src, "base_url", None) or Path.cwd()
+    descr = build_model_description(content, root=root, file_name=file_name, where=where)
+    return Package(source=src, descr=descr, original_format_version=fv, raw=content)
