@@ -1,0 +1,259 @@
+"""Inference engines behind one small protocol.
+
+An :class:`Engine` takes a list of input arrays (model axis order, batch
+first when the model has a batch axis) and returns a list of output arrays,
+both in the order the description lists its tensors.  Implementations:
+
+* :class:`OnnxEngine` — onnxruntime; CUDA provider when asked for and present.
+* :class:`TorchScriptEngine` — ``torch.jit.load``.
+* :class:`StateDictEngine` — architecture code + ``torch.load(weights_only=True)``;
+  runs the package's Python code, so it needs ``trust_code=True``.
+
+torch and onnxruntime are imported inside the engines that use them, so
+an ONNX-only user never pays for importing torch.  Errors from the
+libraries are translated into :class:`~bioimgzoo.errors.WeightsError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ..errors import UntrustedCodeError, WeightsError
+
+log = logging.getLogger(__name__)
+
+#: Default order in which weight formats are tried.
+WEIGHTS_PRIORITY = ("onnx", "torchscript", "pytorch_state_dict")
+SUPPORTED = set(WEIGHTS_PRIORITY)
+#: Architecture callables that ship with bioimgzoo itself and need no trust.
+TRUSTED_LIBRARY_PREFIXES = ("bioimgzoo.",)
+
+
+class Engine(Protocol):
+    """Runs the network: arrays in, arrays out, positional like the description."""
+
+    format: str
+    device: str
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def resolve_device(device: str | None, weights_format: str) -> str:
+    """``"cpu"`` or ``"cuda"``; ``None``/``"auto"`` picks cuda when the engine can use it."""
+    dev = (device or "auto").lower()
+    if dev.startswith("cuda") or dev == "gpu":
+        dev = "cuda"
+    if dev not in ("cpu", "cuda", "auto"):
+        raise WeightsError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'auto'")
+    cuda_ok = _cuda_available(weights_format)
+    if dev == "auto":
+        return "cuda" if cuda_ok else "cpu"
+    if dev == "cuda" and not cuda_ok:
+        what = "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)" if weights_format == "onnx" \
+            else "torch sees no CUDA device (a CPU build of torch, or no GPU)"
+        raise WeightsError(f"device 'cuda' was asked for, but {what}: use --device cpu")
+    return dev
+
+
+def _cuda_available(weights_format: str) -> bool:
+    if weights_format == "onnx":
+        import onnxruntime as ort
+
+        return "CUDAExecutionProvider" in ort.get_available_providers()
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class OnnxEngine:
+    format = "onnx"
+
+    def __init__(self, path: Path, *, device: str, n_outputs: int):
+        import onnxruntime as ort
+
+        self.device = device
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise WeightsError(f"onnxruntime cannot load {path.name}: {_first_line(e)}. The file is corrupt or not "
+                               "an ONNX model: re-download the package or choose other weights (--weights)") from e
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if len(self.output_names) < n_outputs:
+            raise WeightsError(f"{path.name} has {len(self.output_names)} outputs but the description declares "
+                               f"{n_outputs}: the package is inconsistent")
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {name: np.ascontiguousarray(a) for name, a in zip(self.input_names, inputs)}
+        try:
+            return self.session.run(self.output_names, feed)
+        except Exception as e:
+            raise WeightsError(f"onnxruntime failed to run the model: {_first_line(e)}") from e
+
+
+class _TorchEngine:
+    format = "torch"
+    module: Any
+    device: str
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in inputs]
+            try:
+                out = self.module(*tensors)
+            except Exception as e:
+                raise WeightsError(f"the {self.format} model failed to run: {_first_line(e)}") from e
+            if isinstance(out, torch.Tensor):
+                out = [out]
+            elif isinstance(out, dict):
+                out = list(out.values())
+            return [o.detach().cpu().numpy() for o in out]
+
+
+class TorchScriptEngine(_TorchEngine):
+    format = "torchscript"
+
+    def __init__(self, path: Path, *, device: str):
+        import torch
+
+        self.device = device
+        try:
+            self.module = torch.jit.load(str(path), map_location=device)
+        except Exception as e:
+            raise WeightsError(f"torch cannot load the TorchScript file {path.name}: {_first_line(e)}. "
+                               "It is corrupt or not TorchScript: re-download the package or use --weights") from e
+        self.module.eval()
+
+
+class StateDictEngine(_TorchEngine):
+    format = "pytorch_state_dict"
+
+    def __init__(self, weights_path: Path, architecture: Any, *, package: Any, device: str, trust_code: bool):
+        import torch
+
+        self.device = device
+        factory = _load_architecture(architecture, package=package, trust_code=trust_code)
+        kwargs = dict(getattr(architecture, "kwargs", None) or {})
+        try:
+            module = factory(**kwargs)
+        except Exception as e:
+            raise WeightsError(f"building the architecture {getattr(architecture, 'callable', '?')}(**{kwargs}) "
+                               f"failed: {_first_line(e)}") from e
+        try:
+            state = torch.load(str(weights_path), map_location=device, weights_only=True)
+        except Exception as e:
+            raise WeightsError(f"cannot read the state dict {weights_path.name} (loaded with weights_only=True): "
+                               f"{_first_line(e)}. The file is corrupt or holds more than tensors") from e
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        try:
+            module.load_state_dict(state)
+        except Exception as e:
+            raise WeightsError(f"the state dict {weights_path.name} does not fit the architecture: "
+                               f"{_first_line(e)}") from e
+        self.module = module.to(device).eval()
+
+
+def _load_architecture(arch: Any, *, package: Any, trust_code: bool):
+    name = str(arch.callable)
+    if hasattr(arch, "import_from"):  # ArchitectureFromLibraryDescr
+        module_name = str(arch.import_from)
+        trusted = module_name.startswith(TRUSTED_LIBRARY_PREFIXES)
+        if not (trust_code or trusted):
+            raise UntrustedCodeError(
+                f"this package's pytorch_state_dict weights build their network by calling "
+                f"{module_name}.{name}(...) as the package says; that runs code chosen by the package. "
+                "Pass trust_code=True (CLI: --trust-code) if you trust it, or use other weights (--weights onnx)")
+        try:
+            mod = importlib.import_module(module_name)
+        except ImportError as e:
+            raise WeightsError(f"the architecture module {module_name!r} is not installed ({e}): "
+                               f"install the package that provides it, or use other weights") from e
+        try:
+            return getattr(mod, name)
+        except AttributeError as e:
+            raise WeightsError(f"{module_name} has no {name!r}: the package names a wrong architecture") from e
+    # ArchitectureFromFileDescr: Python source shipped in the package
+    if not trust_code:
+        raise UntrustedCodeError(
+            f"this package's pytorch_state_dict weights need its own Python file {arch.source} to build the "
+            "network; running it executes arbitrary code. Pass trust_code=True (CLI: --trust-code) if you "
+            "trust the package, or use other weights (--weights onnx / torchscript)")
+    src = package.file(arch)
+    mod_name = f"bioimgzoo_arch_{abs(hash(str(src))):x}"
+    spec = importlib.util.spec_from_file_location(mod_name, src)
+    if spec is None or spec.loader is None:  # pragma: no cover
+        raise WeightsError(f"cannot import architecture file {src}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception as e:
+        raise WeightsError(f"the architecture file {Path(src).name} fails to import: {_first_line(e)}") from e
+    try:
+        return getattr(mod, name)
+    except AttributeError as e:
+        raise WeightsError(f"{Path(src).name} defines no {name!r}: the package names a wrong architecture") from e
+
+
+def available_formats(descr: Any) -> list[str]:
+    """Weight formats the description carries, in the default priority order."""
+    present = [f for f in WEIGHTS_PRIORITY if getattr(descr.weights, f, None) is not None]
+    return present
+
+
+def choose_weights(descr: Any, requested: str | None) -> str:
+    """Pick the weight format to run; raise WeightsError with the options otherwise."""
+    present = available_formats(descr)
+    all_present = [f for f, w in descr.weights if w is not None] if hasattr(descr.weights, "__iter__") else present
+    if requested is not None:
+        req = requested.lower().replace("-", "_")
+        aliases = {"pytorch": "pytorch_state_dict", "state_dict": "pytorch_state_dict", "pt": "torchscript",
+                   "ts": "torchscript"}
+        req = aliases.get(req, req)
+        if req not in SUPPORTED:
+            raise WeightsError(f"unknown weight format {requested!r}: bioimgzoo runs "
+                               f"{', '.join(WEIGHTS_PRIORITY)}; this package has {', '.join(present) or 'none of them'}")
+        if req not in present:
+            raise WeightsError(f"this package has no {req} weights; it has {', '.join(all_present) or 'none'}: "
+                               f"pass one of {', '.join(present) or '(none runnable)'}")
+        return req
+    if not present:
+        raise WeightsError(f"this package has only {', '.join(map(str, all_present)) or 'no'} weights, which bioimgzoo "
+                           f"cannot run; it runs {', '.join(WEIGHTS_PRIORITY)}")
+    return present[0]
+
+
+def create_engine(package: Any, weights_format: str, *, device: str, trust_code: bool, n_outputs: int) -> Engine:
+    """Fetch exactly the weights file needed and load it."""
+    entry = getattr(package.descr.weights, weights_format)
+    if weights_format == "pytorch_state_dict":
+        # refuse before downloading anything when the code is not trusted
+        arch = entry.architecture
+        if not trust_code and not (hasattr(arch, "import_from")
+                                   and str(arch.import_from).startswith(TRUSTED_LIBRARY_PREFIXES)):
+            _load_architecture(arch, package=package, trust_code=False)
+        return StateDictEngine(package.file(entry), arch, package=package, device=device, trust_code=trust_code)
+    path = package.file(entry)
+    if weights_format == "onnx":
+        return OnnxEngine(path, device=device, n_outputs=n_outputs)
+    if weights_format == "torchscript":
+        return TorchScriptEngine(path, device=device)
+    raise WeightsError(f"unknown weight format {weights_format!r}")  # pragma: no cover
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]

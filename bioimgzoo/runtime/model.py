@@ -1,0 +1,589 @@
+"""A loaded model: one engine, many predictions.
+
+:meth:`Model.load` opens the package, picks the weights, fetches only that
+weights file and builds the engine once.  :meth:`Model.predict` and
+:meth:`Model.iter_predict` then run any number of images:
+
+1. each image is mapped onto the model's axes (:mod:`.axes`); axes the
+   model lacks (a z stack through a 2D model) become separate samples;
+2. per-sample statistics for preprocessing are computed over the *whole*
+   sample, on the raw input (as bioimageio.core does), never per tile;
+3. the sample is cut into windows by a tile plan (:mod:`.tiling`) — one
+   window when it fits — each window is padded where it reaches past the
+   image, preprocessed and queued;
+4. queued windows of equal shape, from one image or many, run through the
+   engine in batches;
+5. each window's trusted part is written into the sample's output, then
+   postprocessing runs on the whole stitched output.
+
+Nothing reloads between images, and results stream out in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..package import Package, open_package
+from . import engines as _engines
+from .axes import Folding, from_model_layout, output_axes_ids, parse_axes, to_model_layout
+from .specs import SizeRef, TensorSpec, output_scale, tensor_specs
+from .tiling import AxisSizes, AxisWindow, choose_tile_size, plan_tiles, valid_size_at_least
+
+log = logging.getLogger("bioimgzoo")
+
+__all__ = ["Model"]
+
+#: default window edge (pixels per tiled axis) by number of tiled axes
+_TARGET_EDGE = {1: 1 << 16, 2: 1024, 3: 128, 4: 64}
+#: default number of voxels per engine batch (windows x window voxels)
+_BATCH_VOXELS = 1 << 20
+_MAX_BATCH = 64
+
+
+@dataclass
+class _Plan:
+    """How one sample is cut into windows and where each window's output goes."""
+
+    tiled: tuple[str, ...]  # tiled axis ids of the primary input
+    tiles: list  # list[Tile]
+    window_shapes: dict[str, tuple[int, ...]]  # input id -> window shape (batch 1)
+    out_shapes: dict[str, tuple[int, ...] | None]  # output id -> full shape (None: as the engine returns)
+    # output id -> per output axis: (input axis id, factor, offset) when it follows a tiled axis
+    out_links: dict[str, dict[str, tuple[str, Fraction, int]]]
+    image_len: dict[str, int]  # primary tiled axis -> image length
+
+    @property
+    def key(self) -> tuple:
+        return tuple(sorted(self.window_shapes.items()))
+
+
+@dataclass
+class _SampleRun:
+    index: int  # position of its image in the call
+    part: int  # sample number within the image (folded axes)
+    raw: dict[str, np.ndarray]  # input id -> array (model layout, batch 1)
+    plan: _Plan
+    stats: dict
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    remaining: int = 0
+
+
+@dataclass
+class _ImageJob:
+    index: int
+    foldings: dict[str, Folding]
+    n_samples: int
+    done: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    was_xarray: bool = False
+    single: bool = True  # the caller passed a bare array (not a dict)
+
+
+class Model:
+    """A zoo model ready to predict.  Create with :func:`bioimgzoo.load`."""
+
+    def __init__(self, package: Package, engine: _engines.Engine, *, weights_format: str, device: str):
+        self.package = package
+        self.descr = package.descr
+        self.engine = engine
+        self.weights_format = weights_format
+        self.device = device
+        self.inputs, self.outputs = tensor_specs(self.descr)
+        from . import processing
+
+        self._pre = [processing.compile_processing(t.preprocessing, tensor_id=t.id, tensor_axes=t.axis_ids)
+                     for t in self.inputs]
+        self._post = [processing.compile_processing(t.postprocessing, tensor_id=t.id, tensor_axes=t.axis_ids)
+                      for t in self.outputs]
+        measures = {m for c in self._pre + self._post for m in c.required_measures}
+        self._dataset_measures = {m for m in measures if m.scope == "dataset"}
+        self._pre_sample = {m for c in self._pre for m in c.required_measures if m.scope == "sample"}
+        self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
+        self._dataset_stats: dict | None = None
+        self._batch_limit = min((t.batch_limit() or _MAX_BATCH) for t in self.inputs) if self.inputs else 1
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, source: Any, *, weights: str | None = None, device: str | None = None,
+             trust_code: bool = False, **hub_options: Any) -> "Model":
+        package = source if isinstance(source, Package) else open_package(source, **hub_options)
+        fmt = _engines.choose_weights(package.descr, weights)
+        if weights is None:
+            avail = _engines.available_formats(package.descr)
+            log.info("using %s weights (available: %s; choose with weights=)", fmt, ", ".join(avail))
+        dev = _engines.resolve_device(device, fmt)
+        engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
+                                        n_outputs=len(package.descr.outputs))
+        return cls(package, engine, weights_format=fmt, device=dev)
+
+    @property
+    def name(self) -> str:
+        return self.package.name
+
+    def __repr__(self) -> str:
+        return f"<Model {self.name!r} weights={self.weights_format} device={self.device}>"
+
+    def output_axes(self, output_id: str | None = None, *, input_axes: str | None = None) -> tuple[str, ...]:
+        """Axis ids of what :meth:`predict` returns for an output (image without batch axis by default)."""
+        spec = self._output_spec(output_id)
+        had_batch = input_axes is not None and "batch" in parse_axes(input_axes)
+        return output_axes_ids(Folding((), (), had_batch), spec.axes)
+
+    def _output_spec(self, output_id: str | None) -> TensorSpec:
+        if output_id is None:
+            return self.outputs[0]
+        for t in self.outputs:
+            if t.id == output_id:
+                return t
+        raise InputError(f"the model has no output {output_id!r}; outputs: {', '.join(t.id for t in self.outputs)}")
+
+    # --------------------------------------------------------------- statistics
+    def set_dataset_statistics(self, images: Iterable[Any], *, axes: Any = None) -> None:
+        """Compute the per-dataset statistics the model's processing needs from ``images``."""
+        from . import processing
+
+        if not self._dataset_measures:
+            self._dataset_stats = {}
+            return
+        acc = processing.DatasetStatistics(self._dataset_measures, {t.id: t.axis_ids for t in self.inputs})
+        for image in images:
+            job_inputs, _ = self._map_inputs(image, axes)
+            n = next(iter(job_inputs.values())).shape[0] if self.inputs[0].has_batch else 1
+            for i in range(n):
+                acc.update(self._sample_slice(job_inputs, i))
+        self._dataset_stats = acc.finalize()
+
+    # --------------------------------------------------------------- prediction
+    def predict(self, data: Any, *, axes: Any = None, tile: int | Mapping[str, int] | None = None,
+                halo: int | Mapping[str, int] | None = None, batch_size: int | None = None,
+                pad_mode: str = "reflect", progress: bool = False) -> Any:
+        """Predict one image (array, DataArray, or dict by input id) or a list of them.
+
+        Parameters
+        ----------
+        data : ndarray, xarray.DataArray, dict or list
+            One image for a single-input model, a dict ``{input_id: image}``,
+            or a list of either (then a list is returned).
+        axes : str or dict, optional
+            Layout of the image(s), e.g. ``"yx"``, ``"cyx"``, ``"tczyx"``;
+            a dict by input id for several inputs.  Default: the dims of a
+            DataArray, or guessed from the number of dimensions.
+        tile : int or dict, optional
+            Window size per tiled axis (``{"y": 512, "x": 512}``; an int is
+            used for every tiled axis).  Default: the whole image when it
+            fits a sensible size, else the largest valid size near 1024 (2D)
+            or 128 (3D) pixels.
+        halo : int or dict, optional
+            Input pixels discarded at inner window edges; default from the
+            model's declared output halo.
+        batch_size : int, optional
+            Windows per engine call (default: fits ~1M voxels; 1 when the
+            model's batch size is fixed).
+        pad_mode : str
+            How windows reaching past the image are filled (numpy.pad mode).
+
+        Returns
+        -------
+        ndarray, xarray.DataArray or dict
+            One array for a single-output model, else a dict by output id.
+            Layout: the model output's axes (see :meth:`output_axes`), with
+            the batch axis dropped unless the image had one, and folded
+            image axes (e.g. ``z`` through a 2D model) leading.
+        """
+        if isinstance(data, (list, tuple)):
+            return list(self.iter_predict(data, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
+                                          pad_mode=pad_mode, progress=progress))
+        return next(iter(self.iter_predict([data], axes=axes, tile=tile, halo=halo, batch_size=batch_size,
+                                           pad_mode=pad_mode, progress=progress)))
+
+    def predict_many(self, images: Iterable[Any], **options: Any) -> list[Any]:
+        """Predict every image of ``images`` with one loaded model (batched, streamed)."""
+        return list(self.iter_predict(images, **options))
+
+    def iter_predict(self, images: Iterable[Any], *, axes: Any = None, tile: Any = None, halo: Any = None,
+                     batch_size: int | None = None, pad_mode: str = "reflect", progress: bool = False,
+                     on_window: Callable[[int], None] | None = None) -> Iterator[Any]:
+        """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
+
+        Windows of consecutive images are batched together; ``on_window(n)``
+        is called after every engine call with the number of windows run.
+        """
+        if self._dataset_measures and self._dataset_stats is None:
+            images = list(images)
+            self.set_dataset_statistics(images, axes=axes)
+        executor = _Executor(self, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
+                             on_window=on_window)
+        yield from executor.run(images, axes)
+
+    # ------------------------------------------------------------ input mapping
+    def _map_inputs(self, data: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, Folding]]:
+        if isinstance(data, Mapping):
+            given = dict(data)
+            unknown = set(map(str, given)) - {t.id for t in self.inputs}
+            if unknown:
+                raise InputError(f"the model has no input {', '.join(sorted(unknown))}; its inputs are "
+                                 f"{', '.join(t.id for t in self.inputs)}")
+        else:
+            if len(self.inputs) != 1:
+                raise InputError(f"this model has {len(self.inputs)} inputs ({', '.join(t.id for t in self.inputs)}): "
+                                 "pass a dict {input_id: image}")
+            given = {self.inputs[0].id: data}
+        arrays, foldings = {}, {}
+        for spec in self.inputs:
+            if spec.id not in given:
+                raise InputError(f"input '{spec.id}' is missing: the model needs "
+                                 f"{', '.join(t.id for t in self.inputs)}")
+            value = given[spec.id]
+            ax = axes.get(spec.id) if isinstance(axes, Mapping) else axes
+            if hasattr(value, "dims") and hasattr(value, "values"):  # xarray.DataArray
+                ax = ax or tuple(str(d) for d in value.dims)
+                value = value.values
+            array = np.asarray(value)
+            _check_dtype(array, spec)
+            arrays[spec.id], foldings[spec.id] = to_model_layout(array, ax, spec.axes, tensor_id=spec.id)
+        if self.inputs[0].has_batch:
+            counts = {k: a.shape[0] for k, a in arrays.items()}
+            if len(set(counts.values())) > 1:
+                raise InputError(f"inputs hold different numbers of samples {counts}: give each the same")
+        return arrays, foldings
+
+    def _sample_slice(self, arrays: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+        if not self.inputs[0].has_batch:
+            return dict(arrays)
+        return {k: a[i:i + 1] for k, a in arrays.items()}
+
+    # ---------------------------------------------------------------- planning
+    def _plan(self, sample: Mapping[str, np.ndarray], tile: Any, halo: Any) -> _Plan:
+        primary = next((t for t in self.inputs if any(a.kind in ("space", "time") for a in t.axes)), self.inputs[0])
+        shape_p = sample[primary.id].shape
+        tiled_candidates = [a.id for a in primary.axes if a.kind in ("space", "time")
+                            and isinstance(primary.sizes.get(a.id), AxisSizes)]
+        # which output axes follow which primary axes
+        links: dict[str, dict[str, tuple[str, Fraction, int]]] = {}
+        for out in self.outputs:
+            links[out.id] = {}
+            for a in out.axes:
+                link = output_scale(primary, out, a.id)
+                if link is not None:
+                    links[out.id][a.id] = (link[1], link[2], link[3])
+        in_halo: dict[str, int] = {}
+        for out in self.outputs:
+            for oa, (ia, f, off) in links[out.id].items():
+                h = out.halo.get(oa, 0) + max(0, -off)
+                if h:
+                    in_halo[ia] = max(in_halo.get(ia, 0), math.ceil(h / f))
+        if halo is not None:
+            in_halo = {a: int(halo[a] if isinstance(halo, Mapping) else halo) for a in tiled_candidates
+                       if not isinstance(halo, Mapping) or a in halo} | ({} if not isinstance(halo, Mapping) else
+                                                                         {a: v for a, v in in_halo.items() if a not in halo})
+        target = _TARGET_EDGE.get(len(tiled_candidates), 64)
+        tile_sizes: dict[str, int] = {}
+        image_len: dict[str, int] = {}
+        for a in tiled_candidates:
+            n = shape_p[primary.axis_ids.index(a)]
+            sizes: AxisSizes = primary.sizes[a]
+            image_len[a] = n
+            want = tile.get(a) if isinstance(tile, Mapping) else tile
+            if want is not None:
+                want = int(want)
+                if not sizes.is_valid(want):
+                    valid = f"{sizes.min}" if sizes.step == 0 else f"{sizes.min} + k*{sizes.step}"
+                    raise InputError(f"tile size {want} is not valid for axis '{a}' of input '{primary.id}': "
+                                     f"the model accepts {valid}")
+                tile_sizes[a] = want
+            else:
+                tile_sizes[a] = choose_tile_size(n, sizes, halo=in_halo.get(a, 0), target=target)
+        tiled = tuple(a for a in tiled_candidates if tile_sizes[a] < image_len[a])
+        if tiled:
+            for out in self.outputs:
+                bad = [a.id for a in out.axes if a.kind in ("space", "time") and a.id not in links[out.id]]
+                non_spatial = not any(a.kind in ("space", "time") for a in out.axes)
+                if bad or non_spatial:
+                    raise InputError(
+                        f"the image ({', '.join(f'{a}={image_len[a]}' for a in tiled)}) is larger than the "
+                        f"model's input size ({', '.join(f'{a}={tile_sizes[a]}' for a in tiled)}) and output "
+                        f"'{out.id}' cannot be tiled (its size does not follow the input's): resize or crop the image")
+            for a in tiled:
+                if 2 * in_halo.get(a, 0) >= tile_sizes[a]:
+                    raise InputError(f"halo {in_halo.get(a, 0)} on axis '{a}' leaves nothing of {tile_sizes[a]}-pixel "
+                                     "tiles: pass a larger tile= or a smaller halo=")
+        aligns = {a: (primary.sizes[a].step or _pow2_divisor(tile_sizes[a], 64)) for a in tiled}
+        scales = {}
+        for a in tiled:
+            fs = [f for out in self.outputs for (ia, f, _o) in links[out.id].values() if ia == a]
+            scales[a] = min(fs, key=lambda f: f) if fs else Fraction(1)
+        tiles = plan_tiles({a: image_len[a] for a in tiled}, {a: tile_sizes[a] for a in tiled},
+                           halo={a: in_halo.get(a, 0) for a in tiled}, align=aligns, scale=scales)
+
+        # window shapes of every input
+        window_shapes: dict[str, tuple[int, ...]] = {}
+        for spec in self.inputs:
+            shape = list(sample[spec.id].shape)
+            for i, a in enumerate(spec.axes):
+                sz = spec.sizes.get(a.id)
+                if spec is primary and a.id in tile_sizes:
+                    shape[i] = tile_sizes[a.id]
+                elif isinstance(sz, SizeRef) and sz.tensor_id == primary.id and sz.axis_id in tile_sizes:
+                    f = primary.scale.get(sz.axis_id, 1.0) / spec.scale.get(a.id, 1.0)
+                    shape[i] = int(round(tile_sizes[sz.axis_id] * f)) + sz.offset
+                elif a.id in tiled and spec is not primary:
+                    if shape[i] != image_len[a.id]:
+                        raise InputError(f"input '{spec.id}' is {shape[i]} long on axis '{a.id}' but input "
+                                         f"'{primary.id}' is {image_len[a.id]}: tiled inputs must match in size")
+                    shape[i] = tile_sizes[a.id]
+                elif isinstance(sz, AxisSizes) and a.kind in ("space", "time"):
+                    shape[i] = valid_size_at_least(sz, shape[i])
+            window_shapes[spec.id] = tuple(shape)
+
+        out_shapes: dict[str, tuple[int, ...] | None] = {}
+        for out in self.outputs:
+            shape = []
+            for a in out.axes:
+                sz = out.sizes.get(a.id)
+                if a.kind == "batch":
+                    shape.append(1)
+                elif a.id in links[out.id]:
+                    ia, f, off = links[out.id][a.id]
+                    shape.append(int(image_len.get(ia, sample[primary.id].shape[primary.axis_ids.index(ia)]) * f) + off)
+                elif isinstance(sz, AxisSizes) and sz.step == 0:
+                    shape.append(sz.min)
+                else:
+                    shape = None
+                    break
+            out_shapes[out.id] = tuple(shape) if shape is not None else None
+        if tiled and any(s is None for s in out_shapes.values()):
+            raise InputError("the model's output size depends on the data, so the image cannot be tiled: "
+                             "pass an image that fits in one window")
+        return _Plan(tiled, tiles, window_shapes, out_shapes, links, image_len)
+
+
+def _pow2_divisor(n: int, cap: int) -> int:
+    d = 1
+    while d < cap and n % (d * 2) == 0:
+        d *= 2
+    return d
+
+
+def _check_dtype(array: np.ndarray, spec: TensorSpec) -> None:
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise InputError(f"input '{spec.id}' got data of type {array.dtype}, which is not numeric: "
+                         f"pass a numeric array ({spec.dtype} expected by the model)")
+    if kind == "f" and spec.dtype.startswith(("int", "uint")) and not spec.preprocessing:
+        raise InputError(f"input '{spec.id}' expects {spec.dtype} data and got {array.dtype}: converting would "
+                         "lose the fractions; convert the image yourself if that is intended")
+
+
+class _Executor:
+    """Streams samples through windows, batches and stitching (one predict call)."""
+
+    def __init__(self, model: Model, *, tile: Any, halo: Any, batch_size: int | None, pad_mode: str,
+                 on_window: Callable[[int], None] | None):
+        self.m = model
+        self.tile, self.halo, self.pad_mode = tile, halo, pad_mode
+        if batch_size is not None:
+            if batch_size < 1:
+                raise InputError(f"batch_size must be at least 1, got {batch_size}")
+            limit = model._batch_limit
+            if limit == 1 and batch_size > 1:
+                log.info("this model takes one sample at a time: batch_size %d lowered to 1", batch_size)
+            batch_size = min(batch_size, limit)
+        self.batch_size = batch_size
+        self.on_window = on_window
+        self.queue: list[tuple[_SampleRun, Any, dict[str, np.ndarray]]] = []
+        self.queue_key: tuple | None = None
+
+    def _batch_for(self, plan: _Plan) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        voxels = max(1, max(int(np.prod(s)) for s in plan.window_shapes.values()))
+        return max(1, min(self.m._batch_limit, _MAX_BATCH, _BATCH_VOXELS // voxels))
+
+    def run(self, images: Iterable[Any], axes: Any) -> Iterator[Any]:
+        from . import processing
+
+        m = self.m
+        pending: dict[int, _ImageJob] = {}
+        next_out = 0
+        axis_map = {t.id: t.axis_ids for t in m.inputs}
+        for index, image in enumerate(images):
+            arrays, foldings = m._map_inputs(image, axes)
+            n = next(iter(arrays.values())).shape[0] if m.inputs[0].has_batch else 1
+            job = _ImageJob(index, foldings, n, was_xarray=_is_xarray(image), single=not isinstance(image, Mapping))
+            pending[index] = job
+            for part in range(n):
+                raw = m._sample_slice(arrays, part)
+                stats = dict(m._dataset_stats or {})
+                if m._pre_sample:
+                    stats.update(processing.compute_sample_measures(m._pre_sample, raw, axis_map))
+                plan = m._plan(raw, self.tile, self.halo)
+                run = _SampleRun(index, part, raw, plan, stats)
+                self._enqueue_sample(run, job)
+            # flush only when the next image could not share the batch; yield finished images in order
+            while next_out in pending and len(pending[next_out].done) == pending[next_out].n_samples:
+                yield self._finish(pending.pop(next_out))
+                next_out += 1
+        self._flush()
+        while next_out in pending:
+            job = pending.pop(next_out)
+            assert len(job.done) == job.n_samples
+            yield self._finish(job)
+            next_out += 1
+
+    # windows -------------------------------------------------------------
+    def _enqueue_sample(self, run: _SampleRun, job: _ImageJob) -> None:
+        m = self.m
+        plan = run.plan
+        run.remaining = len(plan.tiles)
+        run.job = job  # type: ignore[attr-defined]
+        for spec_out in m.outputs:
+            shape = plan.out_shapes[spec_out.id]
+            run.outputs[spec_out.id] = None if shape is None else None  # allocated at first window (dtype known)
+        batch = self._batch_for(plan)
+        for tile in plan.tiles:
+            windows = {}
+            for spec, chain in zip(m.inputs, m._pre):
+                w = _extract(run.raw[spec.id], spec, tile.windows, plan, self.pad_mode)
+                w = chain(w, run.stats)
+                if w.dtype != spec.dtype:
+                    w = w.astype(spec.dtype, copy=False)
+                windows[spec.id] = w
+            if self.queue and (self.queue_key != plan.key or len(self.queue) >= batch):
+                self._flush()
+            self.queue_key = plan.key
+            self.queue.append((run, tile, windows))
+            if len(self.queue) >= batch:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.queue:
+            return
+        m = self.m
+        queue, self.queue = self.queue, []
+        if len(queue) == 1:
+            feeds = [queue[0][2][t.id] for t in m.inputs]
+        else:
+            feeds = [np.concatenate([q[2][t.id] for q in queue], axis=0) for t in m.inputs]
+        outs = m.engine.run(feeds)
+        if len(outs) < len(m.outputs):
+            from ..errors import WeightsError
+
+            raise WeightsError(f"the network returned {len(outs)} outputs, the description declares {len(m.outputs)}")
+        for i, (run, tile, _w) in enumerate(queue):
+            for spec, arr in zip(m.outputs, outs):
+                part = arr[i:i + 1] if spec.has_batch else arr
+                _place(run, spec, part, tile.windows)
+            run.remaining -= 1
+            if run.remaining == 0:
+                self._complete(run)
+        if self.on_window:
+            self.on_window(len(queue))
+
+    def _complete(self, run: _SampleRun) -> None:
+        from . import processing
+
+        m = self.m
+        outputs = run.outputs
+        stats = run.stats
+        if m._post_sample:
+            tensors = {**run.raw, **outputs}
+            axis_map = {t.id: t.axis_ids for t in m.inputs + m.outputs}
+            stats = {**stats, **processing.compute_sample_measures(m._post_sample, tensors, axis_map)}
+        result = {}
+        for spec, chain in zip(m.outputs, m._post):
+            result[spec.id] = chain(outputs[spec.id], stats)
+        run.job.done[run.part] = result  # type: ignore[attr-defined]
+        run.raw = {}
+        run.outputs = {}
+
+    def _finish(self, job: _ImageJob) -> Any:
+        m = self.m
+        result = {}
+        for spec in m.outputs:
+            parts = [job.done[i][spec.id] for i in range(job.n_samples)]
+            arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            folding = job.foldings[m.inputs[0].id]
+            out = from_model_layout(arr, folding, spec.axes)
+            if job.was_xarray:
+                import xarray as xr
+
+                out = xr.DataArray(out, dims=output_axes_ids(folding, spec.axes))
+            result[spec.id] = out
+        if len(m.outputs) == 1:
+            return result[m.outputs[0].id]
+        return result
+
+
+def _is_xarray(x: Any) -> bool:
+    return hasattr(x, "dims") and hasattr(x, "values") and not isinstance(x, Mapping)
+
+
+def _extract(arr: np.ndarray, spec: TensorSpec, windows: Mapping[str, AxisWindow], plan: _Plan,
+             pad_mode: str) -> np.ndarray:
+    """The window of ``arr`` for one tile, padded where it reaches past the image."""
+    target = plan.window_shapes[spec.id]
+    index, pads = [], []
+    need_pad = False
+    for i, a in enumerate(spec.axes):
+        n = arr.shape[i]
+        w = windows.get(a.id)
+        if w is not None and n >= w.stop:
+            index.append(slice(w.start, w.stop))
+            pads.append((0, 0))
+        elif w is not None:
+            index.append(slice(w.start, min(n, w.stop)))
+            pads.append((0, w.stop - max(n, w.start)))
+            need_pad = True
+        else:
+            index.append(slice(None))
+            extra = target[i] - n
+            pads.append((0, max(0, extra)))
+            need_pad = need_pad or extra > 0
+    out = arr[tuple(index)]
+    if need_pad:
+        mode = pad_mode
+        if mode in ("reflect", "symmetric") and any(p[1] >= s for p, s in zip(pads, out.shape) if p[1]):
+            mode = "symmetric" if all(p[1] <= s for p, s in zip(pads, out.shape) if p[1]) else "edge"
+        out = np.pad(out, pads, mode=mode)
+    return out
+
+
+def _place(run: _SampleRun, spec: TensorSpec, part: np.ndarray, windows: Mapping[str, AxisWindow]) -> None:
+    """Write the trusted part of one window's output into the sample's output."""
+    plan = run.plan
+    full = plan.out_shapes[spec.id]
+    if full is None:  # data-dependent size: single window, take as is
+        run.outputs[spec.id] = part
+        return
+    buf = run.outputs.get(spec.id)
+    if buf is None:
+        if len(plan.tiles) == 1 and part.shape == tuple(full):
+            run.outputs[spec.id] = part  # one window, no crop: no copy
+            return
+        buf = run.outputs[spec.id] = np.empty(full, dtype=part.dtype)
+    dst, src = [], []
+    links = plan.out_links[spec.id]
+    for i, a in enumerate(spec.axes):
+        link = links.get(a.id)
+        if link is None:
+            dst.append(slice(None))
+            src.append(slice(0, full[i]))
+            continue
+        ia, f, off = link
+        w = windows.get(ia)
+        if w is None:  # not tiled: the (padded) window covers the image: crop
+            dst.append(slice(None))
+            src.append(slice(0, full[i]))
+            continue
+        lo = int(w.inner_start * f)
+        hi = full[i] if w.inner_stop >= plan.image_len[ia] else int(w.inner_stop * f)
+        base = int(w.start * f)
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - base, hi - base))
+    buf[tuple(dst)] = part[tuple(src)]
