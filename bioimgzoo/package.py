@@ -313,9 +313,11 @@ class Package:
             ref = ref.source
         text = str(ref)
         if _URL.match(text):
-            from .hub.sources import fetch_url
-
-            return fetch_url(text, sha256=sha256)
+            # the source's own fetcher keeps its options (offline=, hub=); else the default client
+            fetch = getattr(self.source, "fetch_url", None)
+            if fetch is None:
+                from .hub.sources import fetch_url as fetch
+            return fetch(text, sha256=sha256)
         if hasattr(ref, "absolute") and not hasattr(ref, "path") and Path(text).is_absolute():
             # an absolute local path is allowed only when it exists (spec checks this too)
             local = Path(text)

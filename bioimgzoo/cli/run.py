@@ -84,7 +84,13 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
     tile_arg = _parse_tile(tile)
     out_root = Path(out_dir)
 
-    def images():
+    class Images:
+        """Re-iterable, so per-dataset statistics can take a first pass without holding every image."""
+
+        def __iter__(self):
+            return _read_all()
+
+    def _read_all():
         import xarray as xr
 
         for f in files:
@@ -101,7 +107,7 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True, disable=None) as bar:
         task = bar.add_task("Predicting", total=len(files))
-        results = model.iter_predict(images(), tile=tile_arg, halo=halo, batch_size=batch_size)
+        results = model.iter_predict(Images(), tile=tile_arg, halo=halo, batch_size=batch_size)
         for f, result in zip(files, results):
             outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
             for oid, arr in outs.items():

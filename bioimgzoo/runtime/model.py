@@ -97,14 +97,16 @@ class Model:
         self.inputs, self.outputs = tensor_specs(self.descr)
         from . import processing
 
-        self._pre = [processing.compile_processing(t.preprocessing, tensor_id=t.id, tensor_axes=t.axis_ids)
-                     for t in self.inputs]
-        self._post = [processing.compile_processing(t.postprocessing, tensor_id=t.id, tensor_axes=t.axis_ids)
-                      for t in self.outputs]
+        ref_axes = {t.id: t.axis_ids for t in self.inputs + self.outputs}
+        self._pre = [processing.compile_processing(t.preprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
+                                                   reference_axes=ref_axes) for t in self.inputs]
+        self._post = [processing.compile_processing(t.postprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
+                                                    reference_axes=ref_axes) for t in self.outputs]
         measures = {m for c in self._pre + self._post for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
         self._pre_sample = {m for c in self._pre for m in c.required_measures if m.scope == "sample"}
         self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
+        #: per-dataset statistics fixed by set_dataset_statistics (else computed per predict call)
         self._dataset_stats: dict | None = None
         self._batch_limit = min((t.batch_limit() or _MAX_BATCH) for t in self.inputs) if self.inputs else 1
 
@@ -144,20 +146,30 @@ class Model:
         raise InputError(f"the model has no output {output_id!r}; outputs: {', '.join(t.id for t in self.outputs)}")
 
     # --------------------------------------------------------------- statistics
-    def set_dataset_statistics(self, images: Iterable[Any], *, axes: Any = None) -> None:
-        """Compute the per-dataset statistics the model's processing needs from ``images``."""
+    def set_dataset_statistics(self, images: Iterable[Any] | None, *, axes: Any = None) -> None:
+        """Fix the per-dataset statistics the model's processing needs, computed from ``images``.
+
+        Without this, each :meth:`predict` call computes them over all of
+        its own images before predicting any.  ``None`` returns to that.
+        """
+        self._dataset_stats = None if images is None else self._compute_dataset_statistics(images, axes)
+
+    def _compute_dataset_statistics(self, images: Iterable[Any], axes: Any) -> dict:
         from . import processing
 
         if not self._dataset_measures:
-            self._dataset_stats = {}
-            return
+            return {}
+        inputs_only = {m for m in self._dataset_measures if m.tensor_id in {t.id for t in self.inputs}}
+        if inputs_only != self._dataset_measures:
+            raise InputError("this model's postprocessing needs per-dataset statistics of its outputs, which "
+                             "bioimgzoo does not compute yet: predict one image at a time")
         acc = processing.DatasetStatistics(self._dataset_measures, {t.id: t.axis_ids for t in self.inputs})
         for image in images:
             job_inputs, _ = self._map_inputs(image, axes)
             n = next(iter(job_inputs.values())).shape[0] if self.inputs[0].has_batch else 1
             for i in range(n):
                 acc.update(self._sample_slice(job_inputs, i))
-        self._dataset_stats = acc.finalize()
+        return acc.finalize()
 
     # --------------------------------------------------------------- prediction
     def predict(self, data: Any, *, axes: Any = None, tile: int | Mapping[str, int] | None = None,
@@ -214,11 +226,13 @@ class Model:
         Windows of consecutive images are batched together; ``on_window(n)``
         is called after every engine call with the number of windows run.
         """
-        if self._dataset_measures and self._dataset_stats is None:
-            images = list(images)
-            self.set_dataset_statistics(images, axes=axes)
+        dataset_stats = self._dataset_stats
+        if self._dataset_measures and dataset_stats is None:
+            if iter(images) is images:  # a one-shot iterator: keep the images for the second pass
+                images = list(images)
+            dataset_stats = self._compute_dataset_statistics(images, axes)
         executor = _Executor(self, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                             on_window=on_window)
+                             on_window=on_window, dataset_stats=dataset_stats or {})
         yield from executor.run(images, axes)
 
     # ------------------------------------------------------------ input mapping
@@ -384,8 +398,9 @@ class _Executor:
     """Streams samples through windows, batches and stitching (one predict call)."""
 
     def __init__(self, model: Model, *, tile: Any, halo: Any, batch_size: int | None, pad_mode: str,
-                 on_window: Callable[[int], None] | None):
+                 on_window: Callable[[int], None] | None, dataset_stats: Mapping):
         self.m = model
+        self.dataset_stats = dataset_stats
         self.tile, self.halo, self.pad_mode = tile, halo, pad_mode
         if batch_size is not None:
             if batch_size < 1:
@@ -419,7 +434,7 @@ class _Executor:
             pending[index] = job
             for part in range(n):
                 raw = m._sample_slice(arrays, part)
-                stats = dict(m._dataset_stats or {})
+                stats = dict(self.dataset_stats)
                 if m._pre_sample:
                     stats.update(processing.compute_sample_measures(m._pre_sample, raw, axis_map))
                 plan = m._plan(raw, self.tile, self.halo)

@@ -240,3 +240,26 @@ def test_state_dict_needs_trust(tmp_path):
     img = RNG.random((48, 32), dtype=np.float32)
     ref = bioimgzoo.load(rdf, weights="torchscript").predict(img)
     np.testing.assert_allclose(model.predict(img), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_dataset_statistics_are_per_call_unless_fixed(tmp_path):
+    x = RNG.random((1, 1, 32, 32), dtype=np.float32)
+    rdf = T.write_package(
+        tmp_path, T.SameConv(),
+        inputs=[T.TensorDef("raw", "bcyx", sizes={"y": (16, 16), "x": (16, 16)}, test=x,
+                            processing=[zmuv("batch", "y", "x")])],
+        outputs=[T.TensorDef("out", "bcyx", refs={"y": ("raw", "y"), "x": ("raw", "x")})],
+        formats=("torchscript",))
+    model = bioimgzoo.load(rdf)
+    a = RNG.random((32, 32), dtype=np.float32)
+    b = a * 10 + 5
+    # alone, each image is its own dataset: a linear change of intensity cancels out
+    np.testing.assert_allclose(model.predict(a), model.predict(b), rtol=1e-4, atol=1e-4)
+    # fixed statistics from `a` apply to later calls
+    model.set_dataset_statistics([a])
+    assert not np.allclose(model.predict(b), model.predict(a), atol=1e-2)
+    model.set_dataset_statistics(None)
+    np.testing.assert_allclose(model.predict(a), model.predict(b), rtol=1e-4, atol=1e-4)
+    # a one-shot generator works (two passes over kept images)
+    outs = list(model.iter_predict(im for im in [a, b]))
+    assert len(outs) == 2

@@ -267,10 +267,23 @@ def test_zero_mean_unit_variance(axes, m_axes, dtype):
     v0_5.ScaleMeanVarianceDescr(kwargs=v0_5.ScaleMeanVarianceKwargs(reference_tensor="ref", axes=A("y", "x"),
                                                                     eps=0.1)),
 ])
-def test_eps_is_added_to_std_or_range(descr):
-    # small spread and a large eps: (x - mean) / (std + eps) differs clearly from sqrt(var + eps)
-    x = raw(BCYX, scale=0.05, offset=1.0)
-    check([descr], x, BCYX, extra={"ref": raw(BCYX, scale=0.2)}, output=True)
+def test_eps_placement_and_core_ignoring_described_eps(descr):
+    # a spread of ~1e-3: eps matters, and (x - mean) / (std + eps) differs clearly from
+    # sqrt(var + eps).  Core uses 1e-6 for zero_mean_unit_variance and scale_range
+    # whatever eps says (FOLLOW_CORE_EPS); scale_mean_variance honours it.
+    x = raw(BCYX, "float64", scale=0.003, offset=1.0)
+    check([descr], x, BCYX, extra={"ref": raw(BCYX, "float64", scale=0.2)}, output=True)
+
+
+def test_described_eps_can_be_honoured(monkeypatch):
+    from bioimgzoo.runtime import processing
+
+    monkeypatch.setattr(processing, "FOLLOW_CORE_EPS", False)
+    x = raw(YX, "float64")
+    d = v0_5.ZeroMeanUnitVarianceDescr(kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=A("y", "x"), eps=0.1))
+    chain = compile_processing([d], tensor_id="t", tensor_axes=YX)
+    got = chain(x, compute_sample_measures(chain.required_measures, {"t": x}, {"t": YX}))
+    np.testing.assert_allclose(got, (x - x.mean()) / (x.std() + 0.1), rtol=1e-10)
 
 
 def test_long_chain_fuses_and_reuses_temporaries():
@@ -534,6 +547,24 @@ def test_dataset_mean_var_std_are_exact_over_samples():
     np.testing.assert_allclose(stats[ms[0]], allx.mean(axis=(0, 2, 3), keepdims=True)[:1], rtol=1e-12)
     np.testing.assert_allclose(stats[ms[1]], allx.var(axis=(0, 2, 3), keepdims=True)[:1], rtol=1e-10)
     assert stats[ms[2]].dtype == np.float64 and stats[ms[2]].shape == (1, 3, 1, 1)
+
+
+def test_dataset_statistics_of_inputs_then_outputs():
+    mi = Measure("raw", "std", None, None, "dataset")
+    mo = Measure("out", "quantile", ("batch", "y", "x"), 0.9, "dataset")
+    ds = DatasetStatistics([mi, mo], {"raw": BCYX, "out": BYXC})
+    x, y = raw(BCYX), raw(BYXC)
+    ds.update({"raw": x})
+    assert set(ds.finalize()) == {mi}  # outputs not seen yet
+    ds.update({"out": y})
+    stats = ds.finalize()
+    want = np.quantile(y, np.array([0.9]), axis=(1, 2), keepdims=True)[0]  # float64 q, as xarray
+    np.testing.assert_allclose(stats[mo], want, rtol=1e-12)
+    np.testing.assert_allclose(stats[mi], x.astype(np.float64).std(), rtol=1e-12)
+    with pytest.raises(InputError, match="none of the measured tensors"):
+        ds.update({"other": x})
+    with pytest.raises(InputError, match="axes"):
+        DatasetStatistics([mo], {"raw": BCYX})
 
 
 def test_dataset_measure_without_batch_axis():
