@@ -71,6 +71,7 @@ class _SampleRun:
     raw: dict[str, np.ndarray]  # input id -> array (model layout, batch 1)
     plan: _Plan
     stats: dict
+    job: "_ImageJob"
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     remaining: int = 0
 
@@ -292,10 +293,10 @@ class Model:
                 h = out.halo.get(oa, 0) + max(0, -off)
                 if h:
                     in_halo[ia] = max(in_halo.get(ia, 0), math.ceil(h / f))
-        if halo is not None:
-            in_halo = {a: int(halo[a] if isinstance(halo, Mapping) else halo) for a in tiled_candidates
-                       if not isinstance(halo, Mapping) or a in halo} | ({} if not isinstance(halo, Mapping) else
-                                                                         {a: v for a, v in in_halo.items() if a not in halo})
+        if isinstance(halo, Mapping):  # the caller's halo wins where given
+            in_halo.update({str(a): int(v) for a, v in halo.items()})
+        elif halo is not None:
+            in_halo = {a: int(halo) for a in tiled_candidates}
         target = _TARGET_EDGE.get(len(tiled_candidates), 64)
         tile_sizes: dict[str, int] = {}
         image_len: dict[str, int] = {}
@@ -411,6 +412,7 @@ class _Executor:
             batch_size = min(batch_size, limit)
         self.batch_size = batch_size
         self.on_window = on_window
+        self.plans: dict[tuple, _Plan] = {}
         self.queue: list[tuple[_SampleRun, Any, dict[str, np.ndarray]]] = []
         self.queue_key: tuple | None = None
 
@@ -437,9 +439,12 @@ class _Executor:
                 stats = dict(self.dataset_stats)
                 if m._pre_sample:
                     stats.update(processing.compute_sample_measures(m._pre_sample, raw, axis_map))
-                plan = m._plan(raw, self.tile, self.halo)
-                run = _SampleRun(index, part, raw, plan, stats)
-                self._enqueue_sample(run, job)
+                shapes = tuple((k, a.shape) for k, a in raw.items())
+                plan = self.plans.get(shapes)
+                if plan is None:  # plans depend on shapes only: many same-size images share one
+                    plan = self.plans[shapes] = m._plan(raw, self.tile, self.halo)
+                run = _SampleRun(index, part, raw, plan, stats, job)
+                self._enqueue_sample(run)
             # flush only when the next image could not share the batch; yield finished images in order
             while next_out in pending and len(pending[next_out].done) == pending[next_out].n_samples:
                 yield self._finish(pending.pop(next_out))
@@ -452,14 +457,10 @@ class _Executor:
             next_out += 1
 
     # windows -------------------------------------------------------------
-    def _enqueue_sample(self, run: _SampleRun, job: _ImageJob) -> None:
+    def _enqueue_sample(self, run: _SampleRun) -> None:
         m = self.m
         plan = run.plan
         run.remaining = len(plan.tiles)
-        run.job = job  # type: ignore[attr-defined]
-        for spec_out in m.outputs:
-            shape = plan.out_shapes[spec_out.id]
-            run.outputs[spec_out.id] = None if shape is None else None  # allocated at first window (dtype known)
         batch = self._batch_for(plan)
         for tile in plan.tiles:
             windows = {}
@@ -513,7 +514,7 @@ class _Executor:
         result = {}
         for spec, chain in zip(m.outputs, m._post):
             result[spec.id] = chain(outputs[spec.id], stats)
-        run.job.done[run.part] = result  # type: ignore[attr-defined]
+        run.job.done[run.part] = result
         run.raw = {}
         run.outputs = {}
 

@@ -263,3 +263,12 @@ def test_dataset_statistics_are_per_call_unless_fixed(tmp_path):
     # a one-shot generator works (two passes over kept images)
     outs = list(model.iter_predict(im for im in [a, b]))
     assert len(outs) == 2
+
+
+def test_halo_override_is_used(same_conv):
+    model = bioimgzoo.load(same_conv)
+    x = RNG.random((208, 176), dtype=np.float32)
+    whole = model.predict(x)
+    # no halo: windows lack context at their inner edges, so seams appear
+    assert np.abs(model.predict(x, tile=48, halo=0) - whole).max() > 1e-3
+    np.testing.assert_allclose(model.predict(x, tile=48, halo={"y": 4, "x": 4}), whole, rtol=1e-5, atol=1e-6)
