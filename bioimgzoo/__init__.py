@@ -15,12 +15,15 @@ __all__ = [
     "load",
     "open_package",
     "errors",
+    "export",
 ]
 
 from . import errors
 from .package import open_package
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from .runtime.model import Model
 
 
@@ -51,3 +54,15 @@ def load(source: Any, *, weights: str | None = None, device: str | None = None,
     from .runtime.model import Model
 
     return Model.load(source, weights=weights, device=device, trust_code=trust_code, **hub_options)
+
+
+def export(module: Any, example_input: Any, out: Any, **options: Any) -> "Path":
+    """Export a trained PyTorch module as a zoo package (``.zip``); returns ``out``.
+
+    Thin wrapper of :func:`bioimgzoo.export.export_model` (see there for the
+    options: ``name``, ``description``, ``authors``, ``axes``, ``preprocessing``,
+    ``postprocessing``, ``card``, ...).  torch loads only when called.
+    """
+    from .export import export_model
+
+    return export_model(module, example_input, out, **options)

@@ -1,0 +1,63 @@
+"""Export trained PyTorch modules as bioimage.io model packages.
+
+``export_model(module, example_input, out, *, name, description, authors, ...)``
+probes the module (valid sizes, output relations, halo), writes
+``pytorch_state_dict``, ``torchscript`` and ``onnx`` weights checked against
+it, test/sample tensors made by the declared pipeline, a cover and a README
+rendered from a model card, and saves a validated zip.  ``export_package``
+does the same and returns an :class:`ExportResult` with what was found.
+
+Importing this package is cheap; torch and bioimageio load on first use.
+"""
+
+from __future__ import annotations
+
+import sys as _sys
+import types as _types
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["export_model", "export_package", "ExportResult", "EXPORT_OPTIONS", "load_card"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._export import ExportResult
+
+
+def export_model(module: Any, example_input: Any, out: Any, **kwargs: Any):
+    """Export a PyTorch module as a zoo package; see :func:`bioimgzoo.export._export.export_model`."""
+    from ._export import export_model as _impl
+
+    return _impl(module, example_input, out, **kwargs)
+
+
+def export_package(module: Any, example_input: Any, out: Any, **kwargs: Any) -> "ExportResult":
+    """Like :func:`export_model` but returns an :class:`ExportResult` (probe, checks, timings)."""
+    from ._export import export_package as _impl
+
+    return _impl(module, example_input, out, **kwargs)
+
+
+def __getattr__(name: str):
+    if name in ("ExportResult", "EXPORT_OPTIONS"):
+        from . import _export
+
+        return getattr(_export, name)
+    if name == "load_card":
+        from .card import load_card
+
+        return load_card
+    raise AttributeError(name)
+
+
+class _CallablePackage(_types.ModuleType):
+    """``bioimgzoo.export`` names both this package and the top-level function.
+
+    Importing ``bioimgzoo.export.<anything>`` rebinds the attribute
+    ``bioimgzoo.export`` to this package, so the package is made callable
+    and ``bioimgzoo.export(module, example, out, ...)`` keeps working.
+    """
+
+    def __call__(self, module: Any, example_input: Any, out: Any, **kwargs: Any):
+        return export_model(module, example_input, out, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage

@@ -72,6 +72,14 @@ def _cuda_available(weights_format: str) -> bool:
     return bool(torch.cuda.is_available())
 
 
+_ONNX_TYPES = {
+    "tensor(float)": np.dtype("float32"), "tensor(double)": np.dtype("float64"),
+    "tensor(float16)": np.dtype("float16"), "tensor(uint8)": np.dtype("uint8"), "tensor(int8)": np.dtype("int8"),
+    "tensor(uint16)": np.dtype("uint16"), "tensor(int16)": np.dtype("int16"), "tensor(int32)": np.dtype("int32"),
+    "tensor(int64)": np.dtype("int64"), "tensor(bool)": np.dtype("bool"),
+}
+
+
 class OnnxEngine:
     format = "onnx"
 
@@ -88,13 +96,16 @@ class OnnxEngine:
             raise WeightsError(f"onnxruntime cannot load {path.name}: {_first_line(e)}. The file is corrupt or not "
                                "an ONNX model: re-download the package or choose other weights (--weights)") from e
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # onnxruntime wants exact element types: cast to what the graph declares
+        self.input_dtypes = [_ONNX_TYPES.get(i.type) for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         if len(self.output_names) < n_outputs:
             raise WeightsError(f"{path.name} has {len(self.output_names)} outputs but the description declares "
                                f"{n_outputs}: the package is inconsistent")
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        feed = {name: np.ascontiguousarray(a) for name, a in zip(self.input_names, inputs)}
+        feed = {name: np.ascontiguousarray(a if dt is None or a.dtype == dt else a.astype(dt))
+                for name, dt, a in zip(self.input_names, self.input_dtypes, inputs)}
         try:
             return self.session.run(self.output_names, feed)
         except Exception as e:

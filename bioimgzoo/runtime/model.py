@@ -466,9 +466,10 @@ class _Executor:
             windows = {}
             for spec, chain in zip(m.inputs, m._pre):
                 w = _extract(run.raw[spec.id], spec, tile.windows, plan, self.pad_mode)
-                w = chain(w, run.stats)
-                if w.dtype != spec.dtype:
-                    w = w.astype(spec.dtype, copy=False)
+                if chain.steps:
+                    w = chain(w, run.stats)  # the network takes what preprocessing makes
+                elif w.dtype != spec.dtype:
+                    w = w.astype(spec.dtype)  # no preprocessing: the declared type is the network's
                 windows[spec.id] = w
             if self.queue and (self.queue_key != plan.key or len(self.queue) >= batch):
                 self._flush()

@@ -1,0 +1,436 @@
+"""Write a module's weights in the zoo's PyTorch-family formats and run them back.
+
+* ``pytorch_state_dict``: ``torch.save(module.state_dict())`` plus an
+  *architecture*: a callable that rebuilds the module, named either as an
+  importable library callable (``package.module:Callable``) or by shipping the
+  Python file that defines it.  Constructor arguments are taken from the
+  caller or read back from same-named attributes of the module.  The rebuilt
+  module must load the state dict strictly and reproduce the outputs.
+* ``torchscript``: ``torch.jit.script`` first (keeps shape-dependent control
+  flow), else ``torch.jit.trace`` at one size; either is accepted only when it
+  reproduces the module on several input sizes.
+* ``onnx``: the TorchScript-based exporter (``dynamo=False``) at opset 17
+  (what the ONNX Runtime inside DeepImageJ reads) with dynamic batch and
+  spatial axes, run back with onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import shutil
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ExportError
+from ._probe import ModuleRunner
+
+__all__ = ["WeightsFile", "WEIGHTS_FORMATS", "write_state_dict", "write_torchscript", "write_onnx",
+           "compare_outputs", "torch_version"]
+
+WEIGHTS_FORMATS = ("pytorch_state_dict", "torchscript", "onnx")
+DEFAULT_OPSET = 17
+
+Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class WeightsFile:
+    """One written weights file plus what its description entry needs."""
+
+    format: str
+    path: Path
+    runner: Runner
+    comment: str = ""
+    #: extra fields for the spec entry (pytorch_version, opset_version, architecture ...)
+    fields: dict = field(default_factory=dict)
+    #: files the entry references beside the weights (architecture source)
+    extra_files: list[Path] = field(default_factory=list)
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__).split("+")[0]
+
+
+def compare_outputs(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], *, rtol: float,
+                    atol_rel: float) -> tuple[bool, float, str]:
+    """Elementwise ``|a - e| <= atol + rtol * |e|`` with ``atol = atol_rel * max|e|`` per output.
+
+    Returns (all agree, worst max-abs-difference, message).
+    """
+    if len(actual) != len(expected):
+        return False, float("inf"), f"{len(actual)} outputs instead of {len(expected)}"
+    worst = 0.0
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if a.shape != e.shape:
+            return False, float("inf"), f"output {i} has shape {a.shape} instead of {e.shape}"
+        a64, e64 = a.astype(np.float64), e.astype(np.float64)
+        if not np.isfinite(a64).all():
+            return False, float("inf"), f"output {i} holds NaN or infinite values"
+        diff = np.abs(a64 - e64)
+        atol = atol_rel * float(np.abs(e64).max()) if e64.size else 0.0
+        bad = diff > atol + rtol * np.abs(e64)
+        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        if bad.any():
+            return False, worst, (f"output {i}: {int(bad.sum())} of {bad.size} values differ by more than "
+                                  f"{atol:.3g} + {rtol:.3g} * |expected| (max difference {float(diff.max()):.3g})")
+    return True, worst, ""
+
+
+def _check_against(runner: Runner, reference: Runner, cases: Sequence[Sequence[np.ndarray]], *, rtol: float,
+                   atol_rel: float, what: str) -> float:
+    """Run ``runner`` and ``reference`` on every case; raise ExportError on a mismatch."""
+    worst = 0.0
+    for case in cases:
+        expected = reference(case)
+        try:
+            actual = runner(case)
+        except Exception as e:
+            shapes = ", ".join(str(a.shape) for a in case)
+            raise ExportError(f"{what} fails on input shape {shapes}: {type(e).__name__}: {e}") from e
+        ok, diff, msg = compare_outputs(actual, expected, rtol=rtol, atol_rel=atol_rel)
+        if not ok:
+            shapes = ", ".join(str(a.shape) for a in case)
+            raise ExportError(f"{what} does not reproduce the module on input shape {shapes}: {msg}")
+        worst = max(worst, diff)
+    return worst
+
+
+# ----------------------------------------------------------------------------------------------
+# pytorch_state_dict
+
+
+_JSONABLE = (int, float, str, bool, type(None))
+
+
+def _jsonable(v: Any) -> bool:
+    if isinstance(v, _JSONABLE):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_jsonable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
+    return False
+
+
+def _infer_kwargs(func: Callable, module: Any) -> tuple[dict, list[str]]:
+    """Constructor kwargs read back from same-named module attributes; returns (kwargs, missing)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return {}, ["<signature unavailable>"]
+    kwargs, missing = {}, []
+    for name, p in sig.parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        for attr in (name, f"_{name}"):
+            if hasattr(module, attr) and _jsonable(getattr(module, attr)):
+                v = getattr(module, attr)
+                kwargs[name] = list(v) if isinstance(v, tuple) else v
+                break
+        else:
+            if p.default is p.empty:
+                missing.append(name)
+    return kwargs, missing
+
+
+def _installed_top_levels() -> set[str]:
+    try:
+        return set(importlib.metadata.packages_distributions())
+    except Exception:  # pragma: no cover - broken metadata
+        return set()
+
+
+def _parse_architecture(architecture: Any) -> dict:
+    """Normalise the ``architecture=`` option to {callable, import_from | source, kwargs?}."""
+    if isinstance(architecture, Mapping):
+        d = dict(architecture)
+        if "callable" not in d or not ({"import_from", "source"} & set(d)):
+            raise ExportError("architecture= as a mapping needs 'callable' and either 'import_from' (a module "
+                              "name) or 'source' (a .py file)")
+        return d
+    if callable(architecture):
+        mod = getattr(architecture, "__module__", None)
+        name = getattr(architecture, "__qualname__", getattr(architecture, "__name__", ""))
+        if not mod or "." in name or "<" in name:
+            raise ExportError(f"architecture={architecture!r} is not a top-level importable callable")
+        if mod == "__main__":
+            src = inspect.getsourcefile(architecture)
+            return {"callable": name, "source": src}
+        return {"callable": name, "import_from": mod}
+    if isinstance(architecture, str):
+        text = architecture.strip()
+        if ":" in text:
+            where, name = text.rsplit(":", 1)
+        elif "." in text:
+            where, name = text.rsplit(".", 1)
+        else:
+            raise ExportError(f"architecture={architecture!r}: write 'package.module:Callable' or 'file.py:Callable'")
+        if where.endswith(".py"):
+            return {"callable": name, "source": where}
+        return {"callable": name, "import_from": where}
+    raise ExportError(f"architecture= must be 'package.module:Callable', 'file.py:Callable', a callable or a "
+                      f"mapping, got {type(architecture).__name__}")
+
+
+def _load_callable_from_file(path: Path, name: str) -> Callable:
+    """Import ``name`` from a Python file the way bioimageio.core does (a fresh, uniquely named module)."""
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    mod_name = f"_bioimgzoo_arch_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, str(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        sys.modules.pop(mod_name, None)
+        raise
+    return getattr(module, name)
+
+
+def _local_imports(path: Path) -> list[str]:
+    """Top-level modules a source file imports that are neither stdlib nor installed distributions."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add("." * node.level + (node.module or ""))
+            elif node.module:
+                names.add(node.module.split(".")[0])
+    installed = _installed_top_levels() | set(sys.stdlib_module_names) | {"__future__"}
+    return sorted(n for n in names if n.startswith(".") or n not in installed)
+
+
+def write_state_dict(module: Any, folder: Path, *, architecture: Any, architecture_kwargs: Mapping | None,
+                     check_cases: Sequence[Sequence[np.ndarray]], reference: Runner, rtol: float,
+                     atol_rel: float) -> WeightsFile:
+    """Save the state dict and find an architecture that rebuilds the module; raise ExportError if none."""
+    import torch
+
+    tried: list[str] = []
+    candidates: list[dict] = []
+    cls = type(module)
+    if architecture is not None:
+        candidates.append(_parse_architecture(architecture))
+    else:
+        mod_name = cls.__module__
+        top = mod_name.split(".")[0]
+        try:
+            src_file = inspect.getsourcefile(cls)
+        except TypeError:
+            src_file = None
+        if mod_name != "__main__" and top in _installed_top_levels():
+            candidates.append({"callable": cls.__name__, "import_from": mod_name})
+        if src_file:
+            candidates.append({"callable": cls.__name__, "source": src_file})
+        if mod_name != "__main__" and top not in _installed_top_levels():
+            candidates.append({"callable": cls.__name__, "import_from": mod_name})
+
+    if "<locals>" in cls.__qualname__ and architecture is None:
+        tried.append(f"{cls.__qualname__} is defined inside a function, so nothing can import it: define the "
+                     "class at module level")
+        candidates = []
+    for cand in candidates:
+        name = cand["callable"]
+        label = f"{cand.get('import_from') or Path(cand.get('source')).name}:{name}"
+        try:
+            if "import_from" in cand:
+                func = getattr(importlib.import_module(cand["import_from"]), name)
+            else:
+                src = Path(cand["source"])
+                if not src.is_file():
+                    raise FileNotFoundError(f"{src} does not exist")
+                func = _load_callable_from_file(src, name)
+        except Exception as e:
+            tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
+            continue
+        if architecture_kwargs is not None:
+            kwargs, missing = dict(architecture_kwargs), []
+        elif "kwargs" in cand:
+            kwargs, missing = dict(cand["kwargs"]), []
+        else:
+            kwargs, missing = _infer_kwargs(func, module)
+        if missing:
+            tried.append(f"{label}: constructor arguments {missing} are not attributes of the module")
+            continue
+        if not _jsonable(kwargs):
+            tried.append(f"{label}: architecture_kwargs must be plain YAML values (numbers, strings, lists)")
+            continue
+        try:
+            rebuilt = func(**kwargs)
+            if not isinstance(rebuilt, torch.nn.Module):
+                raise TypeError(f"returned a {type(rebuilt).__name__}, not a torch.nn.Module")
+            rebuilt.load_state_dict(module.state_dict(), strict=True)
+            rebuilt.eval()
+            _check_against(ModuleRunner(rebuilt, []), reference, check_cases[:2], rtol=rtol, atol_rel=atol_rel,
+                           what=f"the module rebuilt by {label}({json.dumps(kwargs)})")
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            tried.append(f"{label} with kwargs {json.dumps(kwargs)}: {type(e).__name__}: {first}")
+            continue
+        path = folder / "weights.pt"
+        torch.save(module.state_dict(), path)
+        fields = {"pytorch_version": torch_version(), "callable": name, "kwargs": kwargs}
+        extra: list[Path] = []
+        if "import_from" in cand:
+            fields["import_from"] = cand["import_from"]
+        else:
+            arch_path = folder / Path(cand["source"]).name
+            if arch_path.name in ("weights.pt", "rdf.yaml", "README.md"):
+                arch_path = folder / f"architecture_{arch_path.name}"
+            shutil.copyfile(cand["source"], arch_path)
+            fields["source"] = arch_path
+            extra.append(arch_path)
+            local = _local_imports(Path(cand["source"]))
+            if local:
+                fields["note"] = (f"the architecture file {arch_path.name} imports {', '.join(local)}, which is not "
+                                  "an installed package: the pytorch_state_dict weights load only where that is "
+                                  "importable; make the file self-contained or pass architecture='pkg.mod:Callable'")
+        rebuilt_runner = ModuleRunner(rebuilt, [])
+        return WeightsFile("pytorch_state_dict", path, rebuilt_runner, fields=fields, extra_files=extra,
+                           comment=f"state dict; architecture {label}")
+    reasons = "; ".join(tried) if tried else "no candidate found"
+    raise ExportError(
+        "cannot describe the architecture for pytorch_state_dict weights (" + reasons + "). Fix: pass "
+        "architecture='package.module:Callable' (an importable callable returning the module) or "
+        "architecture='path/to/file.py:Callable' (a self-contained file), plus architecture_kwargs={...} "
+        "with its constructor arguments; or leave 'pytorch_state_dict' out of weights=")
+
+
+# ----------------------------------------------------------------------------------------------
+# torchscript
+
+
+def _torch_inputs(arrays: Sequence[np.ndarray]):
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+
+def write_torchscript(module: Any, folder: Path, *, trace_case: Sequence[np.ndarray],
+                      check_cases: Sequence[Sequence[np.ndarray]], reference: Runner, rtol: float,
+                      atol_rel: float) -> WeightsFile:
+    """Script (else trace) the module, check it on every case, save it; raise ExportError if neither works."""
+    import torch
+
+    problems = []
+    for how in ("script", "trace"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if how == "script":
+                    converted = torch.jit.script(module)
+                else:
+                    with torch.no_grad():
+                        converted = torch.jit.trace(module, _torch_inputs(trace_case), check_trace=False)
+            converted.eval()
+            runner = ModuleRunner(converted, [])
+            _check_against(runner, reference, check_cases, rtol=rtol, atol_rel=atol_rel,
+                           what=f"the {how}d TorchScript module")
+        except Exception as e:
+            msg = [m.strip() for m in str(e).strip().splitlines() if m.strip()]
+            where = next((m for m in msg if m.startswith("File ")), "")
+            problems.append(f"torch.jit.{how}: {type(e).__name__}: {msg[0] if msg else ''}"
+                            + (f" ({where})" if where else ""))
+            continue
+        path = folder / "weights_torchscript.pt"
+        torch.jit.save(converted, str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu")
+        loaded.eval()
+        return WeightsFile("torchscript", path, ModuleRunner(loaded, []),
+                           comment=f"torch.jit.{how} of the module (torch {torch_version()})",
+                           fields={"pytorch_version": torch_version()})
+    raise ExportError("the module can be neither scripted nor traced into TorchScript that reproduces it: "
+                      + "; ".join(problems)
+                      + ". Fix: make forward() scriptable (type annotations, no unsupported Python), or free of "
+                      "shape-dependent Python control flow so tracing works; or leave 'torchscript' out of weights=")
+
+
+# ----------------------------------------------------------------------------------------------
+# onnx
+
+
+class OnnxRunner:
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.names, arrays)}
+        return list(self.session.run(None, feed))
+
+
+def write_onnx(module: Any, folder: Path, *, trace_case: Sequence[np.ndarray], input_names: Sequence[str],
+               output_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]],
+               check_cases: Sequence[Sequence[np.ndarray]], reference: Runner, rtol: float, atol_rel: float,
+               opset: int = DEFAULT_OPSET) -> WeightsFile:
+    """Export to ONNX with dynamic axes, check with onnxruntime on every case; raise ExportError on failure."""
+    import io
+    import torch
+
+    path = folder / "weights.onnx"
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            log = io.StringIO()
+            import contextlib
+
+            with contextlib.redirect_stdout(log):
+                torch.onnx.export(module, _torch_inputs(trace_case), str(path), dynamo=False,
+                                  opset_version=opset, input_names=list(input_names),
+                                  output_names=list(output_names),
+                                  dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+                                  do_constant_folding=True)
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        raise ExportError(f"ONNX export (opset {opset}) failed: {type(e).__name__}: {msg[0] if msg else ''}. "
+                          "Fix: replace the unsupported operation, pass opset_version= (DeepImageJ reads <= 18), "
+                          "or leave 'onnx' out of weights=") from e
+    _lower_ir_version(path, opset)
+    try:
+        runner = OnnxRunner(path)
+    except Exception as e:
+        raise ExportError(f"onnxruntime cannot load the exported ONNX file: {type(e).__name__}: {e}") from e
+    _check_against(runner, reference, check_cases, rtol=rtol, atol_rel=atol_rel, what="the ONNX export")
+    return WeightsFile("onnx", path, runner, fields={"opset_version": opset},
+                       comment=f"torch.onnx.export (TorchScript-based exporter), opset {opset}, dynamic axes")
+
+
+def _lower_ir_version(path: Path, opset: int) -> None:
+    """Write IR version 8 when the opset allows it: older ONNX Runtimes (DeepImageJ's 1.13) read <= 8."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover
+        return
+    model = onnx.load(str(path))
+    if opset <= 17 and model.ir_version > 8:
+        model.ir_version = 8
+        onnx.save(model, str(path))

@@ -1,0 +1,110 @@
+"""``bioimgzoo export``: from a module path + checkpoint, or from a model card."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bioimgzoo.cli import main
+from tests.export import export_nets as N
+
+torch = pytest.importorskip("torch")
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def files(tmp_path):
+    torch.manual_seed(0)
+    net = N.UNet2d(depth=1)
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"format": "some-trainer/1", "model": net.state_dict(), "step": 10}, ckpt)  # a training checkpoint
+    example = tmp_path / "ex.npy"
+    np.save(example, np.random.default_rng(0).random((1, 1, 32, 32)).astype(np.float32))
+    return net, ckpt, example
+
+
+def _run(args):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_export_from_module_and_checkpoint(tmp_path, files):
+    net, ckpt, example = files
+    out = tmp_path / "cli.zip"
+    code, text = _run(["export", "--module", "tests.export.export_nets:UNet2d", "--kwargs", '{"depth": 1}',
+                       "--checkpoint", str(ckpt), "--example", str(example), "--axes", "bcyx",
+                       "--name", "CLI UNet 2D", "--description", "Exported from the command line.",
+                       "--author", "Test Author", "--weights", "torchscript,onnx",
+                       "--postprocessing", '[{"id": "sigmoid"}]', "--out", str(out)])
+    assert code == 0, text
+    assert out.is_file()
+    assert "min 10, step 2" in text or "step 2" in text  # probing is printed
+    assert "DeepImageJ rules" in text and "ONNX opset" in text and "pass" in text
+    # the exported network is the checkpoint's, not a fresh random one
+    with zipfile.ZipFile(out) as zf:
+        import io
+
+        x = np.load(io.BytesIO(zf.read("test_input.npy")))
+        y = np.load(io.BytesIO(zf.read("test_output.npy")))
+    with torch.no_grad():
+        ref = torch.sigmoid(net.eval()(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_export_from_card(tmp_path, files):
+    net, ckpt, example = files
+    shutil.copy(HERE / "export_nets.py", tmp_path / "my_nets.py")
+    card = tmp_path / "card.yaml"
+    card.write_text(
+        "name: Card UNet 2D\n"
+        "description: Exported from a model card.\n"
+        "authors: [{name: Test Author, github_user: bioimageiobot}]\n"
+        "tags: [fluorescence-light-microscopy, nuclei, unet, semantic-segmentation]\n"
+        "cite: [{text: 'Ronneberger et al. 2015', doi: 10.1007/978-3-319-24574-4_28}]\n"
+        "intended_use: tests\n"
+        "validation: {metrics: {iou: 0.5}}\n"
+        "export:\n"
+        "  module: my_nets.py:UNet2d\n"
+        "  kwargs: {depth: 1}\n"
+        "  checkpoint: ckpt.pt\n"
+        "  example: ex.npy\n"
+        "  out: out/card.zip\n"
+        "  weights: [pytorch_state_dict, onnx]\n")
+    code, text = _run(["export", "--card", str(card), "--json"])
+    assert code == 0, text
+    import json
+
+    report = json.loads(text)
+    assert report["weights_formats"] == ["pytorch_state_dict", "onnx"]
+    assert not [r for r in report["deepimagej"] if r["status"] == "fail"]
+    out = tmp_path / "out" / "card.zip"
+    with zipfile.ZipFile(out) as zf:
+        assert "my_nets.py" in zf.namelist()  # file architecture shipped
+        assert "| iou | 0.5 |" in zf.read("README.md").decode()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--module", "no.such.module:Net"], "cannot import"),
+    (["--module", "tests.export.export_nets:Nope"], "has no 'Nope'"),
+    (["--module", "tests.export.export_nets:UNet2d", "--kwargs", "{bad json"], "not valid JSON"),
+    (["--module", "tests.export.export_nets:UNet2d", "--kwargs", '{"depth": 3}'], "does not fit"),
+])
+def test_errors_are_one_message(tmp_path, files, args, message):
+    _, ckpt, example = files
+    out = tmp_path / "x.zip"
+    result = CliRunner().invoke(main, ["export", *args, "--checkpoint", str(ckpt), "--example", str(example),
+                                       "--name", "Broken CLI", "--description", "d", "--author", "A",
+                                       "--out", str(out)])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_missing_inputs_are_named(tmp_path):
+    result = CliRunner().invoke(main, ["export", "--module", "tests.export.export_nets:UNet2d"])
+    assert result.exit_code == 1 and "--example" in result.output

@@ -1,0 +1,57 @@
+"""check_package: spec validation (errors and warnings), core's test_model, the DeepImageJ rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from bioimgzoo.validate import CheckReport, check_package
+
+
+@pytest.mark.slow
+def test_zoo_fixture(zoo_fixture):
+    report = check_package(zoo_fixture, weights="onnx")
+    assert isinstance(report, CheckReport)
+    assert report.format_valid and report.name == "UNet 2D Nuclei Broad"
+    # the upstream example misses the '# Validation' README section and has two parentless weights
+    assert any("Validation" in w for w in report.format_warnings)
+    assert report.reproduction["onnx"]["status"] == "passed" and report.reproduces
+    assert not report.deepimagej_compatible  # opset 20, no id, ...
+    assert not report.passed
+    md = report.to_markdown()
+    assert "## Reproduction" in md and "| onnx | passed |" in md and "ONNX opset" in md
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["passed"] is False and d["format"]["valid"] is True and len(d["deepimagej"]["rules"]) == 29
+
+
+def test_invalid_description_is_reported_not_raised(zoo_fixture, tmp_path):
+    folder = tmp_path / "pkg"
+    shutil.copytree(zoo_fixture, folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    del rdf["inputs"]
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    report = check_package(folder)
+    assert not report.format_valid and not report.passed
+    assert report.reproduction == {} and report.deepimagej == []
+    assert "inputs" in report.to_markdown()
+
+
+def test_untrusted_architecture_file_is_skipped(tmp_path):
+    """State-dict weights with a shipped .py run code: skipped unless trust_code=True."""
+    torch = pytest.importorskip("torch")
+    from bioimgzoo.export import export_model
+    from tests.export import export_checks as C
+    from tests.export import export_nets as N
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((1, 1, 16, 16)).astype(np.float32)
+    z = export_model(N.SameConv().eval(), x, tmp_path / "m.zip", name="Same conv net", **C.meta(),
+                     weights=["pytorch_state_dict"])
+    report = check_package(z, deepimagej=False)
+    assert report.reproduction["pytorch_state_dict"]["status"] == "skipped"
+    assert "trust_code" in report.reproduction["pytorch_state_dict"]["errors"][0]
+    assert not report.passed and not report.deepimagej_checked
