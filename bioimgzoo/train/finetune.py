@@ -1,0 +1,320 @@
+"""Fine-tune a zoo package on new images and export the result as a new package.
+
+::
+
+    from bioimgzoo.train import finetune
+
+    result = finetune("nuclei.zip", images, labels, steps=200, out="nuclei-mine.zip",
+                      authors=["Me"])
+    print(result.metrics_before, "->", result.metrics)
+
+What happens:
+
+1. The package is opened (path, zip, URL or zoo id) and its network loaded
+   for training from its PyTorch weights: ``pytorch_state_dict`` when its
+   architecture can be built safely (a callable from ``bioimgzoo``, or any
+   library / the package's own Python file with ``trust_code=True``), else
+   ``torchscript`` (runs no Python code of the package).
+2. The task follows the package: segmentation when targets are given
+   (boundary channel when the model has two output channels), Noise2Void
+   otherwise; training normalises with the *parent's* preprocessing and the
+   new package declares the parent's pre/post-processing, since the weights
+   were learned for exactly that.
+3. The parent is measured on the validation images, trained further with a
+   small learning rate, measured again, and exported.  The new package's
+   card names the parent (README "Training" section) and, when the parent
+   has a zoo id, its rdf carries ``parent: {id, version}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainingError, UntrustedCodeError, WeightsError
+from .tasks import Noise2VoidTask, SegmentationTask, Task, get_task
+
+__all__ = ["finetune", "FinetuneResult", "load_trainable"]
+
+log = logging.getLogger("bioimgzoo.train")
+
+#: library architectures that may be built without trust_code (our own networks)
+_TRUSTED_LIBRARIES = ("bioimgzoo.",)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` produced."""
+
+    #: the new package
+    path: Path
+    #: validation metrics of the parent before fine-tuning ({} without validation)
+    metrics_before: dict[str, float]
+    #: validation metrics of the fine-tuned network
+    metrics: dict[str, float]
+    #: who the parent is: name, id, version, source, weights format and sha256
+    parent: dict[str, Any]
+    #: the trainer (its module is the fine-tuned network)
+    trainer: Any = field(repr=False, default=None)
+
+
+def _load_callable_from_file(path: Path, name: str):
+    import importlib.util
+    import sys
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    mod_name = f"_bioimgzoo_finetune_arch_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, str(path))
+    if spec is None or spec.loader is None:
+        raise WeightsError(f"cannot import the architecture file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool = False):
+    """A trainable ``torch.nn.Module`` from an opened package, plus how it was built.
+
+    Returns
+    -------
+    module : torch.nn.Module
+    info : dict
+        ``format`` ("pytorch_state_dict" or "torchscript"), ``sha256`` of the
+        weights file, and for state dicts the ``architecture`` the exporter
+        can name again (``"module:Callable"`` or ``{"callable", "source"}``)
+        with its ``kwargs``.
+    """
+    import torch
+
+    descr = package.descr
+    w = descr.weights
+    order = [weights] if weights else ["pytorch_state_dict", "torchscript"]
+    reasons = []
+    for fmt in order:
+        if fmt not in ("pytorch_state_dict", "torchscript"):
+            raise TrainingError(f"weights={fmt!r} cannot be trained: use 'pytorch_state_dict' or 'torchscript'")
+        entry = getattr(w, fmt, None)
+        if entry is None:
+            reasons.append(f"no {fmt} weights")
+            continue
+        sha = str(entry.sha256) if getattr(entry, "sha256", None) else None
+        if fmt == "torchscript":
+            path = package.file(entry)
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except Exception as e:  # torch raises RuntimeError and others for corrupt files
+                raise WeightsError(f"cannot load the torchscript weights of {package.name} ({type(e).__name__}: "
+                                   f"{e}): the file is corrupt or from a newer torch") from e
+            module.train()
+            return module, {"format": fmt, "sha256": sha}
+        arch = entry.architecture
+        kwargs = dict(arch.kwargs or {})
+        if hasattr(arch, "import_from"):
+            target = f"{arch.import_from}:{arch.callable}"
+            if not (trust_code or str(arch.import_from).startswith(_TRUSTED_LIBRARIES)):
+                reasons.append(f"the pytorch_state_dict architecture {target} would run library code "
+                               "(pass trust_code=True to allow it)")
+                if weights:
+                    raise UntrustedCodeError(f"{package.name}: building {target} runs code outside bioimgzoo: "
+                                             "pass trust_code=True if you trust the package (or use its "
+                                             "torchscript weights)")
+                continue
+            import importlib
+
+            try:
+                func = getattr(importlib.import_module(str(arch.import_from)), str(arch.callable))
+            except (ImportError, AttributeError) as e:
+                reasons.append(f"cannot import {target} ({e})")
+                continue
+            arch_ref: Any = target
+        else:
+            if not trust_code:
+                reasons.append("the pytorch_state_dict architecture is Python code shipped in the package "
+                               "(pass trust_code=True to run it)")
+                if weights:
+                    raise UntrustedCodeError(f"{package.name}: its architecture is code in the package: pass "
+                                             "trust_code=True if you trust it (or use its torchscript weights)")
+                continue
+            src = package.file(arch)
+            func = _load_callable_from_file(src, str(arch.callable))
+            arch_ref = {"callable": str(arch.callable), "source": str(src)}
+        try:
+            module = func(**kwargs)
+            state = torch.load(str(package.file(entry)), map_location="cpu", weights_only=True)
+            module.load_state_dict(state, strict=True)
+        except Exception as e:  # constructor/load errors of foreign code
+            raise WeightsError(f"cannot build the pytorch_state_dict weights of {package.name} "
+                               f"({type(e).__name__}: {e})") from e
+        module.train()
+        return module, {"format": fmt, "sha256": sha, "architecture": arch_ref, "kwargs": kwargs}
+    if any("trust_code" in r for r in reasons):
+        raise UntrustedCodeError(f"{package.name}: " + "; ".join(reasons))
+    raise WeightsError(f"{package.name} has no PyTorch weights that can be trained ({'; '.join(reasons)}): "
+                       "fine-tuning needs pytorch_state_dict or torchscript weights")
+
+
+def _io_layout(descr) -> tuple[int, int, int | None, int | None]:
+    """(input channels, output channels, size step, size min) of a single-input 2D model."""
+    from bioimageio.spec.model import v0_5
+
+    if len(descr.inputs) != 1 or len(descr.outputs) != 1:
+        raise TrainingError(f"fine-tuning supports models with one input and one output; {descr.name} has "
+                            f"{len(descr.inputs)} and {len(descr.outputs)}")
+    inp, out = descr.inputs[0], descr.outputs[0]
+    in_ids = [str(a.id) for a in inp.axes]
+    if [a for a in in_ids if a not in ("batch", "channel")] != ["y", "x"]:
+        raise TrainingError(f"fine-tuning supports 2D images (axes batch, channel, y, x); {descr.name}'s input has "
+                            f"axes {in_ids}")
+
+    def n_channels(tensor) -> int:
+        for a in tensor.axes:
+            if isinstance(a, v0_5.ChannelAxis):
+                return len(a.channel_names)
+        return 1
+
+    step = smin = None
+    for a in inp.axes:
+        if str(a.id) in ("y", "x") and isinstance(a.size, v0_5.ParameterizedSize):
+            step = max(step or 1, int(a.size.step))
+            smin = max(smin or 0, int(a.size.min))
+    return n_channels(inp), n_channels(out), step, smin
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_+\- ()]", " ", text)
+    name = re.sub(r"\s+", " ", name).strip()
+    return (name or "fine-tuned model")[:64].strip()
+
+
+def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str | None = None, steps: int = 200,
+             out: str | os.PathLike, name: str | None = None, description: str | None = None, authors: Any = None,
+             weights: str | None = None, trust_code: bool = False, patch_size: int = 64, batch_size: int = 8,
+             lr: float = 1e-4, val_fraction: float = 0.2, seed: int = 0, device: Any = "auto",
+             checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, eval_every: int = 50,
+             patience: int | None = None, progress: bool = True, size_divisor: int | None = None,
+             card: Any = None, hub: str | None = None, **export_options: Any) -> FinetuneResult:
+    """Train a zoo package's network further on new data and export a new package naming its parent.
+
+    Parameters
+    ----------
+    source : str or path
+        The parent package: folder, rdf.yaml, .zip, URL or zoo id.
+    images, targets
+        As for :meth:`Trainer.fit <bioimgzoo.train.trainer.Trainer.fit>`.
+    task : Task or str, optional
+        Default: ``"segmentation"`` with targets, ``"n2v"`` without.
+    steps : int
+        Total fine-tuning steps.
+    out : path
+        The new package (``.zip``).
+    name, description, authors : optional
+        Default: derived from the parent ("<parent> (fine-tuned)"); authors
+        default to the parent's.
+    weights : {"pytorch_state_dict", "torchscript"}, optional
+        Which parent weights to start from (default: the first usable).
+    trust_code : bool
+        Allow building a state-dict architecture from outside bioimgzoo or from
+        the package's Python file.
+    lr : float
+        Learning rate (default 1e-4: small, to adapt rather than relearn).
+    size_divisor : int, optional
+        Multiple the network's input sides must be (default: the package's
+        size step, else 16).
+    hub : str, optional
+        Zoo server or mirror URL, for an id ``source``.
+    card, **export_options
+        Model card and options of :func:`bioimgzoo.export.export_model`.
+    """
+    from ..package import open_package
+    from .export import export_trained, set_rdf_parent
+    from .trainer import Trainer
+
+    package = open_package(source, **({"hub": hub} if hub else {}))
+    descr = package.descr
+    in_ch, out_ch, step, smin = _io_layout(descr)
+    module, winfo = load_trainable(package, weights=weights, trust_code=trust_code)
+
+    if task is None:
+        task = SegmentationTask(boundary=out_ch >= 2) if targets is not None else Noise2VoidTask()
+    task = get_task(task)
+    if isinstance(task, SegmentationTask) and out_ch not in (1, 2):
+        raise TrainingError(f"{descr.name} has {out_ch} output channels: segmentation fine-tuning needs 1 "
+                            "(foreground) or 2 (foreground, boundary)")
+    if isinstance(task, SegmentationTask):
+        task.boundary = out_ch == 2
+    if task.out_channels(in_ch) != out_ch:
+        raise TrainingError(f"the {task.name} task needs {task.out_channels(in_ch)} output channel(s), "
+                            f"{descr.name} has {out_ch}")
+    task.use_processing(descr.inputs[0].preprocessing, descr.outputs[0].postprocessing)
+
+    divisor = size_divisor or step or getattr(module, "size_divisor", None) or 16
+    if smin is not None and (patch_size < smin or (patch_size - smin) % (step or 1)):
+        raise TrainingError(f"patch_size {patch_size} is not an input size {descr.name} accepts (min {smin}, step "
+                            f"{step}): use {max(smin, smin + -(-(patch_size - smin) // step) * step)}")
+    trainer = Trainer(module, task, patch_size=patch_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+                      seed=seed, device=device, checkpoint_dir=checkpoint_dir, eval_every=eval_every,
+                      checkpoint_every=eval_every, patience=patience, progress=progress, size_divisor=divisor,
+                      in_channels=in_ch)
+    trainer.prepare(images, targets)
+    metrics_before = trainer.evaluate() if trainer._val else {}
+    fit = trainer.fit(images, targets, steps=steps, resume=resume)
+    metrics = dict(fit.metrics)
+
+    src_text = str(source)
+    if not re.match(r"^https?://", src_text) and Path(src_text).expanduser().exists():
+        src_text = Path(src_text).name  # a local path says nothing to others (and may say too much)
+    parent = {
+        "name": str(descr.name),
+        "id": str(descr.id) if getattr(descr, "id", None) else None,
+        "version": str(descr.version) if getattr(descr, "version", None) else None,
+        "source": src_text,
+        "weights": winfo["format"],
+        "weights_sha256": winfo.get("sha256"),
+    }
+    parent_text = f"{parent['name']}" + (f" (zoo id {parent['id']}" + (f", version {parent['version']}"
+                                                                         if parent["version"] else "") + ")"
+                                         if parent["id"] else f" ({parent['source']})")
+    name = name or _safe_name(f"{descr.name} fine-tuned")
+    description = description or (f"{parent['name']} fine-tuned with bioimgzoo for {fit.steps} steps "
+                                  f"({task.name}). Parent: {parent_text}.")[:1000]
+    if authors is None:
+        authors = [{k: v for k, v in {"name": a.name, "affiliation": a.affiliation, "orcid": str(a.orcid) if
+                                       a.orcid else None, "github_user": a.github_user}.items() if v}
+                   for a in descr.authors]
+    opts = dict(export_options)
+    opts.setdefault("cite", [{"text": c.text, **({"doi": str(c.doi)} if c.doi else {"url": str(c.url)})}
+                             for c in descr.cite if c.doi or c.url] or None)
+    if opts["cite"] is None:
+        opts.pop("cite")
+    if "architecture" in winfo and "architecture" not in opts:
+        opts["architecture"] = winfo["architecture"]
+        opts.setdefault("architecture_kwargs", winfo["kwargs"])
+    elif winfo["format"] == "torchscript" and "weights" not in opts:
+        opts["weights"] = ("torchscript", "onnx")  # no Python architecture to name for a state dict
+    if parent["id"] and "id" not in opts:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "fine-tuned"
+        if slug == parent["id"]:
+            opts["id"] = f"{slug}-fine-tuned"
+    training = {
+        "parent": parent_text,
+        "parent_source": parent["source"],
+        "parent_weights": f"{parent['weights']}" + (f" (sha256 {parent['weights_sha256']})"
+                                                    if parent["weights_sha256"] else ""),
+        "fine_tuning": f"{fit.steps} steps from the parent's weights",
+    }
+    if metrics_before:
+        pm, _ = trainer.primary_metric
+        training["parent_validation"] = f"{pm} {metrics_before[pm]:.4g} before fine-tuning, {metrics[pm]:.4g} after"
+    license_ = opts.pop("license", None) or str(descr.license or "CC-BY-4.0")
+    path = export_trained(trainer, out, name=name, description=description, authors=authors, card=card,
+                          metrics=metrics or None, license=license_, training=training, **opts)
+    if parent["id"]:
+        set_rdf_parent(path, parent["id"], parent["version"])
+    return FinetuneResult(path=Path(path), metrics_before=metrics_before, metrics=metrics, parent=parent,
+                          trainer=trainer)
