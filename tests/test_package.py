@@ -75,3 +75,21 @@ def test_missing_package_file(zoo_fixture, tmp_path):
     (dst / "weights.onnx").unlink()
     with pytest.raises(PackageError, match="'weights.onnx' .* is missing"):
         bioimgzoo.load(dst, weights="onnx")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    from bioimgzoo._files import atomic_path
+
+    with atomic_path(tmp_path / "x.txt") as tmp:
+        tmp.write_text("hi")
+    mode = (tmp_path / "x.txt").stat().st_mode & 0o777
+    mask = os.umask(0)
+    os.umask(mask)
+    assert mode == 0o666 & ~mask
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "y.txt") as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]

@@ -4,6 +4,7 @@
 :func:`pull`                           resolve an id and cache the files a use needs
 :func:`search`                         search the hub's model listing
 :func:`mirror`                         write a static mirror folder for a lab
+:func:`publish`                        add a local package to such a folder
 :func:`cache_layout`                   the cache (``list_snapshots``, ``verify``, ``clear``)
 :func:`~.sources.source_for_id`        a ``PackageSource`` for ``open_package`` / ``load``
 =====================================  ===============================================
@@ -21,9 +22,9 @@ from __future__ import annotations
 # importing the functions here also keeps ``bioimgzoo.hub.search`` the function,
 # not the submodule of the same name
 from .cache import cache_layout
-from .mirror import mirror
+from .mirror import mirror, publish
 from .pull import pull
 from .search import search
 from .sources import fetch_url, source_for_id, source_for_url
 
-__all__ = ["pull", "search", "mirror", "cache_layout", "source_for_id", "source_for_url", "fetch_url"]
+__all__ = ["pull", "search", "mirror", "publish", "cache_layout", "source_for_id", "source_for_url", "fetch_url"]

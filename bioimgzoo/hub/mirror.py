@@ -17,7 +17,8 @@ work with no internet.  The rdf is never rewritten (same sha256 as on the
 hub).  One version per model: mirroring an id again replaces the mirrored
 version; ``weights=`` limits the weight files copied (users of the mirror
 then pass the same ``weights=``).  Running ``mirror`` again adds models to
-the listing.  Every file is written atomically, so a mirror being served
+the listing.  :func:`publish` adds a local package (a ``.zip`` or folder, e.g.
+one you just exported) to the same kind of folder.  Every file is written atomically, so a mirror being served
 while it is updated never serves a partial file.
 """
 
@@ -35,7 +36,7 @@ from ..errors import HubError
 from .cache import now_iso
 from .endpoints import COLLECTION, WORKSPACE, parse_zoo_id
 
-__all__ = ["mirror", "MirrorResult", "MirroredModel"]
+__all__ = ["mirror", "publish", "MirrorResult", "MirroredModel"]
 
 
 @dataclass
@@ -69,6 +70,94 @@ def _copy_if_changed(src: Path, dest: Path, sha256: str | None) -> None:
         shutil.copyfile(src, tmp)
 
 
+class _StaticZoo:
+    """One static zoo folder: model files, manifests and the children listing."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.artifacts = self.root / WORKSPACE / "artifacts"
+        self.children_path = self.artifacts / COLLECTION / "children"
+        self.listing: dict[str, dict] = {}
+        if self.children_path.is_file():
+            try:
+                old = json.loads(self.children_path.read_text("utf-8"))
+                items = old.get("items", []) if isinstance(old, dict) else old
+                self.listing = {str(it.get("alias")): it for it in items if isinstance(it, dict) and it.get("alias")}
+            except (OSError, ValueError) as e:
+                raise HubError(f"{self.children_path} is not a listing written by bioimgzoo ({e}): "
+                               "pick an empty folder or remove the file") from e
+
+    def files_dir(self, alias: str) -> Path:
+        return self.artifacts / alias / "files"
+
+    def drop_stale(self, alias: str, wanted: set[str]) -> None:
+        """Remove files of an earlier version that the new one does not have."""
+        files_dir = self.files_dir(alias)
+        for stale in [p for p in files_dir.rglob("*") if p.is_file()]:
+            if stale.relative_to(files_dir).as_posix() not in wanted:
+                stale.unlink()
+
+    def add(self, alias: str, item: dict) -> None:
+        _write_json(self.artifacts / alias / "index.html", item)
+        self.listing[alias] = item
+
+    def save_listing(self) -> None:
+        items = sorted(self.listing.values(),
+                       key=lambda it: (-int(it.get("download_count") or 0), str(it.get("alias"))))
+        # "static": the client filters and paginates itself (a plain server ignores the query string)
+        _write_json(self.children_path, {"items": items, "total": len(items), "offset": 0, "limit": len(items),
+                                         "static": True})
+
+
+def _listing_item(alias: str, content: dict, versions: list, *, stamp: str, config: dict,
+                  created_at: str | None = None, last_modified: str | None = None, download_count: int = 0) -> dict:
+    return {
+        "id": f"{WORKSPACE}/{alias}", "alias": alias, "type": content.get("type", "model"), "manifest": content,
+        "versions": versions, "created_at": created_at or stamp, "last_modified": last_modified or stamp,
+        "download_count": download_count, "config": config,
+    }
+
+
+def publish(package: str | Path, to: str | Path, *, id: str | None = None, comment: str = "published") -> str:
+    """Add a local package (``.zip`` or folder) to the static zoo folder ``to``; returns its id.
+
+    The package's files are copied byte for byte (the rdf keeps its sha256s);
+    the id is ``id=`` or the rdf's own ``id``.  Serve the folder like a mirror.
+    """
+    import yaml
+
+    from ..package import resolve_source
+
+    source = resolve_source(Path(package))
+    rdf_bytes, rdf_name = source.read_rdf()
+    content = json.loads(json.dumps(yaml.safe_load(rdf_bytes), default=str))
+    alias = str(id or content.get("id") or "").strip()
+    if not alias:
+        raise HubError(f"{package} has no id in its rdf.yaml: pass id= (CLI: --id) to publish it")
+    zoo = _StaticZoo(to)
+    files_dir = zoo.files_dir(alias)
+    with atomic_path(files_dir / "rdf.yaml") as tmp:
+        tmp.write_bytes(rdf_bytes)
+    wanted = {"rdf.yaml"}
+    from .pull import needed_files
+    from ..package import open_package
+
+    for ref in needed_files(open_package(source).descr, weights=None, all_files=True)[1]:
+        rel = str(ref.source)
+        if "://" in rel or rel in wanted:
+            continue
+        _copy_if_changed(source.fetch(rel, sha256=str(ref.sha256) if ref.sha256 else None), files_dir / rel,
+                         str(ref.sha256) if ref.sha256 else None)
+        wanted.add(rel)
+    zoo.drop_stale(alias, wanted)
+    stamp = now_iso()
+    version = str(content.get("version") or "1")
+    zoo.add(alias, _listing_item(alias, content, [{"version": version, "comment": comment, "created_at": stamp}],
+                                 stamp=stamp, config={"published_from": Path(package).name, "published_at": stamp}))
+    zoo.save_listing()
+    return alias
+
+
 def mirror(ids: Iterable[str], to: str | Path, *, hub: str | None = None, weights: str | None = None,
            offline: bool | None = None, progress: bool = False) -> MirrorResult:
     """Write a static mirror of the models ``ids`` into folder ``to``.
@@ -90,26 +179,15 @@ def mirror(ids: Iterable[str], to: str | Path, *, hub: str | None = None, weight
 
     from .pull import pull
 
-    root = Path(to).expanduser().resolve()
-    artifacts = root / WORKSPACE / "artifacts"
-    children_path = artifacts / COLLECTION / "children"
-    listing: dict[str, dict] = {}
-    if children_path.is_file():
-        try:
-            old = json.loads(children_path.read_text("utf-8"))
-            items = old.get("items", []) if isinstance(old, dict) else old
-            listing = {str(it.get("alias")): it for it in items if isinstance(it, dict) and it.get("alias")}
-        except (OSError, ValueError) as e:
-            raise HubError(f"{children_path} is not a listing written by bioimgzoo mirror ({e}): "
-                           "pick an empty folder or remove the file") from e
-    result = MirrorResult(folder=root)
+    zoo = _StaticZoo(to)
+    result = MirrorResult(folder=zoo.root)
     for model_id in ids:
         zid = parse_zoo_id(model_id)
         if zid.huggingface:
             raise HubError(f"{model_id}: only bioimage.io models can be mirrored")
         pulled = pull(model_id, hub=hub, offline=offline, weights=weights, all_files=True, progress=progress)
         source = pulled.source
-        files_dir = artifacts / zid.alias / "files"
+        files_dir = zoo.files_dir(zid.alias)
         rdf_bytes, rdf_name = source.read_rdf()
         with atomic_path(files_dir / "rdf.yaml") as tmp:
             tmp.write_bytes(rdf_bytes)
@@ -121,9 +199,7 @@ def mirror(ids: Iterable[str], to: str | Path, *, hub: str | None = None, weight
                 continue  # absolute URLs stay where the rdf says they are
             _copy_if_changed(local, files_dir / rel, shas.get(rel))
             wanted.add(rel)
-        for stale in [p for p in files_dir.rglob("*") if p.is_file()]:  # an earlier mirrored version
-            if stale.relative_to(files_dir).as_posix() not in wanted:
-                stale.unlink()
+        zoo.drop_stale(zid.alias, wanted)
         content = json.loads(json.dumps(yaml.safe_load(rdf_bytes), default=str))
         manifest = source.manifest() or {}
         stamp = now_iso()
@@ -131,20 +207,12 @@ def mirror(ids: Iterable[str], to: str | Path, *, hub: str | None = None, weight
                     if isinstance(v, dict) and str(v.get("version")) == str(pulled.version)]
         if not versions and pulled.version:
             versions = [{"version": pulled.version, "comment": "mirrored", "created_at": stamp}]
-        item = {
-            "id": f"{WORKSPACE}/{zid.alias}", "alias": zid.alias, "type": content.get("type", "model"),
-            "manifest": content, "versions": versions,
-            "created_at": manifest.get("created_at", stamp), "last_modified": manifest.get("last_modified", stamp),
-            "download_count": manifest.get("download_count", 0),
-            "config": {"mirrored_from": source.pin.hub, "mirrored_at": stamp, "weights": weights or "all"},
-        }
-        _write_json(artifacts / zid.alias / "index.html", item)
-        listing[zid.alias] = item
+        zoo.add(zid.alias, _listing_item(
+            zid.alias, content, versions, stamp=stamp, created_at=manifest.get("created_at"),
+            last_modified=manifest.get("last_modified"), download_count=manifest.get("download_count", 0),
+            config={"mirrored_from": source.pin.hub, "mirrored_at": stamp, "weights": weights or "all"}))
         result.models.append(MirroredModel(id=zid.alias, version=pulled.version, files=sorted(wanted)))
-    items = sorted(listing.values(), key=lambda it: (-int(it.get("download_count") or 0), str(it.get("alias"))))
-    # "static": the client filters and paginates itself (a plain server ignores the query string)
-    _write_json(children_path, {"items": items, "total": len(items), "offset": 0, "limit": len(items),
-                                "static": True})
+    zoo.save_listing()
     return result
 
 

@@ -24,11 +24,9 @@ import contextlib
 import functools
 import json
 import logging
-import shutil
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,9 +34,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .._files import atomic_path
-from ..errors import TrainingError
 
-__all__ = ["run_demo", "DemoResult", "DEMO_SETTINGS", "N2V_SETTINGS", "publish_to_folder", "serve_folder", "find_card"]
+__all__ = ["run_demo", "DemoResult", "DEMO_SETTINGS", "N2V_SETTINGS", "serve_folder", "find_card"]
 
 log = logging.getLogger("bioimgzoo.train")
 
@@ -127,71 +124,6 @@ def find_card(name: str) -> Path | None:
 
 # ------------------------------------------------------------------------------------------------
 # local zoo
-
-# TODO(lead): bioimgzoo.hub has mirror() (copy from a hub) but no "publish a local package" function yet.
-# publish_to_folder writes the same static layout mirror() writes (see bioimgzoo/hub/mirror.py); replace it
-# with the hub's publish function once there is one.
-
-
-def publish_to_folder(package: str | Path, zoo_dir: str | Path) -> str:
-    """Publish a zip package into a static zoo folder (the layout of :func:`bioimgzoo.hub.mirror`).
-
-    Writes ``bioimage-io/artifacts/<id>/files/*`` (the package's files, byte
-    for byte), ``.../<id>/index.html`` (the manifest) and adds the model to
-    ``.../bioimage.io/children`` (the listing).  Returns the model's id.
-    """
-    import yaml
-
-    from ..hub.cache import now_iso
-    from ..hub.endpoints import COLLECTION, WORKSPACE
-
-    package = Path(package)
-    root = Path(zoo_dir).expanduser().resolve()
-    artifacts = root / WORKSPACE / "artifacts"
-    with zipfile.ZipFile(package) as zf:
-        rdf_bytes = zf.read("rdf.yaml")
-        rdf = yaml.safe_load(rdf_bytes)
-        alias = str(rdf.get("id") or "").strip()
-        if not alias:
-            raise TrainingError(f"{package} has no id in its rdf.yaml: export it with id= to publish it")
-        files_dir = artifacts / alias / "files"
-        if files_dir.exists():
-            shutil.rmtree(files_dir)
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            rel = Path(info.filename)
-            if rel.is_absolute() or ".." in rel.parts:
-                raise TrainingError(f"{package} holds the unsafe member name {info.filename!r}")
-            with atomic_path(files_dir / rel) as tmp:
-                tmp.write_bytes(zf.read(info))
-    stamp = now_iso()
-    version = str(rdf.get("version") or "0.1.0")
-    content = json.loads(json.dumps(rdf, default=str))
-    item = {
-        "id": f"{WORKSPACE}/{alias}", "alias": alias, "type": content.get("type", "model"), "manifest": content,
-        "versions": [{"version": version, "comment": "published by the bioimgzoo demo", "created_at": stamp}],
-        "created_at": stamp, "last_modified": stamp, "download_count": 0,
-        "config": {"published_from": package.name, "published_at": stamp},
-    }
-    with atomic_path(artifacts / alias / "index.html") as tmp:
-        tmp.write_text(json.dumps(item, indent=1), "utf-8")
-    children = artifacts / COLLECTION / "children"
-    listing: dict[str, dict] = {}
-    if children.is_file():
-        try:
-            old = json.loads(children.read_text("utf-8"))
-            items = old.get("items", []) if isinstance(old, dict) else old
-            listing = {str(it.get("alias")): it for it in items if isinstance(it, dict) and it.get("alias")}
-        except (OSError, ValueError):
-            listing = {}
-    listing[alias] = item
-    items = sorted(listing.values(), key=lambda it: str(it.get("alias")))
-    with atomic_path(children) as tmp:
-        tmp.write_text(json.dumps({"items": items, "total": len(items), "offset": 0, "limit": len(items),
-                                   "static": True}, indent=1), "utf-8")
-    return alias
-
 
 @contextlib.contextmanager
 def serve_folder(folder: str | Path) -> Iterator[str]:
@@ -351,7 +283,9 @@ def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None
 
     # 6. local zoo, load back by id
     zoo_dir = out / "zoo"
-    model_id = publish_to_folder(package, zoo_dir)
+    from ..hub import publish
+
+    model_id = publish(package, zoo_dir, comment="published by the bioimgzoo demo")
     echo(f"published as {model_id!r} in the local zoo {zoo_dir}; loading it back by id")
     big_image, big_labels = synthetic_nuclei(1, (s["big_size"], s["big_size"]), seed=s["big_seed"])
     big_image, big_labels = big_image[0], big_labels[0]

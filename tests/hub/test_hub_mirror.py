@@ -113,3 +113,27 @@ def test_predict_with_a_model_loaded_from_the_mirror(mirror_hub, zoo_fixture):
     # the cache now holds the rdf and the onnx weights only (lazy files)
     assert sorted(source_for_id("affable-shark").snapshot_dir.iterdir()) == sorted(
         source_for_id("affable-shark").snapshot_dir / n for n in ("rdf.yaml", "weights.onnx"))
+
+
+def test_publish_a_local_package_then_load_it_by_id(zoo_fixture, static_server, tmp_path, monkeypatch):
+    import zipfile
+
+    from bioimgzoo.errors import HubError
+    from bioimgzoo.hub import publish
+
+    z = tmp_path / "model.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in zoo_fixture.iterdir():
+            zf.write(f, f.name)
+    folder = tmp_path / "zoo"
+    with pytest.raises(HubError, match="no id"):
+        publish(z, folder)
+    assert publish(z, folder, id="lab-nuclei") == "lab-nuclei"
+    files = folder / "bioimage-io" / "artifacts" / "lab-nuclei" / "files"
+    assert (files / "weights.onnx").read_bytes() == (zoo_fixture / "weights.onnx").read_bytes()
+    listing = json.loads((folder / "bioimage-io" / "artifacts" / "bioimage.io" / "children").read_text())
+    assert [it["alias"] for it in listing["items"]] == ["lab-nuclei"]
+    monkeypatch.setenv("BIOIMGZOO_HUB", static_server(folder))
+    x = np.load(zoo_fixture / "test_input.npy")
+    out = bioimgzoo.load("lab-nuclei").predict(x, axes="bcyx")
+    np.testing.assert_allclose(out, np.load(zoo_fixture / "test_output.npy"), rtol=1e-3, atol=1e-3)

@@ -105,10 +105,11 @@ def test_finetune_exported_package_names_parent(exported_package, nuclei, tmp_pa
 
 
 def test_finetune_by_zoo_id_from_a_local_zoo(exported_package, nuclei, tmp_path):
-    from bioimgzoo.train.demo import publish_to_folder, serve_folder
+    from bioimgzoo.hub import publish
+    from bioimgzoo.train.demo import serve_folder
 
     images, labels = nuclei
-    model_id = publish_to_folder(exported_package, tmp_path / "zoo")
+    model_id = publish(exported_package, tmp_path / "zoo")
     assert model_id == "tiny-nuclei-test"
     with serve_folder(tmp_path / "zoo") as url:
         result = finetune(model_id, images[:4], labels[:4], steps=2, out=tmp_path / "ft.zip", patch_size=64,
