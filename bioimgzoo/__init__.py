@@ -59,10 +59,10 @@ def load(source: Any, *, weights: str | None = None, device: str | None = None,
 def export(module: Any, example_input: Any, out: Any, **options: Any) -> "Path":
     """Export a trained PyTorch module as a zoo package (``.zip``); returns ``out``.
 
-    Thin wrapper of :func:`bioimgzoo.export.export_model` (see there for the
+    Thin wrapper of :func:`bioimgzoo.exporter.export_model` (see there for the
     options: ``name``, ``description``, ``authors``, ``axes``, ``preprocessing``,
     ``postprocessing``, ``card``, ...).  torch loads only when called.
     """
-    from .export import export_model
+    from .exporter import export_model
 
     return export_model(module, example_input, out, **options)

@@ -135,8 +135,8 @@ def _load_example(path: Path):
 def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, name, description, authors,
                license_, preprocessing, postprocessing, weights, run_test, out, as_json):
     """Export a trained PyTorch network as a bioimage.io model package (.zip)."""
-    from ..export import export_package
-    from ..export.card import load_card
+    from ..exporter import export_package
+    from ..exporter.card import load_card
 
     card, base = load_card(card_path) if card_path else ({}, None)
     section = dict(card.pop("export", None) or {})

@@ -56,7 +56,7 @@ def metric_rows(metrics: Mapping[str, float], *, digits: int = 4) -> list[dict]:
 def merge_validation(section: Any, metrics: Mapping[str, float], *, dataset: str | None = None,
                      description: str | None = None) -> dict:
     """A card ``validation`` section with ``metrics`` merged in by name (measured values win)."""
-    from ..export.card import normalise_metrics
+    from ..exporter.card import normalise_metrics
 
     val = dict(section or {})
     old = normalise_metrics(val.get("metrics"))
@@ -134,10 +134,10 @@ def export_trained(trainer: "Trainer", out: str | os.PathLike, *, name: str | No
     training : dict or str, optional
         Extra training details for the card (e.g. the parent of a fine-tuned model).
     **overrides
-        Passed to :func:`bioimgzoo.export.export_model` (``id``, ``tags``, ``test``, ...).
+        Passed to :func:`bioimgzoo.exporter.export_model` (``id``, ``tags``, ``test``, ...).
     """
-    from ..export import export_model
-    from ..export.card import load_card
+    from ..exporter import export_model
+    from ..exporter.card import load_card
     from .nets import UNet2d
 
     if trainer.step == 0:

@@ -229,7 +229,7 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
     hub : str, optional
         Zoo server or mirror URL, for an id ``source``.
     card, **export_options
-        Model card and options of :func:`bioimgzoo.export.export_model`.
+        Model card and options of :func:`bioimgzoo.exporter.export_model`.
     """
     from ..package import open_package
     from .export import export_trained, set_rdf_parent

@@ -739,7 +739,7 @@ class Trainer:
         task's pre/post-processing is declared; ``metrics`` (default:
         :meth:`evaluate` on the validation images now) are merged into the
         card's ``validation`` section.  Other keyword arguments go to
-        :func:`bioimgzoo.export.export_model`.
+        :func:`bioimgzoo.exporter.export_model`.
 
         Returns
         -------

@@ -8,7 +8,7 @@ import tifffile
 from click.testing import CliRunner
 
 pytest.importorskip("torch")
-pytest.importorskip("bioimgzoo.export._export", reason="the exporter is not written yet")
+pytest.importorskip("bioimgzoo.exporter._export", reason="the exporter is not written yet")
 
 from bioimgzoo.cli import main  # noqa: E402
 from bioimgzoo.package import open_package  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("bioimgzoo.export._export", reason="the exporter is not written yet")
+pytest.importorskip("bioimgzoo.exporter._export", reason="the exporter is not written yet")
 
 from bioimgzoo.errors import TrainingError, UntrustedCodeError  # noqa: E402
 from bioimgzoo.package import open_package  # noqa: E402

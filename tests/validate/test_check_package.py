@@ -43,9 +43,9 @@ def test_invalid_description_is_reported_not_raised(zoo_fixture, tmp_path):
 def test_untrusted_architecture_file_is_skipped(tmp_path):
     """State-dict weights with a shipped .py run code: skipped unless trust_code=True."""
     torch = pytest.importorskip("torch")
-    from bioimgzoo.export import export_model
-    from tests.export import export_checks as C
-    from tests.export import export_nets as N
+    from bioimgzoo.exporter import export_model
+    from tests.exporter import export_checks as C
+    from tests.exporter import export_nets as N
 
     torch.manual_seed(0)
     x = np.random.default_rng(0).random((1, 1, 16, 16)).astype(np.float32)

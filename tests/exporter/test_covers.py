@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bioimgzoo.export._covers import make_cover, to_rgb
+from bioimgzoo.exporter._covers import make_cover, to_rgb
 
 iio = pytest.importorskip("imageio.v3")
 RNG = np.random.default_rng(0)

@@ -38,7 +38,7 @@ from .card import load_card, normalise_metrics, render_readme
 
 __all__ = ["export_model", "export_package", "ExportResult", "EXPORT_OPTIONS"]
 
-log = logging.getLogger("bioimgzoo.export")
+log = logging.getLogger("bioimgzoo.exporter")
 
 #: keyword overrides export accepts (besides the named parameters)
 EXPORT_OPTIONS: dict[str, str] = {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import ExportError
-from bioimgzoo.export.card import CARD_KEYS, load_card, normalise_metrics, render_readme
+from bioimgzoo.exporter.card import CARD_KEYS, load_card, normalise_metrics, render_readme
 
 REPO = Path(__file__).resolve().parents[2]
 CARDS = sorted((REPO / "model_cards").glob("*.yaml"))
@@ -90,9 +90,9 @@ def test_metrics_forms():
 def test_export_with_the_nuclei_card(tmp_path):
     """The shipped card renders into the README and validates without a spec warning."""
     torch = pytest.importorskip("torch")
-    from bioimgzoo.export import export_package
+    from bioimgzoo.exporter import export_package
     from bioimgzoo.train.nets import UNet2d
-    from tests.export import export_checks as C
+    from tests.exporter import export_checks as C
 
     torch.manual_seed(0)
     net = UNet2d(in_channels=1, out_channels=2, depth=1, base=2).eval()

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import ExportError
-from tests.export import export_checks as C
-from tests.export import export_nets as N
+from tests.exporter import export_checks as C
+from tests.exporter import export_nets as N
 
 torch = pytest.importorskip("torch")
 
 
 def probe(module, shape, axes="bcyx", **kwargs):
-    from bioimgzoo.export._probe import ModuleRunner, probe_module
+    from bioimgzoo.exporter._probe import ModuleRunner, probe_module
 
     x = np.random.default_rng(0).random(shape).astype(np.float32)
     run = ModuleRunner(module, ["input"])

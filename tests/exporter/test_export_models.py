@@ -11,15 +11,15 @@ import time
 import numpy as np
 import pytest
 
-from tests.export import export_checks as C
-from tests.export import export_nets as N
+from tests.exporter import export_checks as C
+from tests.exporter import export_nets as N
 
 torch = pytest.importorskip("torch")
 RNG = np.random.default_rng(0)
 
 
 def _export(tmp_path, module, example, *, name, **kwargs):
-    from bioimgzoo.export import export_package
+    from bioimgzoo.exporter import export_package
 
     t = time.perf_counter()
     result = export_package(module, example, tmp_path / f"{name.replace(' ', '_')}.zip", name=name,

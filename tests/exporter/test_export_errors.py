@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import ExportError
-from tests.export import export_checks as C
-from tests.export import export_nets as N
+from tests.exporter import export_checks as C
+from tests.exporter import export_nets as N
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -56,7 +56,7 @@ class ThreeChannels(nn.Module):
 def _fails(tmp_path, module, example=X, match=None, **kwargs):
     out = tmp_path / "model.zip"
     with pytest.raises(ExportError, match=match) as info:
-        from bioimgzoo.export import export_model
+        from bioimgzoo.exporter import export_model
 
         export_model(C.seeded(lambda: module), example, out, name="Broken model", **C.meta(), **kwargs)
     assert not out.exists()
@@ -85,7 +85,7 @@ def test_neither_scriptable_nor_traceable(tmp_path):
 def test_existing_file_untouched_on_failure(tmp_path):
     out = tmp_path / "model.zip"
     out.write_bytes(b"previous package")
-    from bioimgzoo.export import export_model
+    from bioimgzoo.exporter import export_model
 
     with pytest.raises(ExportError):
         export_model(NaNNet().eval(), X, out, name="Broken model", **C.meta())
@@ -105,7 +105,7 @@ def test_existing_file_untouched_on_failure(tmp_path):
 ])
 def test_bad_arguments(tmp_path, kwargs, match):
     out = tmp_path / "m.zip"
-    from bioimgzoo.export import export_model
+    from bioimgzoo.exporter import export_model
 
     args = {**C.meta(), "name": "Tiny UNet 2D", **kwargs}
     with pytest.raises(ExportError, match=match):
@@ -114,7 +114,7 @@ def test_bad_arguments(tmp_path, kwargs, match):
 
 
 def test_out_must_be_zip(tmp_path):
-    from bioimgzoo.export import export_model
+    from bioimgzoo.exporter import export_model
 
     with pytest.raises(ExportError, match=".zip"):
         export_model(C.seeded(N.SameConv), X, tmp_path / "model", name="Same conv", **C.meta())
@@ -138,7 +138,7 @@ def test_state_dict_without_architecture_says_what_to_do(tmp_path):
 
 
 def test_state_dict_skipped_by_default_with_note(tmp_path):
-    from bioimgzoo.export import export_package
+    from bioimgzoo.exporter import export_package
 
     torch.manual_seed(0)
     result = export_package(Opaque(2).eval(), X, tmp_path / "m.zip", name="Opaque net", **C.meta())
@@ -147,7 +147,7 @@ def test_state_dict_skipped_by_default_with_note(tmp_path):
 
 
 def test_state_dict_with_given_kwargs(tmp_path):
-    from bioimgzoo.export import export_package
+    from bioimgzoo.exporter import export_package
 
     torch.manual_seed(0)
     result = export_package(Opaque(2).eval(), X, tmp_path / "m.zip", name="Opaque net", **C.meta(),
@@ -172,11 +172,12 @@ def test_local_class_named_in_message(tmp_path):
     assert "module level" in msg
 
 
-def test_top_level_function_and_callable_package(tmp_path):
-    """``bioimgzoo.export`` stays callable after ``bioimgzoo.export.<module>`` was imported."""
+def test_top_level_export_function(tmp_path):
+    """``bioimgzoo.export`` stays the function after the exporter's submodules were imported."""
     import bioimgzoo
-    import bioimgzoo.export.card  # noqa: F401 - rebinds bioimgzoo.export to the package
+    import bioimgzoo.exporter.card  # noqa: F401
 
+    assert callable(bioimgzoo.export) and bioimgzoo.export.__module__ == "bioimgzoo"
     with pytest.raises(ExportError, match="not a valid model name"):
         bioimgzoo.export(C.seeded(N.SameConv), X, tmp_path / "m.zip", name="ab", **C.meta())
     assert not (tmp_path / "m.zip").exists()

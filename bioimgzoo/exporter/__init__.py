@@ -1,4 +1,4 @@
-"""Export trained PyTorch modules as bioimage.io model packages.
+"""Export trained PyTorch modules as bioimage.io model packages (``bioimgzoo.export``).
 
 ``export_model(module, example_input, out, *, name, description, authors, ...)``
 probes the module (valid sizes, output relations, halo), writes
@@ -12,8 +12,6 @@ Importing this package is cheap; torch and bioimageio load on first use.
 
 from __future__ import annotations
 
-import sys as _sys
-import types as _types
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["export_model", "export_package", "ExportResult", "EXPORT_OPTIONS", "load_card"]
@@ -23,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def export_model(module: Any, example_input: Any, out: Any, **kwargs: Any):
-    """Export a PyTorch module as a zoo package; see :func:`bioimgzoo.export._export.export_model`."""
+    """Export a PyTorch module as a zoo package; see :func:`bioimgzoo.exporter._export.export_model`."""
     from ._export import export_model as _impl
 
     return _impl(module, example_input, out, **kwargs)
@@ -47,17 +45,3 @@ def __getattr__(name: str):
         return load_card
     raise AttributeError(name)
 
-
-class _CallablePackage(_types.ModuleType):
-    """``bioimgzoo.export`` names both this package and the top-level function.
-
-    Importing ``bioimgzoo.export.<anything>`` rebinds the attribute
-    ``bioimgzoo.export`` to this package, so the package is made callable
-    and ``bioimgzoo.export(module, example, out, ...)`` keeps working.
-    """
-
-    def __call__(self, module: Any, example_input: Any, out: Any, **kwargs: Any):
-        return export_model(module, example_input, out, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallablePackage
