@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from ..errors import ExportError, TrainingError
+from ..errors import TrainingError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
 
-__all__ = ["export_trained", "metric_rows", "merge_validation", "set_rdf_parent"]
+__all__ = ["export_trained", "metric_rows", "merge_validation"]
 
 _DESCRIPTIONS = {
     "iou": "foreground IoU (probability > 0.5), pooled over the validation pixels",
@@ -190,34 +190,3 @@ def export_trained(trainer: "Trainer", out: str | os.PathLike, *, name: str | No
     finally:
         module.to(was_device)
 
-
-def set_rdf_parent(package: str | os.PathLike, parent_id: str, version: str | None = None) -> None:
-    """Add ``parent: {id, version}`` to the rdf.yaml of a zip package (rewritten atomically).
-
-    The exporter has no option for the spec's ``parent`` field (yet), so a
-    fine-tuned package gets it here.  Only ``rdf.yaml`` changes; the other
-    members are copied byte for byte, so every sha256 stays valid.
-    """
-    import zipfile
-
-    import yaml
-
-    from .._files import atomic_path
-    from ..package import RDF_NAMES
-
-    package = Path(package)
-    with zipfile.ZipFile(package) as zin:
-        names = zin.namelist()
-        rdf_name = next((n for n in RDF_NAMES if n in names), None)
-        if rdf_name is None:
-            raise ExportError(f"{package} has no rdf.yaml at its root")
-        rdf = yaml.safe_load(zin.read(rdf_name))
-        if str(rdf.get("id", "")) == str(parent_id):
-            raise ExportError(f"the fine-tuned package has the id of its parent ({parent_id}): give it another id=")
-        rdf["parent"] = {"id": str(parent_id), **({"version": str(version)} if version else {})}
-        with atomic_path(package) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zout:
-            for info in zin.infolist():
-                if info.filename == rdf_name:
-                    zout.writestr(info, yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True))
-                else:
-                    zout.writestr(info, zin.read(info))

@@ -232,7 +232,7 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
         Model card and options of :func:`bioimgzoo.exporter.export_model`.
     """
     from ..package import open_package
-    from .export import export_trained, set_rdf_parent
+    from .export import export_trained
     from .trainer import Trainer
 
     package = open_package(source, **({"hub": hub} if hub else {}))
@@ -312,9 +312,9 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
         pm, _ = trainer.primary_metric
         training["parent_validation"] = f"{pm} {metrics_before[pm]:.4g} before fine-tuning, {metrics[pm]:.4g} after"
     license_ = opts.pop("license", None) or str(descr.license or "CC-BY-4.0")
+    if parent["id"] and "parent" not in opts:  # the rdf's own `parent` field links the zoo model
+        opts["parent"] = {"id": parent["id"], **({"version": parent["version"]} if parent["version"] else {})}
     path = export_trained(trainer, out, name=name, description=description, authors=authors, card=card,
                           metrics=metrics or None, license=license_, training=training, **opts)
-    if parent["id"]:
-        set_rdf_parent(path, parent["id"], parent["version"])
     return FinetuneResult(path=Path(path), metrics_before=metrics_before, metrics=metrics, parent=parent,
                           trainer=trainer)
