@@ -4,8 +4,8 @@ A trainer must feed the network exactly what a zoo consumer's runtime will
 feed it, so the tasks normalise their training images with the very steps
 they declare for the package.  This module applies those steps (as dicts
 ``{"id": ..., "kwargs": {...}}`` or bioimageio.spec v0_5 descrs) to one
-sample of shape ``(channel, y, x)``, following the spec's formulas
-(``eps`` = 1e-6 defaults, population standard deviation).
+sample of shape ``(channel, y, x)`` with the runtime's own implementation
+(:mod:`bioimgzoo.runtime.processing`, matched op by op with bioimageio.core).
 
 Supported: ``ensure_dtype``, ``zero_mean_unit_variance``,
 ``fixed_zero_mean_unit_variance``, ``scale_linear``, ``scale_range``,
@@ -15,6 +15,7 @@ Supported: ``ensure_dtype``, ``zero_mean_unit_variance``,
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -42,81 +43,69 @@ def as_step_dict(step: Any) -> dict:
     return {"id": str(step.id), "kwargs": kw}
 
 
-def _reduce_axes(kwargs: Mapping, ndim: int) -> tuple[int, ...]:
-    """Indices of the axes of a (channel, y, x) sample that the step reduces over."""
-    axes = kwargs.get("axes")
-    if axes is None:
-        return tuple(range(ndim))
-    idx = []
-    for a in axes:
-        a = str(a)
-        if a == "batch":  # one sample at a time: reducing over batch is a no-op here
-            continue
-        if a not in _DIMS:
-            raise TrainingError(f"processing over axis {a!r} is not supported for training "
-                                "(2D images with axes channel, y, x only)")
-        idx.append(_DIMS.index(a))
-    return tuple(sorted(idx))
+_SAMPLE = "sample"
+_AXES = ("batch",) + _DIMS
+_COMPILED: dict[str, tuple[Any, frozenset[str]]] = {}
 
 
-def _along(value: Any, kwargs: Mapping, ndim: int) -> np.ndarray | float:
-    """Broadcast a per-channel list (``axis: channel``) to a (c, 1, 1) array."""
-    if isinstance(value, (list, tuple)):
-        axis = str(kwargs.get("axis", "channel"))
-        if axis != "channel":
-            raise TrainingError(f"processing along axis {axis!r} is not supported for training (channel only)")
-        return np.asarray(value, np.float32).reshape(-1, *([1] * (ndim - 1)))
-    return float(value)
+def _compiled(steps: list[dict], *, post: bool):
+    """The runtime's chain for ``steps`` on a (batch, channel, y, x) sample, cached by content."""
+    key = json.dumps([post, steps], sort_keys=True, default=str)
+    hit = _COMPILED.get(key)
+    if hit is not None:
+        return hit
+    from pydantic import TypeAdapter, ValidationError
+    from bioimageio.spec.model import v0_5
+
+    from ..errors import BioimgzooError
+    from ..runtime.processing import compile_processing
+
+    adapter = TypeAdapter(v0_5.PostprocessingDescr if post else v0_5.PreprocessingDescr)
+    descrs = []
+    for step in steps:
+        try:
+            # ops without options (sigmoid) take no kwargs field at all
+            descrs.append(adapter.validate_python(step if step["kwargs"] else {"id": step["id"]}))
+        except ValidationError as e:
+            raise TrainingError(f"the processing step {step['id']!r} is not supported for training "
+                                f"(supported: {', '.join(SUPPORTED)}): {str(e).splitlines()[0]}") from e
+    refs = frozenset(str(d.kwargs.reference_tensor) for d in descrs
+                     if getattr(getattr(d, "kwargs", None), "reference_tensor", None))
+    try:
+        chain = compile_processing(descrs, tensor_id=_SAMPLE, tensor_axes=_AXES,
+                                   reference_axes={_SAMPLE: _AXES, **{r: _AXES for r in refs}})
+    except BioimgzooError as e:
+        raise TrainingError(f"processing cannot be used for training: {e}") from e
+    _COMPILED[key] = (chain, refs)
+    return chain, refs
 
 
-def apply_processing(steps: Iterable[Any], image: np.ndarray, *, reference: np.ndarray | None = None) -> np.ndarray:
+def apply_processing(steps: Iterable[Any], image: np.ndarray, *, reference: np.ndarray | None = None,
+                     post: bool = False) -> np.ndarray:
     """Apply processing ``steps`` to one sample ``image`` of shape (channel, y, x).
 
-    ``reference`` is the unprocessed input image, for steps with a
-    ``reference_tensor`` (postprocessing that rescales to the input).
+    The very implementation a zoo consumer runs (:mod:`bioimgzoo.runtime.processing`),
+    so training sees exactly what the packaged model will be fed.  ``reference``
+    is the unprocessed input image, for steps with a ``reference_tensor``;
+    dataset statistics are those of this one sample.
     """
-    x = np.asarray(image, np.float32)
-    for raw in steps:
-        step = as_step_dict(raw)
-        sid, kw = step["id"], step["kwargs"]
-        eps = float(kw.get("eps", 1e-6))
-        if sid == "ensure_dtype":
-            x = x.astype(np.float32)  # training works in float32 throughout
-        elif sid == "zero_mean_unit_variance":
-            axes = _reduce_axes(kw, x.ndim)
-            x = (x - x.mean(axis=axes, keepdims=True)) / (x.std(axis=axes, keepdims=True) + eps)
-        elif sid == "fixed_zero_mean_unit_variance":
-            x = (x - _along(kw["mean"], kw, x.ndim)) / (_along(kw["std"], kw, x.ndim) + eps)
-        elif sid == "scale_linear":
-            x = x * _along(kw.get("gain", 1.0), kw, x.ndim) + _along(kw.get("offset", 0.0), kw, x.ndim)
-        elif sid == "scale_range":
-            src = x if kw.get("reference_tensor") is None or reference is None else np.asarray(reference, np.float32)
-            axes = _reduce_axes(kw, x.ndim)
-            lo = np.percentile(src, float(kw.get("min_percentile", 0.0)), axis=axes, keepdims=True)
-            hi = np.percentile(src, float(kw.get("max_percentile", 100.0)), axis=axes, keepdims=True)
-            x = (x - lo) / (hi - lo + eps)
-        elif sid == "scale_mean_variance":
-            if reference is None:
-                raise TrainingError("scale_mean_variance needs the reference (input) image")
-            ref = np.asarray(reference, np.float32)
-            axes = _reduce_axes(kw, x.ndim)
-            x = ((x - x.mean(axis=axes, keepdims=True)) / (x.std(axis=axes, keepdims=True) + eps)
-                 * (ref.std(axis=axes, keepdims=True) + eps) + ref.mean(axis=axes, keepdims=True))
-        elif sid == "clip":
-            axes = _reduce_axes(kw, x.ndim)
-            lo = kw.get("min")
-            hi = kw.get("max")
-            if kw.get("min_percentile") is not None:
-                lo = np.percentile(x, float(kw["min_percentile"]), axis=axes, keepdims=True)
-            if kw.get("max_percentile") is not None:
-                hi = np.percentile(x, float(kw["max_percentile"]), axis=axes, keepdims=True)
-            x = np.clip(x, lo, hi)
-        elif sid == "sigmoid":
-            x = 1.0 / (1.0 + np.exp(-x))
-        elif sid == "binarize":
-            x = (x > _along(kw["threshold"], kw, x.ndim)).astype(np.float32)
-        else:
-            raise TrainingError(f"the processing step {sid!r} is not supported for training "
-                                f"(supported: {', '.join(SUPPORTED)})")
-        x = x.astype(np.float32, copy=False)
-    return x
+    from ..runtime.processing import DatasetStatistics, compute_sample_measures
+
+    step_dicts = [as_step_dict(s) for s in steps]
+    if not step_dicts:
+        return np.asarray(image, np.float32)
+    chain, refs = _compiled(step_dicts, post=post)
+    x = np.asarray(image)[None]
+    tensors = {_SAMPLE: x}
+    if refs:
+        if reference is None:
+            raise TrainingError(f"processing refers to tensor(s) {', '.join(sorted(refs))}: pass the reference image")
+        tensors.update({r: np.asarray(reference)[None] for r in refs})
+    axes = {k: _AXES for k in tensors}
+    stats = compute_sample_measures(chain.required_measures, tensors, axes)
+    dataset = [m for m in chain.required_measures if m.scope == "dataset"]
+    if dataset:
+        acc = DatasetStatistics(dataset, axes)
+        acc.update(tensors)
+        stats.update(acc.finalize())
+    return np.asarray(chain(x, stats)[0], np.float32)

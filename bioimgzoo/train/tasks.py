@@ -72,7 +72,7 @@ class Task:
 
     def to_output(self, raw: np.ndarray, image: np.ndarray) -> np.ndarray:
         """What a consumer gets from the raw network output: the declared postprocessing."""
-        return apply_processing(self.postprocessing(), raw, reference=image)
+        return apply_processing(self.postprocessing(), raw, reference=image, post=True)
 
     # -- training ------------------------------------------------------------------------------
     def out_channels(self, in_channels: int) -> int:
