@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ExportError
+from ..runtime.engines import load_callable_from_file
 from ._probe import ModuleRunner
 
 __all__ = ["WeightsFile", "WEIGHTS_FORMATS", "write_state_dict", "write_torchscript", "write_onnx",
@@ -183,25 +184,6 @@ def _parse_architecture(architecture: Any) -> dict:
                       f"mapping, got {type(architecture).__name__}")
 
 
-def _load_callable_from_file(path: Path, name: str) -> Callable:
-    """Import ``name`` from a Python file the way bioimageio.core does (a fresh, uniquely named module)."""
-    import hashlib
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    mod_name = f"_bioimgzoo_arch_{digest}"
-    spec = importlib.util.spec_from_file_location(mod_name, str(path))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception:
-        sys.modules.pop(mod_name, None)
-        raise
-    return getattr(module, name)
-
-
 def _local_imports(path: Path) -> list[str]:
     """Top-level modules a source file imports that are neither stdlib nor installed distributions."""
     import ast
@@ -262,7 +244,7 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
                 src = Path(cand["source"])
                 if not src.is_file():
                     raise FileNotFoundError(f"{src} does not exist")
-                func = _load_callable_from_file(src, name)
+                func = load_callable_from_file(src, name)
         except Exception as e:
             tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
             continue

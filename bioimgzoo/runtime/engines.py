@@ -203,20 +203,36 @@ def _load_architecture(arch: Any, *, package: Any, trust_code: bool):
             "network; running it executes arbitrary code. Pass trust_code=True (CLI: --trust-code) if you "
             "trust the package, or use other weights (--weights onnx / torchscript)")
     src = package.file(arch)
-    mod_name = f"bioimgzoo_arch_{abs(hash(str(src))):x}"
-    spec = importlib.util.spec_from_file_location(mod_name, src)
-    if spec is None or spec.loader is None:  # pragma: no cover
-        raise WeightsError(f"cannot import architecture file {src}")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = mod
     try:
-        spec.loader.exec_module(mod)
-    except Exception as e:
-        raise WeightsError(f"the architecture file {Path(src).name} fails to import: {_first_line(e)}") from e
-    try:
-        return getattr(mod, name)
+        return load_callable_from_file(src, name)
     except AttributeError as e:
         raise WeightsError(f"{Path(src).name} defines no {name!r}: the package names a wrong architecture") from e
+    except Exception as e:
+        raise WeightsError(f"the architecture file {Path(src).name} fails to import: {_first_line(e)}") from e
+
+
+def load_callable_from_file(path: str | Path, name: str) -> Any:
+    """Import ``name`` from a Python file as a fresh module named after the file's content.
+
+    Runs the file's code: callers check trust first.  Raises what importing
+    raises (ImportError, SyntaxError, ...) or AttributeError when ``name`` is
+    missing; callers translate.
+    """
+    import hashlib
+
+    path = Path(path)
+    mod_name = f"_bioimgzoo_arch_{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
+    spec = importlib.util.spec_from_file_location(mod_name, str(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    return getattr(module, name)
 
 
 def available_formats(descr: Any) -> list[str]:

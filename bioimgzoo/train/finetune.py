@@ -28,7 +28,6 @@ What happens:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingError, UntrustedCodeError, WeightsError
+from ..runtime.engines import load_callable_from_file
 from .tasks import Noise2VoidTask, SegmentationTask, Task, get_task
 
 __all__ = ["finetune", "FinetuneResult", "load_trainable"]
@@ -61,21 +61,6 @@ class FinetuneResult:
     parent: dict[str, Any]
     #: the trainer (its module is the fine-tuned network)
     trainer: Any = field(repr=False, default=None)
-
-
-def _load_callable_from_file(path: Path, name: str):
-    import importlib.util
-    import sys
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    mod_name = f"_bioimgzoo_finetune_arch_{digest}"
-    spec = importlib.util.spec_from_file_location(mod_name, str(path))
-    if spec is None or spec.loader is None:
-        raise WeightsError(f"cannot import the architecture file {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool = False):
@@ -142,7 +127,11 @@ def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool
                                              "trust_code=True if you trust it (or use its torchscript weights)")
                 continue
             src = package.file(arch)
-            func = _load_callable_from_file(src, str(arch.callable))
+            try:
+                func = load_callable_from_file(src, str(arch.callable))
+            except Exception as e:
+                raise WeightsError(f"{package.name}: the architecture file {src.name} cannot be imported "
+                                   f"({type(e).__name__}: {e})") from e
             arch_ref = {"callable": str(arch.callable), "source": str(src)}
         try:
             module = func(**kwargs)
