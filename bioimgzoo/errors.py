@@ -12,8 +12,10 @@ translated into these at the boundary where they occur.
     ├── PackageError                 a package cannot be opened or read
     │   ├── PackageNotFoundError     no such folder / file / URL / id
     │   ├── InvalidDescriptionError  rdf.yaml does not parse or validate
-    │   └── IntegrityError           a file's sha256 differs from the rdf
+    │   ├── IntegrityError           a file's sha256 differs from the rdf
+    │   └── LimitExceededError       a description, file or download over a safety limit
     ├── UntrustedCodeError           running package code needs trust_code=True
+    ├── ConfigError                  a setting (environment variable) has an invalid value
     ├── WeightsError                 unknown format, corrupt or unloadable weights
     ├── InputError                   wrong axes, channels, dtype, shape, missing input
     ├── HubError                     talking to the zoo (bioimage.io / a mirror)
@@ -34,6 +36,8 @@ __all__ = [
     "InvalidDescriptionError",
     "IntegrityError",
     "UntrustedCodeError",
+    "LimitExceededError",
+    "ConfigError",
     "WeightsError",
     "InputError",
     "HubError",
@@ -68,6 +72,14 @@ class IntegrityError(PackageError):
 
 class UntrustedCodeError(BioimgzooError):
     """Running the package's own Python code was not allowed by the caller."""
+
+
+class LimitExceededError(PackageError):
+    """A package, description or download is larger than a safety limit (see :mod:`bioimgzoo.config`)."""
+
+
+class ConfigError(BioimgzooError):
+    """A setting (an environment variable) has a value bioimgzoo cannot use."""
 
 
 class WeightsError(BioimgzooError):

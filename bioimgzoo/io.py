@@ -55,6 +55,10 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str | None]:
                 array = series.asarray()
                 tiff_axes = series.axes
             axes = _tiff_axes_to_ours(tiff_axes, array.shape)
+            if axes is not None and "q" in axes:
+                # unnamed size-1 axes carry nothing; squeezed here, two of them cannot repeat a letter
+                array = array.reshape([n for ch, n in zip(axes, array.shape) if ch != "q"])
+                axes = axes.replace("q", "") or None
             return array, axes
         if suffix == ".npy":
             return np.load(path, allow_pickle=False), None
@@ -81,7 +85,7 @@ def _tiff_axes_to_ours(tiff_axes: str, shape: Sequence[int]) -> str | None:
         mapped = _TIFF_AXES.get(ch)
         if mapped is None:
             if n == 1:
-                letters.append("q")  # an unnamed singleton: harmless, squeezed later
+                letters.append("q")  # an unnamed singleton: harmless, squeezed by read_image
                 continue
             return None  # unknown axis (Q, I, ...): let the caller guess
         letters.append(mapped)
@@ -95,6 +99,15 @@ def write_image(path: str | Path, array: np.ndarray, *, axes: str | Sequence[str
     path = Path(path)
     suffix = _suffix(path)
     array = np.asarray(array)
+    try:
+        _write(path, suffix, array, axes)
+    except OSError as e:  # a read-only or full disk, a folder where the file should go
+        raise InputError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to "
+                         "(with enough free space)") from e
+    return path
+
+
+def _write(path: Path, suffix: str, array: np.ndarray, axes: str | Sequence[str] | None) -> None:
     with atomic_path(path) as tmp:
         if suffix in (".tif", ".tiff", ".ome.tif", ".ome.tiff"):
             import tifffile
@@ -118,7 +131,6 @@ def write_image(path: str | Path, array: np.ndarray, *, axes: str | Sequence[str
             iio.imwrite(tmp, np.squeeze(array), extension=".png")
         else:
             raise InputError(f"cannot write {path.name}: unsupported type {suffix!r}; use .tif, .npy or .png")
-    return path
 
 
 def output_path(out_dir: str | Path, image: str | Path, output_id: str, *, fmt: str | None = None) -> Path:

@@ -27,14 +27,17 @@ import shutil
 import tempfile
 import threading
 import zipfile
+from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
+from . import config
 from ._files import sha256_file
 from .errors import (
     IntegrityError,
     InvalidDescriptionError,
+    LimitExceededError,
     PackageError,
     PackageNotFoundError,
 )
@@ -119,12 +122,32 @@ class FolderSource:
         self.rdf_name = rdf_name
         self.name = f"folder {self.root}"
 
+    def _inside(self, rel: str) -> Path:
+        """``root/rel``, refused when a symlink on the way leads out of the package folder."""
+        local = self.root / rel
+        resolved = local.resolve()
+        if resolved != self.root and self.root not in resolved.parents:
+            raise PackageError(f"{self.name}: {rel!r} is a symbolic link to {resolved}, outside the package "
+                               "folder: refused, a package may only use its own files. Copy the file into the "
+                               "package instead of linking it")
+        return local
+
     def read_rdf(self) -> tuple[bytes, str]:
-        return (self.root / self.rdf_name).read_bytes(), self.rdf_name
+        path = self._inside(self.rdf_name)
+        limit = config.max_rdf_bytes()
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise LimitExceededError(f"{self.name}: {self.rdf_name} is {size} bytes, more than the {limit} "
+                                         "allowed for a description: refused. If it is genuine, raise "
+                                         "BIOIMGZOO_MAX_RDF_BYTES")
+            return path.read_bytes(), self.rdf_name
+        except OSError as e:
+            raise PackageError(f"{self.name}: cannot read {self.rdf_name} ({e.strerror or e})") from e
 
     def fetch(self, path: str, *, sha256: str | None) -> Path:
         rel = _safe_relpath(path, self.name)
-        local = self.root / rel
+        local = self._inside(rel)
         if not local.is_file():
             raise PackageError(f"{self.name}: file {rel!r} named in {self.rdf_name} is missing")
         verify_sha256(local, sha256, what=f"{self.name}: {rel}")
@@ -135,12 +158,49 @@ class FolderSource:
 
 
 _EXTRACT_ROOT: Path | None = None
+_EXTRACT_PREFIX = "bioimgzoo-zip-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process: alive
+        return True
+    return True
+
+
+def sweep_dead_extractions(tmp_root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove zip extraction folders left by processes that died without cleaning up (SIGKILL).
+
+    Each process extracts into ``{tmp}/bioimgzoo-zip-{pid}-{random}`` and
+    removes it at exit; a folder whose pid no longer runs is a leftover.
+    Returns the folders removed.
+    """
+    root = Path(tmp_root or tempfile.gettempdir())
+    removed = []
+    try:
+        candidates = list(root.glob(_EXTRACT_PREFIX + "*"))
+    except OSError:
+        return removed
+    for folder in candidates:
+        m = re.fullmatch(re.escape(_EXTRACT_PREFIX) + r"(\d+)-\w+", folder.name)
+        if not m or not folder.is_dir() or folder.is_symlink():
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _extract_root() -> Path:
     global _EXTRACT_ROOT
     if _EXTRACT_ROOT is None:
-        _EXTRACT_ROOT = Path(tempfile.mkdtemp(prefix="bioimgzoo-zip-"))
+        sweep_dead_extractions()
+        _EXTRACT_ROOT = Path(tempfile.mkdtemp(prefix=f"{_EXTRACT_PREFIX}{os.getpid()}-"))
         atexit.register(shutil.rmtree, _EXTRACT_ROOT, True)
     return _EXTRACT_ROOT
 
@@ -148,12 +208,13 @@ def _extract_root() -> Path:
 class ZipSource:
     """A zipped package; members are extracted one at a time, when needed.
 
-    Member names are checked (no absolute paths, no ``..``) and a member's
-    declared size is capped, so a hostile zip can neither write outside the
-    extraction folder nor fill the disk.
+    Member names are checked (no absolute paths, no ``..``), and a member is
+    refused before extraction when its declared size passes
+    ``BIOIMGZOO_MAX_FILE_BYTES`` (``BIOIMGZOO_MAX_RDF_BYTES`` for the
+    description) or it inflates more than ``BIOIMGZOO_MAX_ZIP_RATIO`` times;
+    extraction stops at the declared size and hashes as it goes, so a hostile
+    zip can neither write outside the extraction folder nor fill the disk.
     """
-
-    MAX_MEMBER_BYTES = 16 << 30
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).resolve()
@@ -181,18 +242,33 @@ class ZipSource:
         st = self.path.stat()
         self._dir = _extract_root() / f"{abs(hash((str(self.path), st.st_size, st.st_mtime_ns))):x}"
 
-    def _member(self, rel: str) -> zipfile.ZipInfo:
+    def _member(self, rel: str, *, limit: int | None = None, setting: str = "BIOIMGZOO_MAX_FILE_BYTES"
+                ) -> zipfile.ZipInfo:
         info = self._members.get(self._prefix + rel)
         if info is None:
             raise PackageError(f"{self.name}: file {rel!r} named in {self.rdf_name} is not in the zip")
-        if info.file_size > self.MAX_MEMBER_BYTES:
-            raise PackageError(f"{self.name}: member {rel!r} claims {info.file_size} bytes, "
-                               "more than any model file should: refusing to extract it")
+        limit = config.max_file_bytes() if limit is None else limit
+        if info.file_size > limit:
+            raise LimitExceededError(f"{self.name}: member {rel!r} declares {info.file_size} bytes, more than the "
+                                     f"{limit} allowed: refused before extracting. If the package is genuine, "
+                                     f"raise {setting}")
+        ratio = info.file_size / max(info.compress_size, 1)
+        max_ratio = config.max_zip_ratio()
+        if info.file_size > config.ZIP_RATIO_EXEMPT_BYTES and ratio > max_ratio:
+            raise LimitExceededError(f"{self.name}: member {rel!r} inflates {ratio:.0f} times ({info.compress_size} "
+                                     f"-> {info.file_size} bytes), more than the {max_ratio:g} allowed: it looks "
+                                     "like a zip bomb and is refused. If the package is genuine, raise "
+                                     "BIOIMGZOO_MAX_ZIP_RATIO")
         return info
 
     def read_rdf(self) -> tuple[bytes, str]:
-        with zipfile.ZipFile(self.path) as zf:
-            return zf.read(self._member(self.rdf_name)), self.rdf_name
+        info = self._member(self.rdf_name, limit=config.max_rdf_bytes(), setting="BIOIMGZOO_MAX_RDF_BYTES")
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(info) as f:
+                return f.read(info.file_size + 1)[: info.file_size], self.rdf_name
+        except (zipfile.BadZipFile, OSError, EOFError, zlib_error) as e:
+            raise PackageError(f"{self.name}: cannot read {self.rdf_name} ({e}): the zip is damaged, "
+                               "re-download or re-export the package") from e
 
     def fetch(self, path: str, *, sha256: str | None) -> Path:
         rel = _safe_relpath(path, self.name)
@@ -202,14 +278,40 @@ class ZipSource:
             local.parent.mkdir(parents=True, exist_ok=True)
             tmp = local.with_name(f".{local.name}.{os.getpid()}.{threading.get_ident()}.part")
             try:
-                with zipfile.ZipFile(self.path) as zf, zf.open(info) as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                self._extract(info, tmp, rel, sha256)
                 os.replace(tmp, local)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
+            except (zipfile.BadZipFile, OSError, EOFError, zlib_error) as e:
                 tmp.unlink(missing_ok=True)
-                raise PackageError(f"{self.name}: cannot extract {rel!r} ({e})") from e
+                raise PackageError(f"{self.name}: cannot extract {rel!r} ({e}): the zip is damaged, "
+                                   "re-download or re-export the package") from e
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         verify_sha256(local, sha256, what=f"{self.name}: {rel}")
         return local
+
+    def _extract(self, info: zipfile.ZipInfo, dest: Path, rel: str, sha256: str | None) -> None:
+        """Copy one member to ``dest``, never past its declared size, hashing as it goes."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        written = 0
+        with zipfile.ZipFile(self.path) as zf, zf.open(info) as src, open(dest, "wb") as dst:
+            while True:
+                block = src.read(1 << 20)
+                if not block:
+                    break
+                written += len(block)
+                if written > info.file_size:  # zipfile stops there itself; never trust one layer alone
+                    raise LimitExceededError(f"{self.name}: member {rel!r} inflates past its declared size "
+                                             f"({info.file_size} bytes): the zip is corrupt or hostile, refused")
+                digest.update(block)
+                dst.write(block)
+        if sha256 and digest.hexdigest() != str(sha256).lower():
+            raise IntegrityError(
+                f"{self.name}: {rel}: sha256 mismatch (rdf.yaml declares {sha256}, the file has "
+                f"{digest.hexdigest()}). The file is corrupt or was changed after packaging: re-download or "
+                "re-export the package, or update the sha256 in rdf.yaml if the change is intended.")
 
     def __repr__(self) -> str:
         return f"ZipSource({str(self.path)!r})"
@@ -249,12 +351,9 @@ def resolve_source(source: Any, **hub_options: Any) -> PackageSource:
 
 
 def _parse_yaml(data: bytes, where: str) -> dict:
-    import yaml
+    from ._yaml import load_yaml
 
-    try:
-        content = yaml.safe_load(data)
-    except yaml.YAMLError as e:
-        raise InvalidDescriptionError(f"{where} is not valid YAML: {e}".strip()) from e
+    content = load_yaml(data, where)
     if not isinstance(content, dict):
         raise InvalidDescriptionError(f"{where} does not hold a YAML mapping: it is not a model description")
     return content
@@ -318,11 +417,11 @@ class Package:
             if fetch is None:
                 from .hub.sources import fetch_url as fetch
             return fetch(text, sha256=sha256)
-        if hasattr(ref, "absolute") and not hasattr(ref, "path") and Path(text).is_absolute():
-            # an absolute local path is allowed only when it exists (spec checks this too)
-            local = Path(text)
-            verify_sha256(local, sha256, what=str(local))
-            return local
+        if not hasattr(ref, "path") and (Path(text).is_absolute() or re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I)):
+            # an absolute local path (or file:// URL) would read whatever the package's author names
+            # on the user's disk, for every kind of source: a package uses only its own files
+            raise PackageError(f"{self.source.name} names the file {text!r} by an absolute path or URL "
+                               "scheme: refused, it could read anything on this machine. Package files must be relative paths inside the package (or http(s) URLs)")
         return self.source.fetch(text, sha256=sha256)
 
 

@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from .._text import terminal_safe
 from ..errors import BioimgzooError
 
 _AREAS = ("run", "hub", "export", "validate", "train", "demo")
@@ -29,7 +30,8 @@ class _Group(click.Group):
         except BioimgzooError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.secho(f"Error: {e}", fg="red", err=True)
+            # messages quote package- and server-chosen text: never let it drive the terminal
+            click.secho(f"Error: {terminal_safe(e)}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             if ctx.obj and ctx.obj.get("debug"):

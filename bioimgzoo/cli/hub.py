@@ -1,10 +1,30 @@
-"""``bioimgzoo pull | search | cache | mirror``: the zoo client on the command line."""
+"""``bioimgzoo pull | search | cache | mirror``: the zoo client on the command line.
+
+Names, ids, descriptions, versions and file names printed here come from the
+hub or from rdfs, i.e. from strangers: they pass through
+:func:`~bioimgzoo._text.terminal_safe` (plain output) or
+:func:`~bioimgzoo._text.rich_safe` (rich tables), so escape sequences show
+as ``\x1b`` and rich markup such as ``[link=...]`` or a stray ``[/]`` is
+printed, not interpreted.
+"""
 
 from __future__ import annotations
 
 import sys
 
 import click
+
+from .._text import rich_safe, terminal_safe
+
+
+def _t(text: object) -> str:
+    """Untrusted text for plain (click) output, on one line."""
+    return terminal_safe(text, single_line=True)
+
+
+def _r(text: object) -> str:
+    """Untrusted text for a rich table cell, on one line."""
+    return rich_safe(text, single_line=True)
 
 _HUB = click.option("--hub", metavar="URL", default=None,
                     help="Zoo hub or mirror base URL (default: $BIOIMGZOO_HUB or https://hypha.aicell.io).")
@@ -50,14 +70,14 @@ def pull_cmd(model_id: str, hub: str | None, offline: bool, weights: str | None,
 
     result = pull(model_id, hub=hub, offline=True if offline else None, weights=weights, all_files=all_files,
                   allow_draft=draft, update=update, progress=_progress())
-    click.echo(f"{result.name}: {len(result.files)} files, {_size(result.size)} "
+    click.echo(f"{_t(result.name)}: {len(result.files)} files, {_size(result.size)} "
                f"({len(result.downloaded)} downloaded, {len(result.files) - len(result.downloaded)} cached)")
     for rel, path in result.files.items():
-        click.echo(f"  {rel}  {_size(path.stat().st_size)}")
+        click.echo(f"  {_t(rel)}  {_size(path.stat().st_size)}")
     if result.weights_format:
-        click.echo(f"weights: {result.weights_format}")
+        click.echo(f"weights: {_t(result.weights_format)}")
     if result.folder is not None:
-        click.echo(f"folder: {result.folder}")
+        click.echo(f"folder: {_t(result.folder)}")
 
 
 @click.command("search")
@@ -73,8 +93,8 @@ def search_cmd(query: str | None, tags: tuple[str, ...], limit: int, hub: str | 
 
     hits = search(query, tags=tags, limit=limit, hub=hub)
     if not hits:
-        click.echo("no models found" + (f" for {query!r}" if query else "") +
-                   (f" with tags {', '.join(tags)}" if tags else ""))
+        click.echo("no models found" + (f" for {_t(repr(query))}" if query else "") +
+                   (f" with tags {_t(', '.join(tags))}" if tags else ""))
         return
     table = Table(show_lines=False)
     table.add_column("id", no_wrap=True, style="bold")
@@ -83,7 +103,8 @@ def search_cmd(query: str | None, tags: tuple[str, ...], limit: int, hub: str | 
     table.add_column("weights", overflow="fold")
     table.add_column("downloads", justify="right")
     for hit in hits:
-        table.add_row(hit.id, hit.name, ", ".join(hit.tags), ", ".join(hit.weight_formats), str(hit.downloads))
+        table.add_row(_r(hit.id), _r(hit.name), _r(", ".join(hit.tags)), _r(", ".join(hit.weight_formats)),
+                      str(hit.downloads))
     _console().print(table)
 
 
@@ -102,7 +123,7 @@ def cache_list() -> None:
     layout = cache_layout()
     snaps = layout.list_snapshots()
     if not snaps:
-        click.echo(f"the cache at {layout.root} is empty")
+        click.echo(f"the cache at {_t(layout.root)} is empty")
         return
     table = Table()
     table.add_column("id", no_wrap=True, style="bold")
@@ -113,11 +134,11 @@ def cache_list() -> None:
     table.add_column("size", justify="right")
     table.add_column("resolved")
     for s in snaps:
-        table.add_row(s.id, s.version or "-", ", ".join(sorted(s.requests)), s.hub or "(url)", str(len(s.files)),
-                      _size(s.size), s.resolved_at[:10])
+        table.add_row(_r(s.id), _r(s.version or "-"), _r(", ".join(sorted(s.requests))), _r(s.hub or "(url)"),
+                      str(len(s.files)), _size(s.size), _r(str(s.resolved_at)[:10]))
     _console().print(table)
     click.echo(f"{len(snaps)} cached package version{'s' if len(snaps) != 1 else ''}, "
-               f"{_size(layout.total_size())} in {layout.root}")
+               f"{_size(layout.total_size())} in {_t(layout.root)}")
 
 
 @cache_group.command("verify")
@@ -130,8 +151,8 @@ def cache_verify() -> None:
     for sha in report.corrupt:
         click.secho(f"corrupt: blobs/{sha} (removed; it is downloaded again when needed)", fg="red", err=True)
     for link in report.dangling:
-        click.echo(f"removed dangling link {link}")
-    click.echo(f"checked {report.checked} files in {layout.root}: "
+        click.echo(f"removed dangling link {_t(link)}")
+    click.echo(f"checked {report.checked} files in {_t(layout.root)}: "
                + ("all intact" if report.ok else f"{len(report.corrupt)} corrupt, removed")
                + (f"; removed {report.stale_tmp} stale partial downloads" if report.stale_tmp else ""))
     if not report.ok:
@@ -147,12 +168,12 @@ def cache_clear(model_id: str | None, yes: bool) -> None:
 
     layout = cache_layout()
     if model_id is None and not yes:
-        click.confirm(f"remove everything in {layout.root}?", abort=True)
+        click.confirm(f"remove everything in {_t(layout.root)}?", abort=True)
     removed, freed = layout.clear(model_id)
     if model_id is not None and removed == 0:
-        click.echo(f"{model_id} is not in the cache")
+        click.echo(f"{_t(model_id)} is not in the cache")
         return
-    click.echo(f"removed {model_id or 'everything'}: {_size(freed)} freed")
+    click.echo(f"removed {_t(model_id or 'everything')}: {_size(freed)} freed")
 
 
 @click.command("mirror")
@@ -168,9 +189,9 @@ def mirror_cmd(model_ids: tuple[str, ...], to: str, weights: str | None, hub: st
     result = mirror(model_ids, to, hub=hub, weights=weights, offline=True if offline else None,
                     progress=_progress())
     for m in result.models:
-        click.echo(f"mirrored {m.id} ({m.version or 'unversioned'}): {len(m.files)} files")
-    click.echo(f"mirror folder: {result.folder}\nserve it and point clients at it:\n  "
-               + result.serve_hint().replace("\n", "\n  "))
+        click.echo(f"mirrored {_t(m.id)} ({_t(m.version or 'unversioned')}): {len(m.files)} files")
+    click.echo(f"mirror folder: {_t(result.folder)}\nserve it and point clients at it:\n  "
+               + terminal_safe(result.serve_hint()).replace("\n", "\n  "))
 
 
 COMMANDS = [pull_cmd, search_cmd, cache_group, mirror_cmd]

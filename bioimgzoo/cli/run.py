@@ -25,6 +25,27 @@ def _parse_tile(value: str | None):
         raise InputError(f"--tile {value!r} is not understood: use one number (512) or per axis (y=256,x=512)")
 
 
+def _writable_out_dir(out_dir: str) -> Path:
+    """The -o folder, created and proven writable before any model is loaded or image predicted."""
+    import os
+    import tempfile
+
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"-o {path} is a file, not a folder: name a folder for the outputs (it is created "
+                         "if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # a real write, not os.access: that misjudges read-only mounts, ACLs and root
+        fd, probe = tempfile.mkstemp(prefix=".bioimgzoo-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(f"-o {path}: cannot write there ({e.strerror or e}): choose a folder you can "
+                         "write to") from None
+    return path
+
+
 _HUB_OPTIONS = [
     click.option("--hub", default=None, help="Zoo server or mirror URL (default $BIOIMGZOO_HUB or bioimage.io)."),
     click.option("--offline", is_flag=True, default=None, help="Never touch the network; use the cache only."),
@@ -49,7 +70,7 @@ def _hub_kwargs(hub, offline) -> dict:
 @click.command()
 @click.argument("source")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Output folder (created if missing).")
 @click.option("--weights", default=None, help="Weight format: onnx, torchscript or pytorch_state_dict.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--axes", default=None, help="Layout of the images, e.g. yx, cyx, zyx (default: from the file).")
@@ -58,9 +79,12 @@ def _hub_kwargs(hub, offline) -> dict:
 @click.option("--batch-size", type=int, default=None, help="Windows per engine call (default: automatic).")
 @click.option("--format", "fmt", type=click.Choice(["tif", "npy"]), default=None,
               help="Output file type (default: tif, npy for .npy inputs).")
+@click.option("--nan-policy", type=click.Choice(["warn", "fail", "zero"]), default="warn", show_default=True,
+              help="NaN/inf pixels: warn (statistics skip them), fail, or zero (replace by 0).")
 @click.option("--trust-code", is_flag=True, help="Allow running Python code shipped in the package.")
 @_hub_opts
-def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_size, fmt, trust_code, hub, offline):
+def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_size, fmt, nan_policy, trust_code,
+            hub, offline):
     """Run model SOURCE (folder, rdf.yaml, .zip, URL or zoo id) on INPUTS (files, folders, globs).
 
     Writes OUT/{image}_{output_id}.tif for every image and output.
@@ -74,15 +98,16 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
     from ..io import find_images, output_path, read_image, write_image
     from ..runtime import engines
 
+    # every check of the command line before the model is loaded (a download) or anything predicted
+    tile_arg = _parse_tile(tile)
     files = find_images(inputs)
+    out_root = _writable_out_dir(out_dir)
     logging.getLogger("bioimgzoo").setLevel(logging.WARNING)
     model = load(source, weights=weights, device=device, trust_code=trust_code, **_hub_kwargs(hub, offline))
     if weights is None:
         avail = engines.available_formats(model.descr)
         click.echo(f"Using {model.weights_format} weights on {model.device} "
                    f"(available: {', '.join(avail)}; choose with --weights).", err=True)
-    tile_arg = _parse_tile(tile)
-    out_root = Path(out_dir)
 
     class Images:
         """Re-iterable, so per-dataset statistics can take a first pass without holding every image."""
@@ -107,7 +132,8 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True, disable=None) as bar:
         task = bar.add_task("Predicting", total=len(files))
-        results = model.iter_predict(Images(), tile=tile_arg, halo=halo, batch_size=batch_size)
+        results = model.iter_predict(Images(), tile=tile_arg, halo=halo, batch_size=batch_size,
+                                     nan_policy=nan_policy, names=[f.name for f in files])
         for f, result in zip(files, results):
             outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
             for oid, arr in outs.items():
@@ -161,6 +187,7 @@ def info(source, hub, offline):
     """Show a model's inputs, outputs, axes, valid sizes, halo, weights and processing."""
     from rich.console import Console
 
+    from .._text import rich_safe
     from ..package import open_package
     from ..runtime import engines
     from ..runtime.specs import tensor_specs
@@ -169,15 +196,18 @@ def info(source, hub, offline):
     d = pkg.descr
     ins, outs = tensor_specs(d)
     con = Console(soft_wrap=True, highlight=False)
-    con.print(f"[bold]{d.name}[/bold]  (format {pkg.original_format_version}"
-              f"{', read as 0.5' if not pkg.original_format_version.startswith('0.5') else ''}; {pkg.source.name})")
+    # every text below comes from the package's author: shown escaped, never as markup or control codes
+    con.print(f"[bold]{rich_safe(d.name, single_line=True)}[/bold]  (format {rich_safe(pkg.original_format_version)}"
+              f"{', read as 0.5' if not pkg.original_format_version.startswith('0.5') else ''}; "
+              f"{rich_safe(pkg.source.name, single_line=True)})")
     if d.description:
-        con.print(str(d.description))
+        con.print(rich_safe(d.description))
     for title, specs, attr in (("Inputs", ins, "preprocessing"), ("Outputs", outs, "postprocessing")):
         con.print(f"\n[bold]{title}[/bold]")
         for spec in specs:
-            con.print(f"  [cyan]{spec.id}[/cyan] ({spec.dtype}): " + ", ".join(_axis_text(spec, a) for a in spec.axes))
-            con.print(f"    {attr}: {_proc_text(getattr(spec, attr))}")
+            axes_text = ", ".join(_axis_text(spec, a) for a in spec.axes)
+            con.print(f"  [cyan]{rich_safe(spec.id)}[/cyan] ({rich_safe(spec.dtype)}): {rich_safe(axes_text)}")
+            con.print(f"    {attr}: {rich_safe(_proc_text(getattr(spec, attr)))}")
     con.print("\n[bold]Weights[/bold]")
     for fmt, entry in d.weights:
         if entry is None:
@@ -185,7 +215,8 @@ def info(source, hub, offline):
         details = [f"{key}={getattr(entry, key)}" for key in ("opset_version", "pytorch_version", "parent")
                    if getattr(entry, key, None) is not None]
         runnable = "" if fmt in engines.SUPPORTED else " (not runnable by bioimgzoo)"
-        con.print(f"  {fmt}{runnable}: {entry.source}" + (f" ({', '.join(details)})" if details else ""))
+        line = f"  {fmt}{runnable}: {entry.source}" + (f" ({', '.join(details)})" if details else "")
+        con.print(rich_safe(line, single_line=True))
     avail = engines.available_formats(d)
     if avail:
         con.print(f"Default weights: {avail[0]} (order: {', '.join(engines.WEIGHTS_PRIORITY)}; choose with --weights)")

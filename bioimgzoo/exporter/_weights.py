@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ExportError
-from ..runtime.engines import load_callable_from_file
+from ..trust import load_callable_from_file
 from ._probe import ModuleRunner
 
 __all__ = ["WeightsFile", "WEIGHTS_FORMATS", "write_state_dict", "write_torchscript", "write_onnx",

@@ -7,6 +7,9 @@ Layout (every path below is composed by :class:`CacheLayout`, built by
     ├── blobs/{sha256}                    file content, named by its own sha256.  A blob appears
     │                                     only by an atomic rename after its hash was verified;
     │                                     it is read-only and never modified afterwards.
+    ├── sizes/{sha256}                    the blob's size in bytes (decimal text), written just
+    │                                     before the blob: a cache hit compares it with the blob
+    │                                     (cheap re-verification; `cache verify` re-hashes fully)
     ├── packages/
     │   ├── zoo/{hub_key}/{alias}/        one zoo model as served by one hub
     │   │   ├── refs/{request}.json       pin: what "latest", "v1", "stage", ... resolved to
@@ -14,7 +17,7 @@ Layout (every path below is composed by :class:`CacheLayout`, built by
     │   │   │                             parameters, manifest sha256, time of resolution)
     │   │   └── snapshots/{rdf_sha256}/{path}
     │   │                                 the package's files under their own names: links to
-    │   │                                 blobs (symlink; hardlink or copy where symlinks fail).
+    │   │                                 blobs (hardlink; symlink or copy where hardlinks fail).
     │   │                                 Filled lazily; a complete snapshot is a plain package
     │   │                                 folder any tool can open.
     │   └── url/{url_key}/                a package opened from an http(s) rdf URL: the same
@@ -36,11 +39,24 @@ Invariants:
 2. A link or a pin is written (atomically) only after the blob it refers to
    exists, so a lookup that finds one finds complete, verified content.
 3. A lookup -- a cache hit, or anything in offline mode -- does no network I/O.
+4. A hit is re-checked cheaply before use: the link must be the blob named by
+   the expected sha256 (same file, or a symlink resolving to it) and the blob
+   must have the size recorded in ``sizes/``; anything else is a miss (a
+   fresh download replaces the blob) -- or, offline, an IntegrityError.
+
+Snapshot entries are hardlinks, not symlinks, so a snapshot is a plain
+folder: package readers refuse symlinks that lead out of a package folder.
+
+A cache that cannot be written (``BIOIMGZOO_CACHE`` is a file, a read-only
+folder, a full disk) raises one :class:`~bioimgzoo.errors.ConfigError` (or
+HubError for a full disk) naming the folder and the fix, at the first write;
+a read-only cache still serves what it holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -57,6 +73,7 @@ from urllib.parse import urlsplit
 
 from .. import config
 from .._files import atomic_path, sha256_file
+from ..errors import ConfigError, HubError
 
 __all__ = ["CacheLayout", "cache_layout", "Pin", "CachedSnapshot", "VerifyReport"]
 
@@ -182,6 +199,14 @@ class CacheLayout:
     def locks_dir(self) -> Path:
         return self.root / "locks"
 
+    @property
+    def sizes_dir(self) -> Path:
+        return self.root / "sizes"
+
+    def size_path(self, sha256: str) -> Path:
+        """The sidecar recording ``blobs/{sha256}``'s size (see the module docstring)."""
+        return self.sizes_dir / self.blob(sha256).name
+
     def blob(self, sha256: str) -> Path:
         sha256 = sha256.lower()
         if not _SHA256.match(sha256):
@@ -206,16 +231,47 @@ class CacheLayout:
 
     def new_tmp(self, hint: str = "download") -> Path:
         """A fresh, unique temp file name in ``tmp/`` (same file system as ``blobs/``)."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with self.writing():
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / f"{_slug(hint)[:40]}.{os.getpid()}.{uuid.uuid4().hex[:12]}.part"
+
+    # ------------------------------------------------------------------ write errors
+    def write_error(self, e: OSError) -> Exception:
+        """The one clear error for a cache that cannot be written (translated at this boundary)."""
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        reason = e.strerror or str(e) or type(e).__name__
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return HubError(f"the disk holding the download cache {self.root} is full ({reason}{where}): free "
+                            "space (bioimgzoo cache clear ID), or point BIOIMGZOO_CACHE at a folder on a larger "
+                            "disk")
+        if self.root.exists() and not self.root.is_dir():
+            return ConfigError(f"BIOIMGZOO_CACHE={str(self.root)!r} is a file, not a folder: point "
+                               "BIOIMGZOO_CACHE at a folder (it is created if missing), or unset it for the "
+                               "default cache")
+        return ConfigError(f"cannot write to the download cache {self.root} ({reason}{where}): make the folder "
+                           "writable, or point BIOIMGZOO_CACHE at a writable folder. Models already in a "
+                           "read-only cache still load (offline: --offline / BIOIMGZOO_OFFLINE=1)")
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Translate OSErrors of cache writes into :meth:`write_error` (no traceback for the user)."""
+        try:
+            yield
+        except OSError as e:
+            raise self.write_error(e) from e
 
     # ------------------------------------------------------------------ locks
     def lock(self, name: str):
         """An inter-process lock (``filelock``), released even when the holder is killed."""
         import filelock
 
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(str(self.locks_dir / f"{_slug(name)[:100]}.lock"))
+        path = self.locks_dir / f"{_slug(name)[:100]}.lock"
+        with self.writing():
+            self.locks_dir.mkdir(parents=True, exist_ok=True)
+            # open it once ourselves: an unwritable lock file fails here, clearly, instead of
+            # inside the lock library (which may retry it as "held by someone else")
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o666))
+        return filelock.FileLock(str(path))
 
     @contextlib.contextmanager
     def locked(self, name: str, *, what: str) -> Iterator[None]:
@@ -223,11 +279,12 @@ class CacheLayout:
         import filelock
 
         lock = self.lock(name)
-        try:
-            lock.acquire(timeout=1.0)
-        except filelock.Timeout:
-            log.info("waiting for another process that is downloading %s", what)
-            lock.acquire()
+        with self.writing():
+            try:
+                lock.acquire(timeout=1.0)
+            except filelock.Timeout:
+                log.info("waiting for another process that is downloading %s", what)
+                lock.acquire()
         try:
             yield
         finally:
@@ -237,25 +294,73 @@ class CacheLayout:
     def has_blob(self, sha256: str) -> bool:
         return self.blob(sha256).is_file()
 
-    def commit_blob(self, tmp: Path, sha256: str) -> Path:
-        """Move a verified temp file to ``blobs/{sha256}`` (atomic; idempotent)."""
+    def recorded_size(self, sha256: str) -> int | None:
+        """The size recorded for ``blobs/{sha256}`` at commit, or None (no or unreadable record)."""
+        try:
+            text = self.size_path(sha256).read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _record_size(self, sha256: str, size: int) -> None:
+        with atomic_path(self.size_path(sha256)) as tmp:
+            tmp.write_text(str(size), "ascii")
+
+    def blob_problem(self, sha256: str) -> str | None:
+        """Why ``blobs/{sha256}`` cannot be used as it is (None: present and intact, as far as a stat tells).
+
+        Cheap: a stat and a tiny read.  A blob from before size records
+        existed is hashed once and then recorded (the record is skipped in a
+        read-only cache).
+        """
         blob = self.blob(sha256)
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        if blob.is_file():  # another process committed the same content first
-            tmp.unlink(missing_ok=True)
-            return blob
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, 0o444)  # blobs are immutable; links point at them
-        os.replace(tmp, blob)
+        try:
+            st = blob.stat()
+        except OSError:
+            return "missing"
+        if not blob.is_file():
+            return "not a file"
+        recorded = self.recorded_size(sha256)
+        if recorded is None:
+            if sha256_file(blob) != blob.name:
+                return "its content does not match its sha256"
+            with contextlib.suppress(OSError):
+                self._record_size(blob.name, st.st_size)
+            return None
+        if recorded != st.st_size:
+            return f"it has {st.st_size} bytes, {recorded} were stored"
+        return None
+
+    def blob_ok(self, sha256: str) -> bool:
+        return self.blob_problem(sha256) is None
+
+    def commit_blob(self, tmp: Path, sha256: str) -> Path:
+        """Move a verified temp file to ``blobs/{sha256}`` (atomic; idempotent).
+
+        The size record is written first, so a blob never exists without
+        one; a damaged blob already there is replaced.
+        """
+        blob = self.blob(sha256)
+        with self.writing():
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            size = tmp.stat().st_size
+            if blob.is_file() and self.blob_ok(sha256):  # another process committed the same content first
+                tmp.unlink(missing_ok=True)
+                return blob
+            self._record_size(blob.name, size)
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, 0o444)  # blobs are immutable; links point at them
+            os.replace(tmp, blob)
         return blob
 
     def store_bytes(self, data: bytes) -> str:
         """Store small content (rdf, manifest) as a blob; return its sha256."""
         sha = hashlib.sha256(data).hexdigest()
-        if not self.has_blob(sha):
+        if not self.has_blob(sha) or not self.blob_ok(sha):
             tmp = self.new_tmp(sha)
             try:
-                tmp.write_bytes(data)
+                with self.writing():
+                    tmp.write_bytes(data)
                 self.commit_blob(tmp, sha)
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -271,42 +376,67 @@ class CacheLayout:
             return None
         if hashlib.sha256(data).hexdigest() != sha256.lower():
             log.warning("cache entry %s is corrupt: removing it", blob)
-            self._remove(blob)
+            self._remove_blob(blob)
             return None
         return data
 
     # ------------------------------------------------------------------ links
     def link_target_ok(self, link: Path, blob: Path) -> bool:
-        """True when ``link`` already presents ``blob``'s content."""
+        """True when ``link`` presents exactly ``blob`` and the blob passes its cheap check.
+
+        A symlink must resolve to the blob itself (not merely a file of the
+        same name elsewhere), a hardlink must be the same file; a copy (the
+        last-resort fallback) must have the blob's recorded size.
+        """
+        try:
+            if not self.blob_ok(blob.name):
+                return False
+            if link.is_symlink():
+                return os.path.realpath(link) == os.path.realpath(blob)
+            if not link.is_file():
+                return False
+            return os.path.samefile(link, blob) or link.stat().st_size == self.recorded_size(blob.name)
+        except (OSError, ValueError):
+            return False
+
+    def link_present(self, link: Path) -> bool:
+        """True when ``link`` (a file with no declared sha256) is there and, if a symlink, one into ``blobs/``."""
         try:
             if link.is_symlink():
-                return os.path.basename(os.readlink(link)) == blob.name and blob.is_file()
-            return link.is_file() and (os.path.samefile(link, blob)
-                                       or link.stat().st_size == blob.stat().st_size)
+                target = Path(os.path.realpath(link))
+                return (target.parent == Path(os.path.realpath(self.blobs_dir)) and bool(_SHA256.match(target.name))
+                        and self.blob_ok(target.name))
+            return link.is_file()
         except OSError:
             return False
 
     def link(self, blob: Path, link: Path) -> Path:
-        """Make ``link`` present ``blob`` (relative symlink; hardlink or copy as fallbacks).
+        """Make ``link`` present ``blob`` (hardlink; relative symlink or copy as fallbacks).
 
-        Created under a temp name and renamed, so a reader never sees a
-        half-made link and concurrent writers do not collide.
+        Hardlinks first: a snapshot of plain files is a package folder that
+        readers accept (they refuse symlinks that leave the folder).  Created
+        under a temp name and renamed, so a reader never sees a half-made
+        link and concurrent writers do not collide.
         """
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}.lnk")
-        try:
+        with self.writing():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}.lnk")
             try:
-                os.symlink(os.path.relpath(blob, link.parent), tmp)
-            except (OSError, NotImplementedError):
                 try:
                     os.link(blob, tmp)
                 except OSError:
-                    shutil.copyfile(blob, tmp)
-            os.replace(tmp, link)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+                    try:
+                        os.symlink(os.path.relpath(blob, link.parent), tmp)
+                    except (OSError, NotImplementedError):
+                        shutil.copyfile(blob, tmp)
+                os.replace(tmp, link)
+                # renaming a hardlink over another link of the same file does nothing (POSIX): tmp stays
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         return link
 
     # ------------------------------------------------------------------ pins
@@ -323,7 +453,7 @@ class CacheLayout:
 
     def write_pin(self, package_dir: Path, request: str, pin: Pin) -> None:
         path = self.pin_path(package_dir, request)
-        with atomic_path(path) as tmp:
+        with self.writing(), atomic_path(path) as tmp:
             tmp.write_text(json.dumps(asdict(pin), indent=1), "utf-8")
         # the rdf under its own name makes the snapshot a complete package folder
         self.link(self.blob(pin.rdf_sha256), self.snapshot_dir(package_dir, pin.rdf_sha256) / pin.rdf_name)
@@ -397,20 +527,50 @@ class CacheLayout:
                         yield p
 
     def verify(self) -> VerifyReport:
-        """Re-hash every blob; remove corrupt blobs, dangling links and pins without rdf."""
+        """Re-hash every blob and every link that is not one; remove what is corrupt or dangling.
+
+        Corrupt blobs (and their size records) go; a link survives only when
+        it is a blob (hardlink), resolves to one (symlink) or -- a copy --
+        hashes to one; size records are rewritten from the verified blobs;
+        pins whose rdf is gone are removed.
+        """
         report = VerifyReport()
+        good: dict[tuple[int, int], str] = {}
         if self.blobs_dir.is_dir():
             for blob in sorted(self.blobs_dir.iterdir()):
                 if not blob.is_file():
                     continue
                 report.checked += 1
-                if not _SHA256.match(blob.name) or sha256_file(blob) != blob.name:
+                if blob.is_symlink() or not _SHA256.match(blob.name) or sha256_file(blob) != blob.name:
                     report.corrupt.append(blob.name)
-                    self._remove(blob)
+                    self._remove_blob(blob)
+                    continue
+                st = blob.stat()
+                good[(st.st_dev, st.st_ino)] = blob.name
+                if self.recorded_size(blob.name) != st.st_size:
+                    with contextlib.suppress(OSError):
+                        self._record_size(blob.name, st.st_size)
+        names = set(good.values())
+        blobs_real = Path(os.path.realpath(self.blobs_dir))
         for link in list(self._link_files()):
-            if link.is_symlink() and not link.exists():
+            try:
+                if link.is_symlink():
+                    target = Path(os.path.realpath(link))
+                    ok = target.parent == blobs_real and target.name in names
+                else:
+                    st = link.stat()
+                    # not a blob's hardlink: a copy (kept when its content is a blob's) or a link to a
+                    # blob that was just removed as corrupt
+                    ok = (st.st_dev, st.st_ino) in good or sha256_file(link) in names
+            except OSError:
+                ok = False
+            if not ok:
                 report.dangling.append(str(link.relative_to(self.root)))
                 self._remove(link)
+        if self.sizes_dir.is_dir():
+            for record in list(self.sizes_dir.iterdir()):
+                if record.name not in names:
+                    self._remove(record)
         for _kind, pkg_dir, stem, pin in list(self.iter_pins()):
             if not self.has_blob(pin.rdf_sha256):
                 self._remove(pkg_dir / "refs" / f"{stem}.json")
@@ -425,7 +585,7 @@ class CacheLayout:
         before = self.total_size()
         if model_id is None:
             removed = 0
-            for sub in ("blobs", "packages", "urls", "tmp"):
+            for sub in ("blobs", "sizes", "packages", "urls", "tmp"):
                 path = self.root / sub
                 if path.exists():
                     removed += sum(1 for _ in path.rglob("*") if _.is_file() or _.is_symlink())
@@ -463,10 +623,16 @@ class CacheLayout:
                 with contextlib.suppress(OSError):
                     st = blob.stat()
                     if blob.name not in referenced and (st.st_dev, st.st_ino) not in inodes:
-                        self._remove(blob)
+                        self._remove_blob(blob)
                         removed += 1
         self.sweep_tmp()
         return removed
+
+    def _remove_blob(self, blob: Path) -> None:
+        """Remove a blob and its size record."""
+        self._remove(blob)
+        if _SHA256.match(blob.name):
+            self._remove(self.size_path(blob.name))
 
     @staticmethod
     def _remove(path: Path) -> None:
@@ -490,5 +656,16 @@ def _rmtree(path: Path) -> None:
 
 
 def cache_layout(root: str | os.PathLike | None = None) -> CacheLayout:
-    """The cache at ``root`` (default: ``BIOIMGZOO_CACHE`` / the user cache dir)."""
-    return CacheLayout(root if root is not None else config.cache_dir())
+    """The cache at ``root`` (default: ``BIOIMGZOO_CACHE`` / the user cache dir).
+
+    Raises
+    ------
+    ConfigError
+        The cache path is an existing file: every use of the cache (also
+        ``cache list``) would be wrong, so it is refused here, once.
+    """
+    layout = CacheLayout(root if root is not None else config.cache_dir())
+    if layout.root.exists() and not layout.root.is_dir():
+        raise ConfigError(f"BIOIMGZOO_CACHE={str(layout.root)!r} is a file, not a folder: point BIOIMGZOO_CACHE "
+                          "at a folder (it is created if missing), or unset it for the default cache")
+    return layout

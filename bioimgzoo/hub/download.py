@@ -10,6 +10,13 @@ A download goes to a unique temp file in ``tmp/``, is hashed while it
 streams, verified against the expected sha256, and only then renamed into
 ``blobs/``; all of it under a per-blob file lock, so two processes pulling
 the same model download it once and never see each other's partial files.
+A download over a limit (size, deadline; see :mod:`.transport`) leaves
+nothing behind: the temp file is removed and nothing is committed.
+
+A hit is re-verified cheaply first (see :meth:`.CacheLayout.blob_problem`):
+a blob whose size differs from the one recorded at commit, or a link that is
+not the expected blob, is a miss -- downloaded again online, an
+:class:`~bioimgzoo.errors.IntegrityError` offline.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import OfflineError
+from ..errors import IntegrityError, OfflineError
 from . import transport
 from .cache import CacheLayout, cache_layout
 
@@ -36,6 +43,8 @@ class Action:
     kind: Literal["hit", "link", "download"]
     #: The blob to link (kind ``"link"``).
     blob: Path | None = None
+    #: Why a cached blob cannot be used (kind ``"download"`` of a damaged entry), else None.
+    damaged: str | None = None
 
 
 def download_action(layout: CacheLayout, *, link: Path, sha256: str | None) -> Action:
@@ -47,12 +56,15 @@ def download_action(layout: CacheLayout, *, link: Path, sha256: str | None) -> A
     """
     if sha256:
         blob = layout.blob(sha256)
-        if not blob.is_file():
+        problem = layout.blob_problem(sha256)
+        if problem == "missing":
             return Action("download")
+        if problem:
+            return Action("download", damaged=problem)
         if layout.link_target_ok(link, blob):
             return Action("hit")
         return Action("link", blob)
-    if link.exists():
+    if layout.link_present(link):
         return Action("hit")
     return Action("download")
 
@@ -63,10 +75,13 @@ def download_blob(url: str, *, params: dict | None = None, sha256: str | None = 
     layout = layout or cache_layout()
     tmp = layout.new_tmp(sha256 or url.rsplit("/", 1)[-1])
     try:
-        actual = transport.download_to(url, tmp, params=params, sha256=sha256, progress=progress, what=what)
+        try:
+            actual = transport.download_to(url, tmp, params=params, sha256=sha256, progress=progress, what=what)
+        except OSError as e:  # writing the temp file: a full disk, a folder made read-only meanwhile
+            raise layout.write_error(e) from e
         return layout.commit_blob(tmp, actual)
     finally:
-        tmp.unlink(missing_ok=True)  # gone already after a successful commit
+        tmp.unlink(missing_ok=True)  # gone already after a successful commit (or after a refused download)
 
 
 def cached_fetch(url: str, *, link: Path, sha256: str | None, params: dict | None = None,
@@ -94,7 +109,15 @@ def cached_fetch(url: str, *, link: Path, sha256: str | None, params: dict | Non
         return link
     if action.kind == "link":
         return layout.link(action.blob, link)
+    if action.damaged:
+        log.warning("%s: the cached copy is damaged (%s): %s", what, action.damaged,
+                    "offline, it cannot be replaced" if offline else "downloading it again")
     if offline:
+        if action.damaged:
+            raise IntegrityError(
+                f"{what}: the cached copy in {layout.root} is damaged ({action.damaged}) and offline mode is on, "
+                "so it cannot be downloaded again. Turn offline mode off (unset BIOIMGZOO_OFFLINE / drop "
+                "--offline) to replace it; `bioimgzoo cache verify` checks and cleans the whole cache.")
         raise OfflineError(
             f"{what} is not in the cache ({layout.root}) and offline mode is on. "
             + (offline_hint or "Download it first on a machine with network (bioimgzoo pull ... --all-files), "

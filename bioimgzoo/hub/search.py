@@ -12,6 +12,12 @@ plain list, holds more items than the page size asked for, or reports
 another offset -- and then filters (keywords, type) and paginates on
 its own side, so ``search`` gives the same results against a mirror as
 against the hub.  Tags are always filtered on the client side.
+
+Listings come from a server: a hit's fields are read defensively (a field of
+the wrong type becomes empty, never a crash), the scan is bounded
+(:data:`MAX_SCAN` entries, :data:`MAX_PAGES` pages), and the texts are
+returned as sent -- whoever prints them escapes them (see
+:mod:`bioimgzoo._text`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ __all__ = ["SearchHit", "search", "iter_children"]
 
 #: Never scan more than this many listing entries for one search.
 MAX_SCAN = 5000
+#: Never request more than this many listing pages for one search (a server answering full
+#: pages of junk forever must not keep the client asking).
+MAX_PAGES = 200
 
 
 @dataclass
@@ -49,13 +58,29 @@ def _alias(item: dict) -> str:
     return str(item.get("alias") or str(item.get("id", "")).split("/")[-1])
 
 
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    """A list of strings from a listing field; anything else (a number, a mapping) is no list."""
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def _matches(item: dict, keywords: Sequence[str], type: str | None) -> bool:
     """Client-side version of the hub's filtering (used for static listings)."""
-    manifest = item.get("manifest") or {}
+    manifest = _dict(item.get("manifest"))
     if type and (item.get("type") or manifest.get("type")) != type:
         return False
     text = " ".join([_alias(item), str(manifest.get("name", "")), str(manifest.get("description", "")),
-                     " ".join(map(str, manifest.get("tags") or []))]).lower()
+                     " ".join(_strings(manifest.get("tags")))]).lower()
     return all(k.lower() in text for k in keywords)
 
 
@@ -68,7 +93,7 @@ def iter_children(endpoints: HubEndpoints, *, keywords: Sequence[str] = (), type
         raise HubError(f"{endpoints.describe()} is a URL pattern without a model listing: search needs a "
                        "Hypha hub or a mirror (BIOIMGZOO_HUB / --hub)")
     offset, yielded = 0, 0
-    while True:
+    for _page in range(MAX_PAGES):
         params: dict[str, Any] = {"offset": offset, "limit": page_size, "pagination": "true",
                                   "order_by": order_by}
         if keywords:
@@ -98,15 +123,16 @@ def iter_children(endpoints: HubEndpoints, *, keywords: Sequence[str] = (), type
 
 
 def _hit(item: dict) -> SearchHit:
-    manifest = item.get("manifest") or {}
-    weights = manifest.get("weights") or {}
+    manifest = _dict(item.get("manifest"))
+    versions = item.get("versions")
     return SearchHit(
         id=_alias(item), name=str(manifest.get("name") or _alias(item)),
         description=str(manifest.get("description") or ""),
-        tags=[str(t) for t in manifest.get("tags") or []],
-        weight_formats=[str(k) for k in weights] if isinstance(weights, dict) else [],
-        downloads=int(item.get("download_count") or 0), type=str(item.get("type") or manifest.get("type") or ""),
-        versions=[str(v.get("version")) for v in item.get("versions") or [] if isinstance(v, dict)])
+        tags=_strings(manifest.get("tags")),
+        weight_formats=[str(k) for k in _dict(manifest.get("weights"))],
+        downloads=_count(item.get("download_count")), type=str(item.get("type") or manifest.get("type") or ""),
+        versions=[str(v.get("version")) for v in (versions if isinstance(versions, list) else [])
+                  if isinstance(v, dict)])
 
 
 def search(query: str | None = None, *, tags: Sequence[str] = (), limit: int = 20, hub: str | None = None,

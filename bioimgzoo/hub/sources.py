@@ -230,11 +230,12 @@ def _match_version(requested: str, versions: list[str]) -> str | None:
 
 def _check_description(data: bytes, where: str) -> None:
     """Refuse to pin something that is not an rdf (an HTML login page, a listing)."""
-    import yaml
+    from .._yaml import load_yaml
+    from ..errors import InvalidDescriptionError
 
     try:
-        content = yaml.safe_load(data)
-    except yaml.YAMLError:
+        content = load_yaml(data, where)  # limits (bombs, depth, size) hold for server answers too
+    except InvalidDescriptionError:
         content = None
     if not isinstance(content, dict) or not ({"format_version", "type"} & set(content)):
         start = data[:60].decode("utf-8", "replace")
@@ -253,7 +254,7 @@ def _resolve_online(zid: ZooId, endpoints: HubEndpoints, layout: CacheLayout) ->
         except transport.HttpStatusError as e:
             if e.status != 404:
                 raise
-        except ValueError:  # e.g. a static server's directory listing: no manifest here
+        except (ValueError, RecursionError):  # e.g. a static server's directory listing: no manifest here
             manifest = None
         if not isinstance(manifest, dict):
             manifest_data, manifest = None, None
@@ -282,7 +283,8 @@ def _resolve_online(zid: ZooId, endpoints: HubEndpoints, layout: CacheLayout) ->
         bioimageio_id = str(zid)
         rdf_url, files_url, params = endpoints.rdf_url(bioimageio_id), endpoints.files_url(bioimageio_id), {}
     try:
-        data = transport.get_bytes(rdf_url, params=params or None, what=f"rdf of {zid}")
+        data = transport.get_bytes(rdf_url, params=params or None, what=f"rdf of {zid}",
+                                   limit=transport.rdf_limit())
     except transport.HttpStatusError as e:
         if e.status != 404:
             raise
@@ -326,7 +328,7 @@ def _resolve_id_map(zid: ZooId, endpoints: HubEndpoints, layout: CacheLayout) ->
     if entry is None or not entry.get("source"):
         return None
     source, sha = str(entry["source"]), entry.get("sha256")
-    data = transport.get_bytes(source, what=f"rdf of {zid} (legacy id map)")
+    data = transport.get_bytes(source, what=f"rdf of {zid} (legacy id map)", limit=transport.rdf_limit())
     if sha:
         import hashlib
 
@@ -407,7 +409,7 @@ def source_for_url(url: str, *, offline: bool | None = None, progress: bool = Fa
                                "(unset BIOIMGZOO_OFFLINE / drop --offline)")
         with layout.locked(f"pin-{pkg_dir.name}", what=url):
             try:
-                data = transport.get_bytes(url, what=f"rdf {url}")
+                data = transport.get_bytes(url, what=f"rdf {url}", limit=transport.rdf_limit())
             except transport.HttpStatusError as e:
                 if e.status == 404:
                     raise ModelNotFoundError(f"no package at {url} (HTTP 404): check the URL") from None

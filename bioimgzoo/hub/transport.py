@@ -12,6 +12,23 @@ timeouts, a connection cut mid-body, HTTP 5xx/408/429 -- are retried
 ``config.http_retries()`` times with exponential backoff and jitter.  The
 backoff is :data:`BACKOFF_BASE_S` doubled per attempt and capped at
 :data:`BACKOFF_MAX_S` (module attributes, so tests can shorten them).
+
+Limits (a hostile or broken server must not fill the disk or hold a process
+forever):
+
+* size: a downloaded file may be at most ``config.max_file_bytes()``
+  (``BIOIMGZOO_MAX_FILE_BYTES``), an rdf ``config.max_rdf_bytes()``
+  (``BIOIMGZOO_MAX_RDF_BYTES``), a manifest or listing
+  :data:`MAX_MEMORY_BYTES`.  A ``Content-Length`` over the limit is refused
+  before the body is read; without one, reading stops as soon as the body
+  passes the limit; a body longer than its ``Content-Length`` is an error.
+  These raise :class:`~bioimgzoo.errors.LimitExceededError` and are never
+  retried.
+* time: one file's download, all attempts and reads together, ends after
+  ``config.download_deadline()`` seconds (``BIOIMGZOO_DOWNLOAD_DEADLINE``),
+  however slowly the server drips bytes; ``BIOIMGZOO_TIMEOUT`` only bounds
+  a single read.  Each read waits at most the time left, so a download ends
+  at the deadline plus at most one read's wait.
 """
 
 from __future__ import annotations
@@ -23,15 +40,17 @@ import logging
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from .. import __version__, config
-from ..errors import DownloadError, IntegrityError
+from .._text import rich_safe
+from ..errors import DownloadError, IntegrityError, LimitExceededError
 
-__all__ = ["http_stream", "get_bytes", "get_json", "download_to", "HttpStatusError",
-           "BACKOFF_BASE_S", "BACKOFF_MAX_S"]
+__all__ = ["http_stream", "get_bytes", "get_json", "download_to", "HttpStatusError", "DeadlineError", "Limit",
+           "file_limit", "rdf_limit", "BACKOFF_BASE_S", "BACKOFF_MAX_S", "MAX_MEMORY_BYTES"]
 
 log = logging.getLogger("bioimgzoo.hub")
 
@@ -39,9 +58,9 @@ log = logging.getLogger("bioimgzoo.hub")
 BACKOFF_BASE_S = 0.5
 #: Upper bound of one retry delay in seconds.
 BACKOFF_MAX_S = 10.0
-#: Largest response read into memory (rdf, manifest, listings).
+#: Largest manifest, listing or id map read into memory (rdfs have their own,
+#: configurable limit: ``config.max_rdf_bytes()``).  No genuine one comes close.
 MAX_MEMORY_BYTES = 64 << 20
-_CHUNK = 1 << 16
 
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -62,6 +81,58 @@ class _TransientError(DownloadError):
     """Connection failure, timeout or cut body: worth another try."""
 
     transient = True
+
+
+class DeadlineError(DownloadError):
+    """A download took longer than ``BIOIMGZOO_DOWNLOAD_DEADLINE`` (never retried: the time is up)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """How large a body may be, and the setting that raises it (named in the refusal)."""
+
+    bytes: int
+    #: Environment variable that raises the limit; None for a fixed one.
+    setting: str | None = None
+
+    def hint(self) -> str:
+        if self.setting:
+            return f"If the file is genuine, raise {self.setting} (now {self.bytes})"
+        return "No genuine answer is this large: check the URL and the hub address (BIOIMGZOO_HUB / --hub)"
+
+
+def file_limit() -> Limit:
+    """The limit of one downloaded package file."""
+    return Limit(config.max_file_bytes(), "BIOIMGZOO_MAX_FILE_BYTES")
+
+
+def rdf_limit() -> Limit:
+    """The limit of one description (rdf.yaml)."""
+    return Limit(config.max_rdf_bytes(), "BIOIMGZOO_MAX_RDF_BYTES")
+
+
+class _Deadline:
+    """The end of one file's download, shared by all its attempts and reads."""
+
+    def __init__(self, what: str, seconds: float | None = None):
+        self.seconds = config.download_deadline() if seconds is None else seconds
+        self.what = what
+        self.end = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, received: int | None = None) -> None:
+        if self.left() <= 0:
+            got = f" ({received} bytes received)" if received is not None else ""
+            raise DeadlineError(
+                f"{self.what}: the download did not finish within {self.seconds:g} s{got}; the server is too "
+                "slow or stalls. Try again later or use another hub/mirror, or allow more time with "
+                "BIOIMGZOO_DOWNLOAD_DEADLINE (seconds).")
+
+    def read_timeout(self, timeout: float) -> float:
+        """The per-read timeout: never longer than the time left (so a stalled read ends near the deadline)."""
+        return max(0.001, min(timeout, self.left()))
 
 
 def _display_url(url: str, params: dict | None) -> str:
@@ -85,7 +156,8 @@ def _client():
 
 
 @contextlib.contextmanager
-def http_stream(url: str, *, params: dict | None = None, timeout: float | None = None) -> Iterator[Any]:
+def http_stream(url: str, *, params: dict | None = None, timeout: float | None = None,
+                headers: dict | None = None) -> Iterator[Any]:
     """GET ``url`` (following redirects) and yield the streaming ``httpx.Response``.
 
     The only function that touches the network.  HTTP error statuses raise
@@ -97,7 +169,7 @@ def http_stream(url: str, *, params: dict | None = None, timeout: float | None =
     timeout = config.http_timeout() if timeout is None else timeout
     shown = _display_url(url, params)
     try:
-        with _client().stream("GET", url, params=params, timeout=timeout) as response:
+        with _client().stream("GET", url, params=params, timeout=timeout, headers=headers) as response:
             if response.status_code >= 400:
                 raise _status_error(response, shown)
             yield response
@@ -181,66 +253,116 @@ def _extra(e: DownloadError) -> dict:
 
 
 def get_bytes(url: str, *, params: dict | None = None, what: str = "download",
-              retries: int | None = None) -> bytes:
-    """The body of ``url`` (small responses: rdf, manifest, listings), with retries."""
+              retries: int | None = None, limit: Limit | None = None) -> bytes:
+    """The body of ``url`` (small responses: rdf, manifest, listings), with retries.
+
+    ``limit`` caps the body (default :data:`MAX_MEMORY_BYTES`; pass
+    :func:`rdf_limit` for a description); the whole fetch ends at
+    ``config.download_deadline()``.
+    """
+    limit = limit or Limit(MAX_MEMORY_BYTES)
+    deadline = _Deadline(f"{what} (GET {_display_url(url, params)})")
 
     def once() -> bytes:
-        with http_stream(url, params=params) as response:
-            chunks, size = [], 0
-            for chunk in response.iter_bytes(_CHUNK):
-                size += len(chunk)
-                if size > MAX_MEMORY_BYTES:
-                    raise DownloadError(f"GET {_display_url(url, params)}: the answer is larger than "
-                                        f"{MAX_MEMORY_BYTES >> 20} MiB, which no description or listing is: "
-                                        "check the URL")
-                chunks.append(chunk)
-            _check_length(response, size, url, params)
+        deadline.check()
+        with http_stream(url, params=params, timeout=deadline.read_timeout(config.http_timeout())) as response:
+            chunks = list(_read_body(response, url=url, params=params, what=what, limit=limit,
+                                     deadline=deadline))
             return b"".join(chunks)
 
     return with_retries(once, what=what, retries=retries)
 
 
 def get_json(url: str, *, params: dict | None = None, what: str = "download",
-             retries: int | None = None) -> Any:
-    """``url``'s body parsed as JSON; a non-JSON answer is a DownloadError."""
-    data = get_bytes(url, params=params, what=what, retries=retries)
+             retries: int | None = None, limit: Limit | None = None) -> Any:
+    """``url``'s body parsed as JSON; a non-JSON (or absurdly nested) answer is a DownloadError."""
+    data = get_bytes(url, params=params, what=what, retries=retries, limit=limit)
     try:
         return json.loads(data)
+    except RecursionError as e:  # "[[[[...]]]]" from a hostile server
+        raise DownloadError(f"GET {_display_url(url, params)} returned JSON nested too deeply to be a zoo "
+                            "answer: check BIOIMGZOO_HUB / --hub") from e
     except ValueError as e:
         start = data[:60].decode("utf-8", "replace")
         raise DownloadError(f"GET {_display_url(url, params)} did not return JSON (it starts with {start!r}): "
                             "the address is not a zoo hub or mirror; check BIOIMGZOO_HUB / --hub") from e
 
 
-def _check_length(response: Any, received: int, url: str, params: dict | None) -> None:
-    expected = response.headers.get("content-length")
-    encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
-    if expected and not encoded and expected.isdigit() and int(expected) != received:
-        raise _TransientError(f"GET {_display_url(url, params)}: the connection ended after {received} of "
-                              f"{expected} bytes. Try again; {OFFLINE_HINT}.")
+def _declared_length(response: Any) -> int | None:
+    """The body size the server announced (``Content-Length``), when it is usable."""
+    expected = (response.headers.get("content-length") or "").strip()
+    return int(expected) if expected.isdigit() else None
+
+
+def _identity(response: Any) -> bool:
+    return response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+
+
+def _read_body(response: Any, *, url: str, params: dict | None, what: str, limit: Limit,
+               deadline: _Deadline) -> Iterator[bytes]:
+    """Yield the body's chunks, enforcing ``limit``, the declared length and ``deadline``.
+
+    A ``Content-Length`` over the limit is refused before a byte is read; a
+    body without one stops as soon as it passes the limit.  Limit errors are
+    :class:`LimitExceededError` (not a DownloadError, so never retried).
+    """
+    shown = _display_url(url, params)
+    declared = _declared_length(response)
+    identity = _identity(response)
+    if declared is not None and declared > limit.bytes:
+        raise LimitExceededError(
+            f"{what}: the server announces {declared} bytes (GET {shown}), more than the {limit.bytes} allowed: "
+            f"refused before downloading. {limit.hint()}.")
+    size = 0
+    # no chunk size: httpx would buffer up to it, and a slow server would keep us from checking the clock
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit.bytes:
+            raise LimitExceededError(
+                f"{what}: the download (GET {shown}) passed the {limit.bytes} bytes allowed and was stopped"
+                f"{'' if declared is None else f' (the server announced {declared})'}. {limit.hint()}.")
+        if identity and declared is not None and size > declared:
+            # decoded bodies (gzip) may legitimately be longer than the bytes on the wire
+            raise DownloadError(
+                f"{what}: the server sent more than the {declared} bytes it announced (GET {shown}): the "
+                "download was stopped. The server is broken or hostile: use another hub/mirror.")
+        # checked before handing the chunk on, so a body that did complete is never failed for time
+        deadline.check(size)
+        yield chunk
+    if identity and declared is not None and size != declared:
+        raise _TransientError(f"GET {shown}: the connection ended after {size} of "
+                              f"{declared} bytes. Try again; {OFFLINE_HINT}.")
 
 
 def download_to(url: str, dest: Path, *, params: dict | None = None, sha256: str | None = None,
-                progress: bool = False, what: str | None = None, retries: int | None = None) -> str:
+                progress: bool = False, what: str | None = None, retries: int | None = None,
+                limit: Limit | None = None) -> str:
     """Stream ``url`` into ``dest`` (truncated per attempt) and return its sha256.
 
     With ``sha256`` given, a mismatch raises :class:`IntegrityError` (not
     retried: the server holds different content than the rdf declares).
+    The file may be at most ``limit`` (default :func:`file_limit`) and the
+    download, all attempts together, ends at ``config.download_deadline()``;
+    see the module docstring.  ``dest`` is left partial on failure: the
+    caller owns it (and removes it).
     """
     what = what or url
     shown = _display_url(url, params)
+    limit = limit or file_limit()
+    deadline = _Deadline(what)
 
     def once() -> str:
+        deadline.check()
         digest = hashlib.sha256()
-        size = 0
-        with http_stream(url, params=params) as response, open(dest, "wb") as out, \
+        # the sha256 is of the file's bytes: ask for them as they are (no gzip to inflate on our side)
+        with http_stream(url, params=params, timeout=deadline.read_timeout(config.http_timeout()),
+                         headers={"Accept-Encoding": "identity"}) as response, open(dest, "wb") as out, \
                 _progress_bar(progress, what, response) as advance:
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in _read_body(response, url=url, params=params, what=what, limit=limit,
+                                    deadline=deadline):
                 out.write(chunk)
                 digest.update(chunk)
-                size += len(chunk)
                 advance(len(chunk))
-            _check_length(response, size, url, params)
         return digest.hexdigest()
 
     actual = with_retries(once, what=f"download of {what}", retries=retries)
@@ -265,7 +387,8 @@ def _progress_bar(enabled: bool, what: str, response: Any) -> Iterator[Callable[
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
                    transient=True)
-    label = what.rsplit(": ", 1)[-1]
+    # the label comes from the rdf (a file name): rich would interpret markup in it
+    label = rich_safe(what.rsplit(": ", 1)[-1], single_line=True, max_len=60)
     with bar:
         task = bar.add_task(label, total=int(total) if total and total.isdigit() else None)
         yield lambda n: bar.advance(task, n)

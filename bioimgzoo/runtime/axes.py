@@ -35,8 +35,17 @@ _ALIASES = {"batch": "batch", "channel": "channel", "channels": "channel", "inde
             "n": "batch", "sample": "batch"}
 
 
+#: axis ids any layout may name, whatever the model: ``q`` is an unnamed size-1 axis
+#: (what :func:`bioimgzoo.io.read_image` calls a TIFF axis it cannot name)
+STANDARD_AXES = ("batch", "channel", "index", "x", "y", "z", "t")
+UNNAMED = "q"
+
+
 def parse_axes(axes: str | Sequence[str], *, ndim: int | None = None, what: str = "image") -> tuple[str, ...]:
     """Normalise a layout (``"cyx"`` or ``["channel", "y", "x"]``) to axis ids."""
+    if isinstance(axes, (bytes, bytearray)) or not isinstance(axes, (str, Sequence)):
+        raise InputError(f"axes={axes!r} for the {what} is not a layout: pass a string of axis letters "
+                         "such as 'yx', 'cyx' or 'zyx' (b, c, i, z, y, x, t), or a list of axis ids")
     if isinstance(axes, str):
         items = [_LETTERS.get(ch, ch) for ch in axes.lower() if not ch.isspace()]
     else:
@@ -110,11 +119,25 @@ def to_model_layout(
         What :func:`from_model_layout` needs to undo the mapping.
     """
     what = f"image for input '{tensor_id}'"
+    model_ids = [a.id for a in model_axes]
     if axes is None:
         ids = _default_layout(array.ndim, model_axes, what)
     else:
-        ids = parse_axes(axes, ndim=array.ndim, what=what)
-    model_ids = [a.id for a in model_axes]
+        ids = parse_axes(axes, what=what)
+        # an unknown letter is a typo, not an axis to fold into the batch: say so before counting
+        unknown = [a for a in ids if a not in model_ids and a not in STANDARD_AXES and a != UNNAMED]
+        if unknown:
+            extra = [a for a in model_ids if a not in STANDARD_AXES]
+            raise InputError(
+                f"axes {axes!r} of the {what} name unknown axis {', '.join(map(repr, unknown))}: use the "
+                "letters b (batch), c (channel), i (index), z, y, x, t" +
+                (f" or the model's axis ids {', '.join(extra)}" if extra else "") + ", one per dimension")
+        if len(ids) != array.ndim:
+            parse_axes(axes, ndim=array.ndim, what=what)  # raises: one letter per dimension
+        for i, a in enumerate(ids):
+            if a == UNNAMED and array.shape[i] != 1:
+                raise InputError(f"axis 'q' (unnamed) of the {what} has {array.shape[i]} entries: only an axis "
+                                 "of size 1 may stay unnamed; name it (z, t, c, ...) in axes=")
     by_id = {a.id: a for a in model_axes}
     has_batch = any(a.kind == "batch" for a in model_axes)
 

@@ -7,7 +7,8 @@ both in the order the description lists its tensors.  Implementations:
 * :class:`OnnxEngine` — onnxruntime; CUDA provider when asked for and present.
 * :class:`TorchScriptEngine` — ``torch.jit.load``.
 * :class:`StateDictEngine` — architecture code + ``torch.load(weights_only=True)``;
-  runs the package's Python code, so it needs ``trust_code=True``.
+  runs code the package names, so it follows :mod:`bioimgzoo.trust` (``trust_code=True``
+  unless the architecture is one of bioimgzoo's own networks).
 
 torch and onnxruntime are imported inside the engines that use them, so
 an ONNX-only user never pays for importing torch.  Errors from the
@@ -16,24 +17,20 @@ libraries are translated into :class:`~bioimgzoo.errors.WeightsError`.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ..errors import UntrustedCodeError, WeightsError
+from .. import trust
+from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
 
 #: Default order in which weight formats are tried.
 WEIGHTS_PRIORITY = ("onnx", "torchscript", "pytorch_state_dict")
 SUPPORTED = set(WEIGHTS_PRIORITY)
-#: Architecture callables that ship with bioimgzoo itself and need no trust.
-TRUSTED_LIBRARY_PREFIXES = ("bioimgzoo.",)
 
 
 class Engine(Protocol):
@@ -155,7 +152,8 @@ class StateDictEngine(_TorchEngine):
         import torch
 
         self.device = device
-        factory = _load_architecture(architecture, package=package, trust_code=trust_code)
+        factory = trust.load_architecture(architecture, package=package, trust_code=trust_code,
+                                          where=getattr(package, "name", "this package"))
         kwargs = dict(getattr(architecture, "kwargs", None) or {})
         try:
             module = factory(**kwargs)
@@ -175,64 +173,6 @@ class StateDictEngine(_TorchEngine):
             raise WeightsError(f"the state dict {weights_path.name} does not fit the architecture: "
                                f"{_first_line(e)}") from e
         self.module = module.to(device).eval()
-
-
-def _load_architecture(arch: Any, *, package: Any, trust_code: bool):
-    name = str(arch.callable)
-    if hasattr(arch, "import_from"):  # ArchitectureFromLibraryDescr
-        module_name = str(arch.import_from)
-        trusted = module_name.startswith(TRUSTED_LIBRARY_PREFIXES)
-        if not (trust_code or trusted):
-            raise UntrustedCodeError(
-                f"this package's pytorch_state_dict weights build their network by calling "
-                f"{module_name}.{name}(...) as the package says; that runs code chosen by the package. "
-                "Pass trust_code=True (CLI: --trust-code) if you trust it, or use other weights (--weights onnx)")
-        try:
-            mod = importlib.import_module(module_name)
-        except ImportError as e:
-            raise WeightsError(f"the architecture module {module_name!r} is not installed ({e}): "
-                               f"install the package that provides it, or use other weights") from e
-        try:
-            return getattr(mod, name)
-        except AttributeError as e:
-            raise WeightsError(f"{module_name} has no {name!r}: the package names a wrong architecture") from e
-    # ArchitectureFromFileDescr: Python source shipped in the package
-    if not trust_code:
-        raise UntrustedCodeError(
-            f"this package's pytorch_state_dict weights need its own Python file {arch.source} to build the "
-            "network; running it executes arbitrary code. Pass trust_code=True (CLI: --trust-code) if you "
-            "trust the package, or use other weights (--weights onnx / torchscript)")
-    src = package.file(arch)
-    try:
-        return load_callable_from_file(src, name)
-    except AttributeError as e:
-        raise WeightsError(f"{Path(src).name} defines no {name!r}: the package names a wrong architecture") from e
-    except Exception as e:
-        raise WeightsError(f"the architecture file {Path(src).name} fails to import: {_first_line(e)}") from e
-
-
-def load_callable_from_file(path: str | Path, name: str) -> Any:
-    """Import ``name`` from a Python file as a fresh module named after the file's content.
-
-    Runs the file's code: callers check trust first.  Raises what importing
-    raises (ImportError, SyntaxError, ...) or AttributeError when ``name`` is
-    missing; callers translate.
-    """
-    import hashlib
-
-    path = Path(path)
-    mod_name = f"_bioimgzoo_arch_{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}"
-    spec = importlib.util.spec_from_file_location(mod_name, str(path))
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(mod_name, None)
-        raise
-    return getattr(module, name)
 
 
 def available_formats(descr: Any) -> list[str]:
@@ -266,12 +206,12 @@ def choose_weights(descr: Any, requested: str | None) -> str:
 def create_engine(package: Any, weights_format: str, *, device: str, trust_code: bool, n_outputs: int) -> Engine:
     """Fetch exactly the weights file needed and load it."""
     entry = getattr(package.descr.weights, weights_format)
+    # refuse before downloading anything when the package names code the caller does not trust
+    # (an architecture for state dicts; custom processing ops for every format)
+    for ref in trust.code_refs(package.descr, weights_format=weights_format):
+        trust.check_trusted(ref, trust_code=trust_code, what=getattr(package, "name", "this package"))
     if weights_format == "pytorch_state_dict":
-        # refuse before downloading anything when the code is not trusted
         arch = entry.architecture
-        if not trust_code and not (hasattr(arch, "import_from")
-                                   and str(arch.import_from).startswith(TRUSTED_LIBRARY_PREFIXES)):
-            _load_architecture(arch, package=package, trust_code=False)
         return StateDictEngine(package.file(entry), arch, package=package, device=device, trust_code=trust_code)
     path = package.file(entry)
     if weights_format == "onnx":

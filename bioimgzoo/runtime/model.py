@@ -17,19 +17,29 @@ weights file and builds the engine once.  :meth:`Model.predict` and
    postprocessing runs on the whole stitched output.
 
 Nothing reloads between images, and results stream out in input order.
+
+Hostile or odd inputs end in one :class:`~bioimgzoo.errors.InputError`
+naming the argument (or a :class:`~bioimgzoo.errors.LimitExceededError` for
+a description declaring absurd sizes), never in numpy's ValueError or
+MemoryError: options are checked before any work, images are cast to
+float32 before statistics (float16 sums overflow), non-finite values are
+counted once per image (``nan_policy``), and no window or output buffer
+larger than :data:`MAX_WINDOW_ELEMENTS` / this machine's memory is allocated.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from . import engines as _engines
 from .axes import Folding, from_model_layout, output_axes_ids, parse_axes, to_model_layout
@@ -45,6 +55,13 @@ _TARGET_EDGE = {1: 1 << 16, 2: 1024, 3: 128, 4: 64}
 #: default number of voxels per engine batch (windows x window voxels)
 _BATCH_VOXELS = 1 << 20
 _MAX_BATCH = 64
+#: most values one window of one input may hold (4 GiB of float32): a larger window, from a
+#: description's fixed size or a tile= choice, is refused before numpy tries to allocate it
+MAX_WINDOW_ELEMENTS = 1 << 30
+#: numpy.pad modes that need no extra arguments (the others would fail on the first padded window)
+PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap", "linear_ramp", "maximum", "mean",
+             "median", "minimum")
+NAN_POLICIES = ("warn", "fail", "zero")
 
 
 @dataclass
@@ -74,6 +91,7 @@ class _SampleRun:
     job: "_ImageJob"
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     remaining: int = 0
+    nonfinite: bool = False  # an input keeps NaN/inf (nan_policy "warn"): statistics skip them
 
 
 @dataclass
@@ -110,6 +128,7 @@ class Model:
         #: per-dataset statistics fixed by set_dataset_statistics (else computed per predict call)
         self._dataset_stats: dict | None = None
         self._batch_limit = min((t.batch_limit() or _MAX_BATCH) for t in self.inputs) if self.inputs else 1
+        _check_declared_sizes(self.inputs, self.outputs, self.name)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -147,15 +166,24 @@ class Model:
         raise InputError(f"the model has no output {output_id!r}; outputs: {', '.join(t.id for t in self.outputs)}")
 
     # --------------------------------------------------------------- statistics
-    def set_dataset_statistics(self, images: Iterable[Any] | None, *, axes: Any = None) -> None:
+    def set_dataset_statistics(self, images: Iterable[Any] | None, *, axes: Any = None,
+                               nan_policy: str = "warn") -> None:
         """Fix the per-dataset statistics the model's processing needs, computed from ``images``.
 
         Without this, each :meth:`predict` call computes them over all of
         its own images before predicting any.  ``None`` returns to that.
+        ``nan_policy`` treats non-finite values as :meth:`predict` does.
         """
-        self._dataset_stats = None if images is None else self._compute_dataset_statistics(images, axes)
+        if images is None:
+            self._dataset_stats = None
+            return
+        _check_choice("nan_policy", nan_policy, NAN_POLICIES)
+        self._dataset_stats = _memory_guard(lambda: self._compute_dataset_statistics(
+            images, axes, nan_policy=nan_policy, report=True, labelled=True))
 
-    def _compute_dataset_statistics(self, images: Iterable[Any], axes: Any) -> dict:
+    def _compute_dataset_statistics(self, images: Iterable[Any], axes: Any, *, nan_policy: str = "warn",
+                                    report: bool = False, labelled: bool = True,
+                                    names: Any = None) -> dict:
         from . import processing
 
         if not self._dataset_measures:
@@ -165,17 +193,20 @@ class Model:
             raise InputError("this model's postprocessing needs per-dataset statistics of its outputs, which "
                              "bioimgzoo does not compute yet: predict one image at a time")
         acc = processing.DatasetStatistics(self._dataset_measures, {t.id: t.axis_ids for t in self.inputs})
-        for image in images:
-            job_inputs, _ = self._map_inputs(image, axes)
+        for index, image in enumerate(images):
+            label = _label(names, index) if labelled else None
+            job_inputs, _ = self._map_inputs(image, axes, label=label)
+            job_inputs, bad = _screen_nonfinite(job_inputs, nan_policy, label, report=report)
             n = next(iter(job_inputs.values())).shape[0] if self.inputs[0].has_batch else 1
             for i in range(n):
-                acc.update(self._sample_slice(job_inputs, i))
+                sample = self._sample_slice(job_inputs, i)
+                acc.update(_finite_or_nan(sample, bad), ignore_nan=bool(bad))
         return acc.finalize()
 
     # --------------------------------------------------------------- prediction
     def predict(self, data: Any, *, axes: Any = None, tile: int | Mapping[str, int] | None = None,
                 halo: int | Mapping[str, int] | None = None, batch_size: int | None = None,
-                pad_mode: str = "reflect", progress: bool = False) -> Any:
+                pad_mode: str = "reflect", nan_policy: str = "warn", progress: bool = False) -> Any:
         """Predict one image (array, DataArray, or dict by input id) or a list of them.
 
         Parameters
@@ -191,15 +222,36 @@ class Model:
             Window size per tiled axis (``{"y": 512, "x": 512}``; an int is
             used for every tiled axis).  Default: the whole image when it
             fits a sensible size, else the largest valid size near 1024 (2D)
-            or 128 (3D) pixels.
+            or 128 (3D) pixels.  A tile larger than the image is lowered to
+            the smallest valid size that holds the whole image.
         halo : int or dict, optional
-            Input pixels discarded at inner window edges; default from the
-            model's declared output halo.
+            Input pixels discarded at inner window edges (at least 0);
+            default from the model's declared output halo.
         batch_size : int, optional
-            Windows per engine call (default: fits ~1M voxels; 1 when the
-            model's batch size is fixed).
+            Windows per engine call, at least 1 (default: fits ~1M voxels;
+            1 when the model's batch size is fixed).
         pad_mode : str
-            How windows reaching past the image are filled (numpy.pad mode).
+            How windows reaching past the image are filled: a numpy.pad
+            mode of :data:`PAD_MODES` (``reflect``, ``symmetric``, ``edge``,
+            ``constant``, ...).
+        nan_policy : {"warn", "fail", "zero"}
+            What to do with NaN and ±inf values in an image; they are
+            counted once per image and input (one cheap pass).  ``"warn"``
+            (default): log a warning naming how many there are and in which
+            input, compute the preprocessing statistics over the *finite*
+            values only (so a few bad pixels do not turn the whole output
+            into NaN) and pass the values on unchanged: the output is
+            non-finite only where they reach.  ``"fail"``: raise
+            :class:`~bioimgzoo.errors.InputError`.  ``"zero"``: replace them
+            by 0 before anything else (statistics included), so the output
+            is finite.
+
+        Notes
+        -----
+        Images are read as float32 before the statistics of preprocessing
+        are taken (float64 when the model's input is float64): float16
+        sums overflow, which made every output pixel NaN.  Integer images
+        keep their type (their statistics are computed in float64).
 
         Returns
         -------
@@ -209,35 +261,75 @@ class Model:
             the batch axis dropped unless the image had one, and folded
             image axes (e.g. ``z`` through a 2D model) leading.
         """
+        _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
+                       axes=axes)
+        options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
+                       nan_policy=nan_policy, on_window=None, names=None)
         if isinstance(data, (list, tuple)):
-            return list(self.iter_predict(data, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
-                                          pad_mode=pad_mode, progress=progress))
-        return next(iter(self.iter_predict([data], axes=axes, tile=tile, halo=halo, batch_size=batch_size,
-                                           pad_mode=pad_mode, progress=progress)))
+            return list(self._iter_predict(data, labelled=True, **options))
+        # one image: messages need not say which
+        return next(iter(self._iter_predict([data], labelled=False, **options)))
 
     def predict_many(self, images: Iterable[Any], **options: Any) -> list[Any]:
         """Predict every image of ``images`` with one loaded model (batched, streamed)."""
         return list(self.iter_predict(images, **options))
 
     def iter_predict(self, images: Iterable[Any], *, axes: Any = None, tile: Any = None, halo: Any = None,
-                     batch_size: int | None = None, pad_mode: str = "reflect", progress: bool = False,
-                     on_window: Callable[[int], None] | None = None) -> Iterator[Any]:
+                     batch_size: int | None = None, pad_mode: str = "reflect", nan_policy: str = "warn",
+                     progress: bool = False, on_window: Callable[[int], None] | None = None,
+                     names: Any = None) -> Iterator[Any]:
         """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
 
-        Windows of consecutive images are batched together; ``on_window(n)``
-        is called after every engine call with the number of windows run.
+        Options as for :meth:`predict` (checked here, before any image is
+        read).  Windows of consecutive images are batched together;
+        ``on_window(n)`` is called after every engine call with the number
+        of windows run.  ``names``: a label per image (e.g. its file name)
+        for warnings and errors; default ``image 1``, ``image 2``, ...
         """
-        dataset_stats = self._dataset_stats
-        if self._dataset_measures and dataset_stats is None:
-            if iter(images) is images:  # a one-shot iterator: keep the images for the second pass
-                images = list(images)
-            dataset_stats = self._compute_dataset_statistics(images, axes)
-        executor = _Executor(self, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                             on_window=on_window, dataset_stats=dataset_stats or {})
-        yield from executor.run(images, axes)
+        _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
+                       axes=axes)
+        if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Iterable):
+            raise InputError(f"images must be a list or iterable of images, got {type(images).__name__}: "
+                             "use predict() for one image")
+        return self._iter_predict(images, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
+                                  pad_mode=pad_mode, nan_policy=nan_policy, on_window=on_window, names=names,
+                                  labelled=True)
+
+    def _iter_predict(self, images: Iterable[Any], *, axes: Any, tile: Any, halo: Any, batch_size: int | None,
+                      pad_mode: str, nan_policy: str, on_window: Callable[[int], None] | None, names: Any,
+                      labelled: bool) -> Iterator[Any]:
+        try:
+            dataset_stats = self._dataset_stats
+            if self._dataset_measures and dataset_stats is None:
+                if iter(images) is images:  # a one-shot iterator: keep the images for the second pass
+                    images = list(images)
+                # the prediction pass below reports non-finite values; this one only applies the policy
+                dataset_stats = self._compute_dataset_statistics(images, axes, nan_policy=nan_policy,
+                                                                 labelled=labelled, names=names)
+            executor = _Executor(self, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
+                                 on_window=on_window, dataset_stats=dataset_stats or {}, nan_policy=nan_policy,
+                                 names=names, labelled=labelled)
+            yield from executor.run(images, axes)
+        except MemoryError as e:
+            raise _memory_error(e) from e
 
     # ------------------------------------------------------------ input mapping
-    def _map_inputs(self, data: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, Folding]]:
+    def _map_inputs(self, data: Any, axes: Any, *, label: str | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Folding]]:
+        """Arrays in model layout by input id (float16 read as float32); errors name ``label``."""
+        try:
+            return self._map_inputs_unlabelled(data, axes)
+        except InputError as e:
+            if label is None:
+                raise
+            raise InputError(f"{label}: {e}") from e
+
+    def _map_inputs_unlabelled(self, data: Any, axes: Any) -> tuple[dict[str, np.ndarray], dict[str, Folding]]:
+        if isinstance(axes, Mapping):
+            unknown = set(map(str, axes)) - {t.id for t in self.inputs}
+            if unknown:
+                raise InputError(f"axes= names input {', '.join(sorted(unknown))}, which the model lacks; its "
+                                 f"inputs are {', '.join(t.id for t in self.inputs)}")
         if isinstance(data, Mapping):
             given = dict(data)
             unknown = set(map(str, given)) - {t.id for t in self.inputs}
@@ -259,8 +351,15 @@ class Model:
             if hasattr(value, "dims") and hasattr(value, "values"):  # xarray.DataArray
                 ax = ax or tuple(str(d) for d in value.dims)
                 value = value.values
-            array = np.asarray(value)
+            array = _as_array(value, spec)
             _check_dtype(array, spec)
+            if array.size == 0:
+                raise InputError(f"input '{spec.id}' got an empty image (shape {tuple(array.shape)}): pass an "
+                                 "image with at least one pixel along every axis")
+            if array.dtype.kind == "f" and array.dtype.itemsize < 4:
+                # float16 statistics overflow (a sum of squares past 65504 is inf): widen first,
+                # to the model's own float type when that is wider still
+                array = array.astype(np.float64 if spec.dtype == "float64" else np.float32)
             arrays[spec.id], foldings[spec.id] = to_model_layout(array, ax, spec.axes, tensor_id=spec.id)
         if self.inputs[0].has_batch:
             counts = {k: a.shape[0] for k, a in arrays.items()}
@@ -293,6 +392,13 @@ class Model:
                 h = out.halo.get(oa, 0) + max(0, -off)
                 if h:
                     in_halo[ia] = max(in_halo.get(ia, 0), math.ceil(h / f))
+        for name, option in (("tile", tile), ("halo", halo)):
+            if isinstance(option, Mapping):
+                unknown = sorted(set(map(str, option)) - set(tiled_candidates))
+                if unknown:
+                    raise InputError(f"{name}= names axis {', '.join(map(repr, unknown))}, which input "
+                                     f"'{primary.id}' cannot tile; its tileable axes are "
+                                     f"{', '.join(tiled_candidates) or 'none'}")
         if isinstance(halo, Mapping):  # the caller's halo wins where given
             in_halo.update({str(a): int(v) for a, v in halo.items()})
         elif halo is not None:
@@ -311,6 +417,10 @@ class Model:
                     valid = f"{sizes.min}" if sizes.step == 0 else f"{sizes.min} + k*{sizes.step}"
                     raise InputError(f"tile size {want} is not valid for axis '{a}' of input '{primary.id}': "
                                      f"the model accepts {valid}")
+                whole = valid_size_at_least(sizes, n)
+                if want > whole:  # a window past the whole image only adds padding (tile=10**9 is no bomb)
+                    log.info("tile %d on axis '%s' is larger than the image (%d): using %d", want, a, n, whole)
+                    want = whole
                 tile_sizes[a] = want
             else:
                 tile_sizes[a] = choose_tile_size(n, sizes, halo=in_halo.get(a, 0), target=target)
@@ -355,6 +465,13 @@ class Model:
                 elif isinstance(sz, AxisSizes) and a.kind in ("space", "time"):
                     shape[i] = valid_size_at_least(sz, shape[i])
             window_shapes[spec.id] = tuple(shape)
+            elements = math.prod(shape)
+            if elements > MAX_WINDOW_ELEMENTS:
+                raise InputError(
+                    f"a window of input '{spec.id}' would hold {elements:,} values (shape {tuple(shape)}, "
+                    f"axes {''.join(_short(a) for a in spec.axis_ids)}), more than the limit of "
+                    f"{MAX_WINDOW_ELEMENTS:,}: pass a smaller tile= or crop the image (if neither helps, the "
+                    "model's declared sizes are broken)")
 
         out_shapes: dict[str, tuple[int, ...] | None] = {}
         for out in self.outputs:
@@ -372,10 +489,189 @@ class Model:
                     shape = None
                     break
             out_shapes[out.id] = tuple(shape) if shape is not None else None
+            if shape is not None:
+                _check_output_shape(out, tuple(shape))
         if tiled and any(s is None for s in out_shapes.values()):
             raise InputError("the model's output size depends on the data, so the image cannot be tiled: "
                              "pass an image that fits in one window")
         return _Plan(tiled, tiles, window_shapes, out_shapes, links, image_len)
+
+
+def _short(axis_id: str) -> str:
+    return {"batch": "b", "channel": "c", "index": "i"}.get(axis_id, axis_id)
+
+
+def _is_whole(value: Any) -> bool:
+    """An integer (not a bool), or a float with an integral value (512.0, from a config file)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
+
+
+def _check_size_option(name: str, value: Any, *, minimum: int, meaning: str, example: str) -> None:
+    def bad(what: Any) -> InputError:
+        return InputError(f"{name}={what!r} is not valid: pass a whole number of at least {minimum} ({meaning}), "
+                          f"a dict by axis such as {example}, or None for the default")
+
+    if value is None:
+        return
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str) or not _is_whole(v) or v < minimum:
+                raise bad({k: v})
+        return
+    if not _is_whole(value) or value < minimum:
+        raise bad(value)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{name}={value!r} is not valid: use one of {', '.join(map(repr, choices))}")
+
+
+def _check_options(*, tile: Any, halo: Any, batch_size: Any, pad_mode: Any, nan_policy: Any, axes: Any) -> None:
+    """Refuse bad predict() options before any image is read, each with one message naming it."""
+    _check_size_option("tile", tile, minimum=1, meaning="pixels per tiled axis", example="{'y': 256, 'x': 512}")
+    _check_size_option("halo", halo, minimum=0, meaning="input pixels dropped at inner window edges",
+                       example="{'y': 16, 'x': 16}")
+    if batch_size is not None and (not _is_whole(batch_size) or batch_size < 1):
+        raise InputError(f"batch_size={batch_size!r} is not valid: pass a whole number of at least 1 (windows "
+                         "per engine call), or None for automatic")
+    _check_choice("pad_mode", pad_mode, PAD_MODES)
+    _check_choice("nan_policy", nan_policy, NAN_POLICIES)
+    if axes is not None and not isinstance(axes, (str, Mapping, list, tuple)):
+        raise InputError(f"axes={axes!r} is not valid: pass a layout such as 'yx', 'cyx' or 'zyx', a list of "
+                         "axis ids, or a dict of those by input id")
+
+
+def _label(names: Any, index: int) -> str:
+    if names is not None:
+        try:
+            return str(names[index])
+        except (IndexError, KeyError, TypeError):
+            pass
+    return f"image {index + 1}"
+
+
+def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
+    if value is None or isinstance(value, (str, bytes, os.PathLike)):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        got = "None" if value is None else f"a {type(value).__name__} ({shown})"
+        raise InputError(f"input '{spec.id}' got {got}, not an image: pass a numpy array "
+                         "(bioimgzoo.io.read_image reads image files)")
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged nested lists, objects numpy cannot convert
+        raise InputError(f"input '{spec.id}' got a {type(value).__name__} that is not an array ({e}): pass a "
+                         "numpy array of numbers") from None
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN or inf, in one pass over it."""
+    if a.dtype.kind not in "fc":
+        return True
+    if a.size <= 1 << 20:  # small: the plain test is fastest (errstate alone costs as much)
+        return bool(np.isfinite(a).all())
+    # large: a sum is non-finite if any value is, and needs no temporary of the image's size
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None)
+    # a finite sum proves it; an overflowing one (huge finite values) needs the exact check
+    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
+
+
+def _screen_nonfinite(arrays: dict[str, np.ndarray], policy: str, label: str | None, *,
+                      report: bool) -> tuple[dict[str, np.ndarray], frozenset[str]]:
+    """Apply ``nan_policy`` to one image's inputs; returns them and the ids that keep non-finite values."""
+    bad = set()
+    for tid, a in arrays.items():
+        if _all_finite(a):
+            continue
+        finite = np.isfinite(a)
+        n_bad = a.size - int(np.count_nonzero(finite))
+        n_nan = int(np.count_nonzero(np.isnan(a)))
+        where = f"input '{tid}'" + (f" of {label}" if label else "")
+        what = f"{n_bad:,} non-finite value{'s' if n_bad != 1 else ''} ({n_nan:,} NaN, {n_bad - n_nan:,} inf) " \
+               f"among its {a.size:,}"
+        if policy == "fail":
+            raise InputError(f"{where} holds {what}: clean the image, or pass nan_policy='zero' (CLI: "
+                             "--nan-policy zero) to replace them by 0, or nan_policy='warn' to go on")
+        if policy == "zero":
+            arrays = {**arrays, tid: np.where(finite, a, np.zeros((), a.dtype))}
+            if report:  # asked for: no warning, but the count is worth a line in a verbose log
+                log.info("%s holds %s: replaced by 0 (nan_policy='zero')", where, what)
+            continue
+        bad.add(tid)
+        if report:
+            log.warning("%s holds %s: the statistics of preprocessing skip them, but the output is not finite "
+                        "where they reach; pass nan_policy='zero' (CLI: --nan-policy zero) to replace them by "
+                        "0, or 'fail' to stop", where, what)
+    return arrays, frozenset(bad)
+
+
+def _finite_or_nan(tensors: Mapping[str, np.ndarray], ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """``tensors`` with inf set to NaN in ``ids`` (statistics then skip them, see ignore_nan)."""
+    out = dict(tensors)
+    for tid in ids:
+        a = out.get(tid)
+        if a is not None and a.dtype.kind in "fc":
+            out[tid] = np.where(np.isfinite(a), a, np.array(np.nan, a.dtype))
+    return out
+
+
+def _memory_error(e: MemoryError) -> InputError:
+    return InputError(f"not enough memory to predict this image ({e}): pass a smaller tile= or batch_size=, "
+                      "or crop the image")
+
+
+def _memory_guard(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except MemoryError as e:
+        raise _memory_error(e) from e
+
+
+def _machine_elements() -> int:
+    """float32 values that fit in this machine's memory (a bound for one stitched output)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a large machine
+        total = 1 << 40
+    return max(MAX_WINDOW_ELEMENTS, total // 4)
+
+
+def _check_output_shape(out: TensorSpec, shape: tuple[int, ...]) -> None:
+    if any(n < 1 for n in shape):
+        raise InputError(f"output '{out.id}' would have shape {shape} for this image: the image is too small for "
+                         "the model (its output shrinks by a fixed offset); pass a larger image")
+    elements = math.prod(shape)
+    if elements > _machine_elements():
+        raise InputError(f"output '{out.id}' would hold {elements:,} values (shape {shape}), more than this "
+                         "machine's memory: crop the image, or, if a small image gives this, the model's output "
+                         "sizes (scale, offset) are broken")
+
+
+def _check_declared_sizes(inputs: list[TensorSpec], outputs: list[TensorSpec], name: str) -> None:
+    """Refuse, at load, a description whose smallest window or fixed output is absurdly large."""
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        for spec in specs:
+            sizes = {a: sz.min for a, sz in spec.sizes.items() if isinstance(sz, AxisSizes)}
+            if kind == "output":  # only fixed output sizes are known before an image is seen
+                sizes = {a: sz.min for a, sz in spec.sizes.items() if isinstance(sz, AxisSizes) and sz.step == 0}
+            for a, sz in spec.sizes.items():
+                if isinstance(sz, SizeRef) and abs(sz.offset) > MAX_WINDOW_ELEMENTS:
+                    raise LimitExceededError(
+                        f"model {name!r}: {kind} '{spec.id}' declares an offset of {sz.offset:,} on axis '{a}', "
+                        f"beyond the limit of {MAX_WINDOW_ELEMENTS:,}: the description is broken or hostile; "
+                        "fix its axis sizes")
+            elements = math.prod(sizes.values())
+            if elements > MAX_WINDOW_ELEMENTS:
+                shown = ", ".join(f"{a}={n}" for a, n in sizes.items())
+                raise LimitExceededError(
+                    f"model {name!r}: {kind} '{spec.id}' declares a size of at least {elements:,} values "
+                    f"({shown}), more than the limit of {MAX_WINDOW_ELEMENTS:,} per window: the description "
+                    "is broken or hostile; fix its axis sizes")
 
 
 def _pow2_divisor(n: int, cap: int) -> int:
@@ -399,9 +695,11 @@ class _Executor:
     """Streams samples through windows, batches and stitching (one predict call)."""
 
     def __init__(self, model: Model, *, tile: Any, halo: Any, batch_size: int | None, pad_mode: str,
-                 on_window: Callable[[int], None] | None, dataset_stats: Mapping):
+                 on_window: Callable[[int], None] | None, dataset_stats: Mapping, nan_policy: str = "warn",
+                 names: Any = None, labelled: bool = True):
         self.m = model
         self.dataset_stats = dataset_stats
+        self.nan_policy, self.names, self.labelled = nan_policy, names, labelled
         self.tile, self.halo, self.pad_mode = tile, halo, pad_mode
         if batch_size is not None:
             if batch_size < 1:
@@ -409,7 +707,7 @@ class _Executor:
             limit = model._batch_limit
             if limit == 1 and batch_size > 1:
                 log.info("this model takes one sample at a time: batch_size %d lowered to 1", batch_size)
-            batch_size = min(batch_size, limit)
+            batch_size = min(int(batch_size), limit)
         self.batch_size = batch_size
         self.on_window = on_window
         self.plans: dict[tuple, _Plan] = {}
@@ -430,7 +728,10 @@ class _Executor:
         next_out = 0
         axis_map = {t.id: t.axis_ids for t in m.inputs}
         for index, image in enumerate(images):
-            arrays, foldings = m._map_inputs(image, axes)
+            label = _label(self.names, index) if self.labelled else None
+            arrays, foldings = m._map_inputs(image, axes, label=label)
+            # one pass over each whole input, never per tile
+            arrays, bad = _screen_nonfinite(arrays, self.nan_policy, label, report=True)
             n = next(iter(arrays.values())).shape[0] if m.inputs[0].has_batch else 1
             job = _ImageJob(index, foldings, n, was_xarray=_is_xarray(image), single=not isinstance(image, Mapping))
             pending[index] = job
@@ -438,12 +739,14 @@ class _Executor:
                 raw = m._sample_slice(arrays, part)
                 stats = dict(self.dataset_stats)
                 if m._pre_sample:
-                    stats.update(processing.compute_sample_measures(m._pre_sample, raw, axis_map))
+                    # under nan_policy "warn" the statistics skip the bad values (inf too, as NaN)
+                    stats.update(processing.compute_sample_measures(
+                        m._pre_sample, _finite_or_nan(raw, bad) if bad else raw, axis_map, ignore_nan=bool(bad)))
                 shapes = tuple((k, a.shape) for k, a in raw.items())
                 plan = self.plans.get(shapes)
                 if plan is None:  # plans depend on shapes only: many same-size images share one
                     plan = self.plans[shapes] = m._plan(raw, self.tile, self.halo)
-                run = _SampleRun(index, part, raw, plan, stats, job)
+                run = _SampleRun(index, part, raw, plan, stats, job, nonfinite=bool(bad))
                 self._enqueue_sample(run)
             # flush only when the next image could not share the batch; yield finished images in order
             while next_out in pending and len(pending[next_out].done) == pending[next_out].n_samples:
@@ -510,8 +813,11 @@ class _Executor:
         stats = run.stats
         if m._post_sample:
             tensors = {**run.raw, **outputs}
+            if run.nonfinite:  # the outputs are non-finite where the bad inputs reached
+                tensors = _finite_or_nan(tensors, list(tensors))
             axis_map = {t.id: t.axis_ids for t in m.inputs + m.outputs}
-            stats = {**stats, **processing.compute_sample_measures(m._post_sample, tensors, axis_map)}
+            stats = {**stats, **processing.compute_sample_measures(m._post_sample, tensors, axis_map,
+                                                                   ignore_nan=run.nonfinite)}
         result = {}
         for spec, chain in zip(m.outputs, m._post):
             result[spec.id] = chain(outputs[spec.id], stats)

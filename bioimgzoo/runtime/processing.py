@@ -85,6 +85,10 @@ Numerics (as core)
 * dataset mean/var/std: float64, per-sample mean and sum of squared
   deviations combined exactly with Chan's parallel formula (core's
   ``MeanVarStdCalculator.update``); std = sqrt(var), ddof 0.
+* NaN in the data: quantiles skip it (as above); mean/var/std skip it only
+  with ``ignore_nan=True`` (the runtime sets non-finite input values to NaN
+  for its statistics, see :meth:`bioimgzoo.runtime.model.Model.predict`),
+  else a NaN makes them NaN, as in core.
 * dataset quantiles: core (without the optional ``crick`` package, which is
   not a dependency) averages the per-sample ``linear`` quantiles weighted by
   the number of reduced values (``MeanQuantilesCalculator``) -- an estimate,
@@ -119,6 +123,7 @@ reuses ``finalize()`` for every sample when one was.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -303,7 +308,9 @@ def _quantiles(x: np.ndarray, qs: Sequence[float], red: tuple[int, ...], method:
     else:
         squeeze = False
     if _has_nan(x):
-        out = np.nanquantile(x, q, axis=red, method=method, keepdims=True)
+        with warnings.catch_warnings():  # an all-NaN reduction is NaN, which is the answer
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = np.nanquantile(x, q, axis=red, method=method, keepdims=True)
     elif x.size and np.all((q == 0.0) | (q == 1.0)):
         # the 0- and 1-quantiles are exactly min and max for both methods: skip the partition
         dtype = np.quantile(x.reshape(-1)[:1], q[:1], method=method).dtype
@@ -809,12 +816,18 @@ def _tensor_for(m: Measure, tensors: Mapping[str, np.ndarray], axes: Mapping[str
 
 
 def compute_sample_measures(measures: Iterable[Measure], tensors: Mapping[str, np.ndarray],
-                            axes: Mapping[str, Sequence[str]]) -> dict[Measure, np.ndarray | float]:
+                            axes: Mapping[str, Sequence[str]], *,
+                            ignore_nan: bool = False) -> dict[Measure, np.ndarray | float]:
     """Compute the sample-scope ``measures`` on raw ``tensors`` (one sample each).
 
     Dataset-scope measures are skipped (see :class:`DatasetStatistics`).
     Values keep the reduced axes (keepdims) in the tensor's own axis order.
     Measures of one tensor and axes are computed together, as core does.
+
+    With ``ignore_nan`` mean/var/std skip NaN values (quantiles always do,
+    like xarray's), so a few bad pixels, set to NaN by the caller, do not
+    make every statistic NaN; a reduction with no value left gives NaN.
+    Without it (the default, and core's behaviour) a NaN makes the mean NaN.
     """
     where = "computing sample statistics"
     wanted = [m for m in set(measures) if m.scope == "sample"]
@@ -831,6 +844,11 @@ def compute_sample_measures(measures: Iterable[Measure], tensors: Mapping[str, n
         probe = Measure(tid, "mean", m_axes)
         x, t_axes = _tensor_for(probe, tensors, axes, where)
         red = _reduced_axes(probe, t_axes, where=where)
+        if ignore_nan and _has_nan(x):
+            for k, v in _nan_moments(x, red, only_mean=kinds == {"mean"}).items():
+                if k in kinds:
+                    out[Measure(tid, k, m_axes)] = v
+            continue
         if kinds == {"mean"}:
             # core's MeanCalculator casts to float64 when only the mean is needed
             out[probe] = np.mean(x, axis=red, dtype=np.float64, keepdims=True)
@@ -855,6 +873,19 @@ def compute_sample_measures(measures: Iterable[Measure], tensors: Mapping[str, n
     return out
 
 
+def _nan_moments(x: np.ndarray, red: tuple[int, ...], *, only_mean: bool) -> dict[str, np.ndarray]:
+    """mean/var/std over ``red`` skipping NaNs, in the dtypes of the NaN-free computation."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": NaN is the answer
+        if only_mean:
+            return {"mean": np.nanmean(x, axis=red, dtype=np.float64, keepdims=True)}
+        mean = np.nanmean(x, axis=red, keepdims=True)
+        c = np.subtract(x, mean)
+        np.square(c, out=c)
+        var = np.nanmean(c, axis=red, keepdims=True)  # population variance, as without NaNs
+    return {"mean": mean, "var": var, "std": np.sqrt(var)}
+
+
 # ---------------------------------------------------------------- dataset statistics
 class _MeanVarStdAccumulator:
     """Core's ``MeanVarStdCalculator.update``/``finalize`` (float64, Chan's combination)."""
@@ -864,25 +895,38 @@ class _MeanVarStdAccumulator:
         self.mean: np.ndarray | None = None
         self.m2: np.ndarray | None = None
 
-    def update(self, x: np.ndarray, red: tuple[int, ...]) -> None:
-        mean_b = np.mean(x, axis=red, dtype=np.float64, keepdims=True)
-        n_b = int(x.size // mean_b.size)
-        d = np.subtract(x, mean_b, dtype=np.float64)
-        np.square(d, out=d)
-        m2_b = np.sum(d, axis=red, keepdims=True)
+    def update(self, x: np.ndarray, red: tuple[int, ...], *, ignore_nan: bool = False) -> None:
+        if ignore_nan and _has_nan(x):
+            # per-group counts of the values left; a group with none adds nothing
+            n_b = np.sum(~np.isnan(x), axis=red, keepdims=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean_b = np.nan_to_num(np.nanmean(x, axis=red, dtype=np.float64, keepdims=True), nan=0.0)
+            d = np.subtract(x, mean_b, dtype=np.float64)
+            np.square(d, out=d)
+            m2_b = np.nansum(d, axis=red, keepdims=True)
+        else:
+            mean_b = np.mean(x, axis=red, dtype=np.float64, keepdims=True)
+            n_b = int(x.size // mean_b.size)
+            d = np.subtract(x, mean_b, dtype=np.float64)
+            np.square(d, out=d)
+            m2_b = np.sum(d, axis=red, keepdims=True)
         del d
         if self.mean is None:
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
         else:
             n_a, mean_a, m2_a = self.n, self.mean, self.m2
             self.n = n = n_a + n_b
-            self.mean = (n_a * mean_a + n_b * mean_b) / n
-            delta = mean_b - mean_a
-            self.m2 = m2_a + m2_b + delta**2 * n_a * n_b / n
+            with np.errstate(invalid="ignore", divide="ignore"):  # n is 0 only where no value was seen
+                self.mean = (n_a * mean_a + n_b * mean_b) / n
+                delta = mean_b - mean_a
+                self.m2 = m2_a + m2_b + delta**2 * n_a * n_b / n
 
     def finalize(self) -> dict[str, np.ndarray]:
-        var = self.m2 / self.n
-        return {"mean": self.mean, "var": var, "std": var**0.5}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = self.m2 / self.n
+            mean = self.mean if np.all(self.n) else np.where(np.asarray(self.n) > 0, self.mean, np.nan)
+        return {"mean": mean, "var": var, "std": var**0.5}
 
 
 class _QuantileAccumulator:
@@ -893,7 +937,8 @@ class _QuantileAccumulator:
         self.n = 0
         self.estimates: np.ndarray | None = None
 
-    def update(self, x: np.ndarray, red: tuple[int, ...]) -> None:
+    def update(self, x: np.ndarray, red: tuple[int, ...], *, ignore_nan: bool = False) -> None:
+        # NaNs are always skipped (xarray's quantile); the weight stays the sample's size
         est = _quantiles(x, self.qs, red, "linear").astype(np.float64, copy=False)
         n = int(x.size // int(np.prod(est.shape[1:])))
         if self.estimates is None:
@@ -940,12 +985,13 @@ class DatasetStatistics:
         for key, q in qs.items():
             self._quantiles[key] = _QuantileAccumulator(sorted(q))
 
-    def update(self, tensors: Mapping[str, np.ndarray]) -> None:
+    def update(self, tensors: Mapping[str, np.ndarray], *, ignore_nan: bool = False) -> None:
         """Add one raw sample: arrays by tensor id.
 
         Only the measured tensors among ``tensors`` are used, so inputs can be
         added before the model runs and outputs (for postprocessing measures)
-        after it.
+        after it.  ``ignore_nan``: mean/var/std skip NaN values (see
+        :func:`compute_sample_measures`).
         """
         where = "updating dataset statistics"
         used = False
@@ -954,7 +1000,7 @@ class DatasetStatistics:
                 continue
             probe = Measure(tid, "mean", m_axes, None, "dataset")
             x, t_axes = _tensor_for(probe, tensors, self.axes, where)
-            acc.update(x, _reduced_axes(probe, t_axes, where=where))
+            acc.update(x, _reduced_axes(probe, t_axes, where=where), ignore_nan=ignore_nan)
             used = True
         if self.measures and not used:
             needed = sorted({m.tensor_id for m in self.measures})

@@ -36,15 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingError, UntrustedCodeError, WeightsError
-from ..runtime.engines import load_callable_from_file
+from .. import trust
 from .tasks import Noise2VoidTask, SegmentationTask, Task, get_task
 
 __all__ = ["finetune", "FinetuneResult", "load_trainable"]
 
 log = logging.getLogger("bioimgzoo.train")
 
-#: library architectures that may be built without trust_code (our own networks)
-_TRUSTED_LIBRARIES = ("bioimgzoo.",)
 
 
 @dataclass
@@ -100,39 +98,23 @@ def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool
             return module, {"format": fmt, "sha256": sha}
         arch = entry.architecture
         kwargs = dict(arch.kwargs or {})
-        if hasattr(arch, "import_from"):
-            target = f"{arch.import_from}:{arch.callable}"
-            if not (trust_code or str(arch.import_from).startswith(_TRUSTED_LIBRARIES)):
-                reasons.append(f"the pytorch_state_dict architecture {target} would run library code "
-                               "(pass trust_code=True to allow it)")
-                if weights:
-                    raise UntrustedCodeError(f"{package.name}: building {target} runs code outside bioimgzoo: "
-                                             "pass trust_code=True if you trust the package (or use its "
-                                             "torchscript weights)")
+        refs = list(trust.code_refs(package.descr, weights_format=fmt))
+        refused = [r for r in refs if not trust.is_trusted(r, trust_code=trust_code)]
+        if refused:
+            message = trust.refusal_message(refused[0], what=package.name)
+            if weights:
+                raise UntrustedCodeError(message)
+            reasons.append(message)
+            continue
+        try:
+            func = trust.load_architecture(arch, package=package, trust_code=trust_code, where=package.name)
+        except WeightsError as e:
+            if hasattr(arch, "import_from") and not weights:  # a missing library: try torchscript
+                reasons.append(str(e))
                 continue
-            import importlib
-
-            try:
-                func = getattr(importlib.import_module(str(arch.import_from)), str(arch.callable))
-            except (ImportError, AttributeError) as e:
-                reasons.append(f"cannot import {target} ({e})")
-                continue
-            arch_ref: Any = target
-        else:
-            if not trust_code:
-                reasons.append("the pytorch_state_dict architecture is Python code shipped in the package "
-                               "(pass trust_code=True to run it)")
-                if weights:
-                    raise UntrustedCodeError(f"{package.name}: its architecture is code in the package: pass "
-                                             "trust_code=True if you trust it (or use its torchscript weights)")
-                continue
-            src = package.file(arch)
-            try:
-                func = load_callable_from_file(src, str(arch.callable))
-            except Exception as e:
-                raise WeightsError(f"{package.name}: the architecture file {src.name} cannot be imported "
-                                   f"({type(e).__name__}: {e})") from e
-            arch_ref = {"callable": str(arch.callable), "source": str(src)}
+            raise
+        arch_ref: Any = (f"{arch.import_from}:{arch.callable}" if hasattr(arch, "import_from")
+                         else {"callable": str(arch.callable), "source": str(package.file(arch))})
         try:
             module = func(**kwargs)
             state = torch.load(str(package.file(entry)), map_location="cpu", weights_only=True)
@@ -142,7 +124,7 @@ def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool
                                f"({type(e).__name__}: {e})") from e
         module.train()
         return module, {"format": fmt, "sha256": sha, "architecture": arch_ref, "kwargs": kwargs}
-    if any("trust_code" in r for r in reasons):
+    if any("trust_code=True" in r for r in reasons):
         raise UntrustedCodeError(f"{package.name}: " + "; ".join(reasons))
     raise WeightsError(f"{package.name} has no PyTorch weights that can be trained ({'; '.join(reasons)}): "
                        "fine-tuning needs pytorch_state_dict or torchscript weights")

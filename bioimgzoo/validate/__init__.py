@@ -76,20 +76,22 @@ class CheckReport:
         }
 
     def to_markdown(self) -> str:
+        from .._text import markdown_safe
         from .deepimagej import format_results
 
+        # names and messages quote the package's author and the spec: escaped, never raw HTML
         ok = {True: "passed", False: "FAILED"}
-        lines = [f"# Check of {self.name or self.source}", "",
+        lines = [f"# Check of {markdown_safe(self.name or self.source)}", "",
                  f"Overall: **{ok[self.passed]}**", "",
                  f"## Format (bioimageio.spec): {ok[self.format_valid]}", ""]
-        lines += [f"- error: {e}" for e in self.format_errors]
-        lines += [f"- warning: {w}" for w in self.format_warnings]
+        lines += [f"- error: {markdown_safe(e)}" for e in self.format_errors]
+        lines += [f"- warning: {markdown_safe(w)}" for w in self.format_warnings]
         if not self.format_errors and not self.format_warnings:
             lines.append("No errors, no warnings.")
         lines += ["", "## Reproduction (bioimageio.core test_model)", "",
                   "| weights | status | seconds | detail |", "|---|---|---|---|"]
         for wf, r in self.reproduction.items():
-            detail = "; ".join(r.get("errors") or [])[:300].replace("|", "/").replace("\n", " ")
+            detail = markdown_safe("; ".join(r.get("errors") or [])[:300], table_cell=True)
             lines.append(f"| {wf} | {r['status']} | {r.get('seconds', 0):.1f} | {detail} |")
         if self.deepimagej_checked:
             lines += ["", f"## DeepImageJ rules: {'compatible' if self.deepimagej_compatible else 'NOT compatible'}",
@@ -115,6 +117,25 @@ def _local_copy(pkg: Any, folder: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pkg.source.fetch(ref, sha256=None), dest)
     return rdf
+
+
+def _files_outside(pkg: Any) -> list[str]:
+    """Messages for every file the rdf names outside the package (absolute paths, ``..``, file:// URLs)."""
+    from ..errors import PackageError
+    from ..package import _safe_relpath
+    from .deepimagej import _raw_file_refs
+
+    out = []
+    for where, ref in _raw_file_refs(pkg.raw):
+        if ref.lower().startswith(("http://", "https://")):
+            continue
+        try:
+            if "://" in ref or (len(ref) > 1 and ref[1] == ":"):
+                raise PackageError(f"{where} names {ref!r}, which is not a file of the package")
+            _safe_relpath(ref, where)
+        except PackageError as e:
+            out.append(f"{e} (refused: validation reads only the package's own files)")
+    return out
 
 
 def _spec_check(path: Path) -> tuple[list[str], list[str], str | None]:
@@ -154,12 +175,15 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
     weights : str or list of str, optional
         Weights formats to test (default: all the package has).
     trust_code : bool
-        ``pytorch_state_dict`` weights whose architecture is a Python file shipped in
-        the package run that file; without ``trust_code=True`` they are skipped.
+        Weights whose test would run code the package names (an architecture file,
+        a library callable, a custom op; see :mod:`bioimgzoo.trust`) are skipped
+        unless ``trust_code=True``: bioimageio.core is never handed such a package
+        without it.
     deepimagej : bool
         Check the DeepImageJ rules (and count their failures in ``passed``).
     """
-    from ..errors import InvalidDescriptionError
+    from .. import trust
+    from ..errors import InvalidDescriptionError, LimitExceededError
     from ..package import FolderSource, Package, ZipSource, open_package
 
     t0 = time.perf_counter()
@@ -168,6 +192,11 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
     try:
         pkg = source if isinstance(source, Package) else open_package(source, **hub_options)
         report.name = pkg.name
+    except LimitExceededError as e:
+        # a bomb is refused here; handing the same file to bioimageio.spec would set it off
+        report.format_errors.append(str(e))
+        report.seconds = time.perf_counter() - t0
+        return report
     except InvalidDescriptionError as e:
         report.format_errors.append(str(e))
     with tempfile.TemporaryDirectory(prefix="bioimgzoo-check-") as tmp:
@@ -182,6 +211,11 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
                 local = _local_copy(pkg, Path(tmp))
         elif isinstance(source, (str, Path)) and Path(source).exists():
             local = Path(source)
+        escaping = _files_outside(pkg) if pkg is not None else []
+        if escaping:
+            # bioimageio.spec and core would read (hash, load) these: refuse before either runs
+            report.format_errors.extend(escaping)
+            local = None
         if local is not None:
             errors, warnings_, _ = _spec_check(local)
             if errors and not report.format_errors:
@@ -195,12 +229,13 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
                     report.reproduction[wf] = {"status": "failed", "errors": [f"the package has no {wf} weights"],
                                                "seconds": 0.0}
                     continue
-                entry = pkg.descr.weights[wf]
-                arch = getattr(entry, "architecture", None)
-                if arch is not None and hasattr(arch, "source") and not trust_code:
+                # bioimageio.core imports and calls whatever the description names: it gets only
+                # descriptions whose code our one trust policy lets run
+                refused = trust.untrusted_code(pkg.descr, trust_code=trust_code, weights_format=wf)
+                if refused:
                     report.reproduction[wf] = {
                         "status": "skipped", "seconds": 0.0,
-                        "errors": ["runs Python code shipped in the package: pass trust_code=True to test it"]}
+                        "errors": [trust.refusal_message(r, what="testing these weights") for r in refused]}
                     continue
                 if wf not in ("pytorch_state_dict", "torchscript", "onnx", "tensorflow_saved_model_bundle",
                               "keras_hdf5", "keras_v3"):

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
+from .._text import markdown_safe, terminal_safe
+
 import numpy as np
 
 __all__ = ["RuleResult", "RULES", "check_deepimagej", "format_results", "has_failures"]
@@ -746,8 +748,9 @@ def format_results(results: Sequence[RuleResult], *, markdown: bool = False) -> 
     """A plain-text (or markdown) table of the results."""
     if markdown:
         lines = ["| # | rule | status | detail |", "|---|---|---|---|"]
-        for r in results:
-            lines.append(f"| {r.rule} | {r.name} | {r.status} | {r.message.replace('|', '/')} |")
+        for r in results:  # messages quote the package's own text: no raw HTML into the report
+            lines.append(f"| {r.rule} | {r.name} | {r.status} | {markdown_safe(r.message, table_cell=True)} |")
         return "\n".join(lines)
     width = max(len(r.name) for r in results) if results else 10
-    return "\n".join(f"{r.rule:>2}  {r.name:<{width}}  {r.status:<4}  {r.message}" for r in results)
+    return "\n".join(f"{r.rule:>2}  {r.name:<{width}}  {r.status:<4}  {terminal_safe(r.message, single_line=True)}"
+                     for r in results)

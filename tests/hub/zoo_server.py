@@ -12,8 +12,12 @@ memory on ``127.0.0.1`` (random port), in a thread::
 
 Knobs inject failures on requests whose path contains a pattern: ``fail``
 (HTTP status), ``slow`` (delay before answering), ``trickle`` (slow body),
-``corrupt`` (flip bytes), ``cut`` (close the connection midway).  Every
-request is logged in ``requests``.
+``corrupt`` (flip bytes), ``cut`` (close the connection midway).  Hostile
+modes for the limit tests: ``endless`` (a body with no Content-Length that
+never ends -- bounded here by a byte count and a time, so a test that fails
+cannot hang), ``drip`` (the same, slowly: ``chunk`` bytes per ``seconds``)
+and ``declare`` (announce a huge Content-Length).  Every request is logged
+in ``requests``.
 
 Reuse from other tests::
 
@@ -57,13 +61,18 @@ def read_folder(folder: Path) -> dict[str, bytes]:
 @dataclass
 class Fault:
     pattern: str
-    kind: str  # status | slow | trickle | corrupt | cut
+    kind: str  # status | slow | trickle | corrupt | cut | endless | declare
     status: int = 500
     seconds: float = 0.0
     chunk: int = 65536
     after: int | None = None
     times: int | None = None  # None: every matching request
     hits: int = 0
+    #: endless: stop after this many bytes / seconds at the latest (a bound for the test, not a feature)
+    max_bytes: int = 256 << 20
+    max_seconds: float = 20.0
+    #: endless: bytes actually sent, per request (the test checks the client stopped early)
+    sent: list = field(default_factory=list)
 
     def applies(self, path: str) -> bool:
         return self.pattern in path and (self.times is None or self.hits < self.times)
@@ -123,6 +132,8 @@ class ZooServer:
         self.static_children = static_children
         #: Set when a trickled body has started (for tests that kill a client midway).
         self.body_started = threading.Event()
+        #: When set, answered verbatim (as JSON) for every listing request: a hostile or broken listing.
+        self.children_override: object | None = None
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -183,6 +194,22 @@ class ZooServer:
 
     def cut(self, pattern: str, *, after: int | None = None, times: int | None = 1) -> Fault:
         return self._add(Fault(pattern, "cut", after=after, times=times))
+
+    def endless(self, pattern: str, *, chunk: int = 65536, seconds: float = 0.0, max_bytes: int = 256 << 20,
+                max_seconds: float = 20.0, times: int | None = None) -> Fault:
+        """Answer with a body that has no Content-Length and does not end (until the bounds)."""
+        return self._add(Fault(pattern, "endless", chunk=chunk, seconds=seconds, max_bytes=max_bytes,
+                               max_seconds=max_seconds, times=times))
+
+    def drip(self, pattern: str, *, bytes_per_second: int = 2048, max_seconds: float = 20.0,
+             times: int | None = None) -> Fault:
+        """A server sending ``bytes_per_second`` forever (until ``max_seconds``): a slow-drip attack."""
+        return self.endless(pattern, chunk=max(1, bytes_per_second // 4), seconds=0.25,
+                            max_bytes=bytes_per_second * int(max_seconds + 1), max_seconds=max_seconds, times=times)
+
+    def declare(self, pattern: str, length: int, *, times: int | None = None) -> Fault:
+        """Announce ``length`` bytes in Content-Length (then send the real, shorter body)."""
+        return self._add(Fault(pattern, "declare", after=length, times=times))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -255,9 +282,13 @@ class _Handler(BaseHTTPRequestHandler):
         for f in faults:
             if f.kind == "corrupt" and body:
                 body = bytes([body[0] ^ 0xFF]) + body[1:]
+        endless = next((f for f in faults if f.kind == "endless"), None)
+        if endless is not None and status == 200:
+            return self._send_endless(endless, content_type)
+        declare = next((f for f in faults if f.kind == "declare"), None)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(declare.after if declare is not None and status == 200 else len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
@@ -280,6 +311,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the client went away (killed, timed out)
+
+    def _send_endless(self, fault: Fault, content_type: str) -> None:
+        """No Content-Length (HTTP/1.0: the body ends when the connection closes), and it does not end."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.end_headers()
+        sent, start = 0, time.monotonic()
+        block = b"\0" * fault.chunk
+        try:
+            while sent < fault.max_bytes and time.monotonic() - start < fault.max_seconds:
+                self.wfile.write(block)
+                self.wfile.flush()
+                sent += len(block)
+                self.zoo.body_started.set()
+                if fault.seconds:
+                    time.sleep(fault.seconds)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the client stopped reading: what the limit tests want
+        finally:
+            fault.sent.append(sent)
+        self.close_connection = True
 
     def _json(self, data: object, status: int = 200, faults: list[Fault] = ()) -> None:
         self._send(status, json.dumps(data).encode(), faults=faults)
@@ -336,6 +388,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, found[1][rel], content_type="application/octet-stream", faults=faults)
 
     def _children(self, query: Mapping[str, str], faults: list[Fault]) -> None:
+        if self.zoo.children_override is not None:
+            return self._json(self.zoo.children_override, faults=faults)
         if self.zoo.static_children:  # a file on a plain server: the query string is ignored
             items = sorted((a.item() for a in self.zoo.artifacts.values() if a.versions),
                            key=lambda it: -it["download_count"])

@@ -1,0 +1,134 @@
+"""Parse untrusted YAML (and JSON) descriptions within limits, before any tree is built.
+
+A few kilobytes of nested aliases (``&a [*b, *b, ...]``) describe a tree of
+billions of nodes: PyYAML builds it with shared references, but everything
+downstream that walks it (pydantic, bioimageio.spec, ``json.dumps``) expands
+it.  Deep nesting (``[[[[...]]]]``) exhausts Python's recursion.  So
+:func:`load_yaml` first walks the parser's *events* -- a flat stream,
+no tree, no recursion -- and counts the nodes the document would expand to
+and how deep it nests, refusing it past :func:`bioimgzoo.config.max_yaml_nodes`
+and :func:`~bioimgzoo.config.max_yaml_depth`.  Only then is it loaded, with
+a loader that also refuses duplicate mapping keys (YAML silently keeps the
+last one, so ``sha256`` could be given twice and read differently by two
+tools).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import config
+from .errors import InvalidDescriptionError, LimitExceededError
+
+__all__ = ["load_yaml"]
+
+
+def _loader_classes():
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: faster, same events
+
+    class StrictLoader(base):  # type: ignore[misc, valid-type]
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # "<<: *base" then overriding a key is intended YAML
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        if key in seen:
+                            raise _DuplicateKey(key, seen[key], line)
+                        seen[key] = line
+                    except TypeError:  # an unhashable key: SafeConstructor reports it
+                        continue
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml, base, StrictLoader
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, again: int):
+        super().__init__(f"the key {key!r} appears twice (lines {first} and {again})")
+
+
+def _check_shape(data: bytes | str, where: str, yaml: Any, loader: Any, max_nodes: int, max_depth: int) -> None:
+    """Walk the event stream: refuse alias bombs and deep nesting before anything is built."""
+    # per open container: [nodes inside so far, deepest nesting inside, anchor]
+    stack: list[list] = []
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, nesting depth)
+    open_anchors: set[str] = set()
+    expanded = 0
+
+    def add(nodes: int, depth: int) -> None:
+        nonlocal expanded
+        expanded += nodes
+        if expanded > max_nodes:
+            raise LimitExceededError(
+                f"{where} expands to more than {max_nodes} YAML nodes (with its aliases resolved): a real "
+                "model description has a few thousand. It looks like an alias bomb and is refused; if it is "
+                "genuine, raise BIOIMGZOO_MAX_YAML_NODES")
+        if len(stack) + depth > max_depth:
+            raise LimitExceededError(
+                f"{where} nests mappings/lists more than {max_depth} levels deep: refused (a real model "
+                "description nests fewer than 10). If it is genuine, raise BIOIMGZOO_MAX_YAML_DEPTH")
+        if stack:
+            stack[-1][0] += nodes
+            stack[-1][1] = max(stack[-1][1], depth)
+
+    events = (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.MappingEndEvent,
+              yaml.SequenceEndEvent, yaml.ScalarEvent, yaml.AliasEvent)
+    for ev in yaml.parse(data, Loader=loader):
+        if not isinstance(ev, events):
+            continue
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            add(1, 1)
+            stack.append([0, 0, ev.anchor])
+            if ev.anchor:
+                open_anchors.add(ev.anchor)
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            nodes, depth, anchor = stack.pop()
+            if stack:  # the start already counted this container once; hand its contents up
+                stack[-1][0] += nodes
+                stack[-1][1] = max(stack[-1][1], depth + 1)
+            if anchor:
+                anchors[anchor] = (nodes + 1, depth + 1)
+                open_anchors.discard(anchor)
+        elif isinstance(ev, yaml.ScalarEvent):
+            add(1, 0)
+            if ev.anchor:
+                anchors[ev.anchor] = (1, 0)
+        else:  # AliasEvent
+            if ev.anchor in open_anchors:
+                raise InvalidDescriptionError(f"{where} refers to the alias *{ev.anchor} inside its own "
+                                              "definition (a recursive structure): not a model description")
+            add(*anchors.get(ev.anchor, (1, 0)))  # an undefined alias fails in the loader below
+
+
+def load_yaml(data: bytes | str, where: str) -> Any:
+    """Parse one YAML/JSON document from an untrusted source, within the configured limits.
+
+    Raises
+    ------
+    LimitExceededError
+        Larger than ``BIOIMGZOO_MAX_RDF_BYTES``, expanding past
+        ``BIOIMGZOO_MAX_YAML_NODES`` or nesting past ``BIOIMGZOO_MAX_YAML_DEPTH``.
+    InvalidDescriptionError
+        Not YAML, recursive aliases, or a mapping with the same key twice.
+    """
+    max_bytes = config.max_rdf_bytes()
+    if len(data) > max_bytes:
+        raise LimitExceededError(f"{where} is {len(data)} bytes, more than the {max_bytes} allowed for a "
+                                 "description: refused. If it is genuine, raise BIOIMGZOO_MAX_RDF_BYTES")
+    yaml, base, strict = _loader_classes()
+    try:
+        _check_shape(data, where, yaml, base, config.max_yaml_nodes(), config.max_yaml_depth())
+        return yaml.load(data, Loader=strict)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as e:
+        raise InvalidDescriptionError(f"{where}: {e}. YAML would silently keep the last value; remove one "
+                                      "of them") from None
+    except yaml.YAMLError as e:
+        raise InvalidDescriptionError(f"{where} is not valid YAML: {e}".strip()) from None
+    except RecursionError:  # pragma: no cover (the depth limit comes first)
+        raise LimitExceededError(f"{where} nests too deeply to parse: refused") from None
