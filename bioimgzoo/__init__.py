@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",
@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 from . import errors
+from . import hub as _hub  # noqa: F401  (registers the zoo's URL and id resolvers with .package)
 from .package import open_package
 
 if TYPE_CHECKING:  # pragma: no cover

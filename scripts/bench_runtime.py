@@ -166,7 +166,7 @@ def child_tiled(method: str, repeat: int) -> dict:
     elif method == "bare":
         import onnxruntime as ort
 
-        from bioimgzoo.runtime.tiling import plan_tiles
+        from bioimgzoo.runtime.plan import plan_tiles
 
         sess = ort.InferenceSession(str(FIXTURE / "weights.onnx"), providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name

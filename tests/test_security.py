@@ -106,7 +106,7 @@ def test_library_callable_does_not_run_without_trust(zoo_fixture, tmp_path):
 
 
 def test_validation_never_hands_core_untrusted_code(zoo_fixture, tmp_path):
-    from bioimgzoo.validate import check_package
+    from bioimgzoo.validation import check_package
 
     marker = tmp_path / "marker"
     pkg = _state_dict_package(zoo_fixture, tmp_path / "pkg", _shell_architecture(marker))
@@ -337,7 +337,7 @@ def test_info_shows_escape_sequences_escaped_and_markup_literally(zoo_fixture, t
 
 
 def test_markdown_report_has_no_raw_html(zoo_fixture, tmp_path):
-    from bioimgzoo.validate import CheckReport
+    from bioimgzoo.validation import CheckReport
 
     report = CheckReport(source="x", name="<script>alert(1)</script>",
                          format_errors=["name: <img src=x onerror=alert(1)> | broken"])
@@ -377,7 +377,7 @@ def test_bad_setting_is_one_message(monkeypatch):
 
 
 def test_validation_reads_nothing_outside_the_package(zoo_fixture, tmp_path):
-    from bioimgzoo.validate import check_package
+    from bioimgzoo.validation import check_package
 
     folder = _copy_fixture(zoo_fixture, tmp_path / "pkg")
     _edit_rdf(folder, lambda rdf: rdf["weights"]["onnx"].update(source="/etc/passwd", sha256=None))

@@ -2,7 +2,8 @@
 
 Each area keeps its commands in its own module here (``run.py``: predict,
 info; ``hub.py``: pull, search, cache, mirror; ``export.py``; ``validate.py``;
-``train.py``; ``demo.py``), each exposing a ``COMMANDS`` list.  Modules import
+``train.py``; ``demo.py``), each exposing a ``COMMANDS`` list; the list of
+areas is fixed, and a missing module fails at import.  Modules import
 heavy libraries (torch, onnxruntime) inside the command bodies only, so
 ``bioimgzoo --help`` stays fast.
 
@@ -62,13 +63,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 for _area in _AREAS:
-    try:
-        _mod = importlib.import_module(f"{__name__}.{_area}")
-    except ModuleNotFoundError as _e:  # an area not written yet
-        if _e.name != f"{__name__}.{_area}":
-            raise
-        continue
-    for _cmd in getattr(_mod, "COMMANDS", ()):
+    # a missing area is an import error, never a silently missing command
+    for _cmd in importlib.import_module(f"{__name__}.{_area}").COMMANDS:
         main.add_command(_cmd)
 
 __all__ = ["main"]

@@ -194,4 +194,17 @@ def mirror_cmd(model_ids: tuple[str, ...], to: str, weights: str | None, hub: st
                + terminal_safe(result.serve_hint()).replace("\n", "\n  "))
 
 
-COMMANDS = [pull_cmd, search_cmd, cache_group, mirror_cmd]
+@click.command("publish")
+@click.argument("package", type=click.Path(exists=True))
+@click.option("--to", "to", required=True, type=click.Path(file_okay=False), help="Mirror folder to add it to.")
+@click.option("--id", "model_id", default=None, help="Id to publish it under (default: the rdf's own id).")
+def publish_cmd(package: str, to: str, model_id: str | None) -> None:
+    """Add a local package (folder or .zip) to a static mirror folder, loadable by id from there."""
+    from ..hub.mirror import publish
+
+    published = publish(package, to, id=model_id)
+    click.echo(f"published {_t(published)} in {_t(to)}; serve the folder and load it with "
+               f"BIOIMGZOO_HUB=<its URL> bioimgzoo info {_t(published)}")
+
+
+COMMANDS = [pull_cmd, search_cmd, cache_group, mirror_cmd, publish_cmd]

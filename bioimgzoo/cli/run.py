@@ -95,8 +95,8 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .. import load
+    from ..descr.weights import runnable_formats
     from ..io import find_images, output_path, read_image, write_image
-    from ..runtime import engines
 
     # every check of the command line before the model is loaded (a download) or anything predicted
     tile_arg = _parse_tile(tile)
@@ -105,7 +105,7 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
     logging.getLogger("bioimgzoo").setLevel(logging.WARNING)
     model = load(source, weights=weights, device=device, trust_code=trust_code, **_hub_kwargs(hub, offline))
     if weights is None:
-        avail = engines.available_formats(model.descr)
+        avail = runnable_formats(model.descr)
         click.echo(f"Using {model.weights_format} weights on {model.device} "
                    f"(available: {', '.join(avail)}; choose with --weights).", err=True)
 
@@ -124,7 +124,7 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
             if ax is None:
                 yield array
             else:
-                from ..runtime.axes import parse_axes
+                from ..descr.axes import parse_axes
 
                 yield xr.DataArray(array, dims=parse_axes(ax, ndim=array.ndim, what=f"image {f.name}"))
 
@@ -146,8 +146,7 @@ def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_si
 
 
 def _axis_text(spec, a) -> str:
-    from ..runtime.specs import SizeRef
-    from ..runtime.tiling import AxisSizes
+    from ..descr.sizes import AxisSizes, SizeRef
 
     sz = spec.sizes.get(a.id)
     if a.kind == "batch":
@@ -189,8 +188,8 @@ def info(source, hub, offline):
 
     from .._text import rich_safe
     from ..package import open_package
-    from ..runtime import engines
-    from ..runtime.specs import tensor_specs
+    from ..descr.weights import RUNNABLE, runnable_formats
+    from ..descr.tensors import tensor_specs
 
     pkg = open_package(source, **_hub_kwargs(hub, offline))
     d = pkg.descr
@@ -214,12 +213,12 @@ def info(source, hub, offline):
             continue
         details = [f"{key}={getattr(entry, key)}" for key in ("opset_version", "pytorch_version", "parent")
                    if getattr(entry, key, None) is not None]
-        runnable = "" if fmt in engines.SUPPORTED else " (not runnable by bioimgzoo)"
+        runnable = "" if fmt in RUNNABLE else " (not runnable by bioimgzoo)"
         line = f"  {fmt}{runnable}: {entry.source}" + (f" ({', '.join(details)})" if details else "")
         con.print(rich_safe(line, single_line=True))
-    avail = engines.available_formats(d)
+    avail = runnable_formats(d)
     if avail:
-        con.print(f"Default weights: {avail[0]} (order: {', '.join(engines.WEIGHTS_PRIORITY)}; choose with --weights)")
+        con.print(f"Default weights: {avail[0]} (order: {', '.join(RUNNABLE)}; choose with --weights)")
     con.print("Sizes: 'y=64+k*16' accepts 64, 80, 96, ...; larger images are tiled automatically "
               "(predict --tile to choose); outputs drop 'halo' pixels at inner tile edges.")
 

@@ -186,7 +186,7 @@ def n2v(images, clean, mask_fraction, depth, base, out, steps, patch, batch_size
 @click.option("--val-fraction", type=float, default=0.2, show_default=True, help="Held-out fraction.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--weights", type=click.Choice(["pytorch_state_dict", "torchscript"]), default=None,
+@click.option("--weights", default=None, metavar="FORMAT",
               help="Parent weights to start from [default: the first usable].")
 @click.option("--trust-code", is_flag=True, help="Allow building the parent's architecture from its own code.")
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None, help="Checkpoint folder.")

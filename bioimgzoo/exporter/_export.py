@@ -33,7 +33,8 @@ import numpy as np
 
 from .._files import atomic_path
 from ..errors import BioimgzooError, ExportError
-from ._probe import SPATIAL_LETTERS, ModuleRunner, ProbeResult, parse_axes, probe_module
+from ..descr.axes import SPATIAL_LETTERS, parse_axis_letters
+from ._probe import ModuleRunner, ProbeResult, probe_module
 from .card import load_card, normalise_metrics, render_readme
 
 __all__ = ["export_model", "export_package", "ExportResult", "EXPORT_OPTIONS"]
@@ -94,7 +95,7 @@ class ExportResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
-        from ..validate.deepimagej import format_results
+        from ..validation.deepimagej import format_results
 
         lines = [f"wrote {self.path}", "", "probing:", self.probe.summary(), "",
                  f"weights: {', '.join(self.weights_formats)}"]
@@ -547,7 +548,7 @@ def _deepimagej_precheck(descr, staging: Path) -> list:
     from bioimageio.spec import get_package_content
 
     from ..package import Package
-    from ..validate.deepimagej import check_deepimagej
+    from ..validation.deepimagej import check_deepimagej
 
     content = get_package_content(descr, bioimageio_yaml_file_name="rdf.yaml")
     rdf = content["rdf.yaml"]
@@ -637,9 +638,11 @@ def export_package(module: Any, example_input: Any, out: Any, *, name: str | Non
         missing = set(ids) - set(axes)
         if missing:
             raise ExportError(f"axes: no axes given for input(s) {sorted(missing)}")
-        in_axes = {tid: parse_axes(axes[tid], raw_inputs[tid].ndim, what=f"input {tid!r}") for tid in ids}
+        in_axes = {tid: parse_axis_letters(axes[tid], raw_inputs[tid].ndim, what=f"input {tid!r}",
+                                            error=ExportError) for tid in ids}
     else:
-        in_axes = {tid: parse_axes(axes, raw_inputs[tid].ndim, what=f"input {tid!r}") for tid in ids}
+        in_axes = {tid: parse_axis_letters(axes, raw_inputs[tid].ndim, what=f"input {tid!r}", error=ExportError)
+                   for tid in ids}
     notes: list[str] = []
     for tid in ids:
         if "b" in in_axes[tid] and raw_inputs[tid].shape[in_axes[tid].index("b")] != 1:
@@ -756,12 +759,14 @@ def _export(module, raw_inputs, in_axes, ids, out, *, staging, meta_src, name, d
     rtol = float(tol.get("relative", 1e-3))
     atol_fraction = float(tol.get("absolute_fraction", 1e-3))
     fixed_atol = tol.get("absolute")
-    formats = list(overrides.get("weights") or ("pytorch_state_dict", "torchscript", "onnx"))
+    from ..descr.weights import canonical_formats
     from ._weights import WEIGHTS_FORMATS, write_onnx, write_state_dict, write_torchscript
 
-    bad = [f for f in formats if f not in WEIGHTS_FORMATS]
-    if bad or not formats:
-        raise ExportError(f"weights={formats}: choose from {', '.join(WEIGHTS_FORMATS)}")
+    # the same names and aliases as load/predict/pull ("ts", "pytorch", ...)
+    formats = canonical_formats(overrides.get("weights") or WEIGHTS_FORMATS, among=WEIGHTS_FORMATS,
+                                error=ExportError)
+    if not formats:
+        raise ExportError(f"weights=[]: choose at least one of {', '.join(WEIGHTS_FORMATS)}")
     formats = [f for f in WEIGHTS_FORMATS if f in formats]  # canonical order: the original weights first
     explicit_formats = "weights" in overrides
     cases, trace_case = _check_cases(probe, ids, in_axes, test_inputs)
@@ -955,7 +960,7 @@ def _export(module, raw_inputs, in_axes, ids, out, *, staging, meta_src, name, d
 def _finish(plan, files, meta, staging, out, overrides, notes, times, t, probe, weights, repro) -> ExportResult:
     descr = _build(plan, files, io_checks=True)
     dij = _deepimagej_precheck(descr, staging)
-    from ..validate.deepimagej import has_failures
+    from ..validation.deepimagej import has_failures
 
     if not has_failures(dij) and "deepimagej" not in meta["tags"]:
         meta["tags"].append("deepimagej")

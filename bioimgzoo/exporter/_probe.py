@@ -28,32 +28,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..descr.axes import SPATIAL_LETTERS, parse_axis_letters
 from ..errors import ExportError
 
-__all__ = ["AxisSize", "OutputAxisInfo", "TensorInfo", "ProbeResult", "ModuleRunner", "probe_module",
-           "SPATIAL_LETTERS", "parse_axes"]
-
-#: letters of axes whose size may vary (space and time)
-SPATIAL_LETTERS = "tzyx"
-_ALLOWED = "btczyx"
-
-
-def parse_axes(axes: str, ndim: int, *, what: str) -> str:
-    """Check an axes string such as ``"bcyx"`` against an array's ndim."""
-    if not isinstance(axes, str) or not axes:
-        raise ExportError(f"{what}: axes must be a string of axis letters such as 'bcyx', got {axes!r}")
-    axes = axes.lower()
-    bad = sorted(set(axes) - set(_ALLOWED))
-    if bad:
-        raise ExportError(f"{what}: unknown axis letter(s) {bad} in {axes!r}; use b (batch), c (channel), "
-                          "t (time), z, y, x (space)")
-    if len(set(axes)) != len(axes):
-        raise ExportError(f"{what}: axes {axes!r} repeat a letter")
-    if len(axes) != ndim:
-        raise ExportError(f"{what}: axes {axes!r} name {len(axes)} axes but the array has {ndim} "
-                          "dimensions; pass axes matching the example's layout")
-    return axes
-
+__all__ = ["AxisSize", "OutputAxisInfo", "TensorInfo", "ProbeResult", "ModuleRunner", "probe_module"]
 
 @dataclass
 class AxisSize:
@@ -538,7 +516,7 @@ def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs
     output_infos: dict[str, TensorInfo] = {}
     for k, (oid, out) in enumerate(zip(output_ids, example_outputs)):
         if oid in output_axes:
-            oax = parse_axes(output_axes[oid], out.ndim, what=f"output {oid!r}")
+            oax = parse_axis_letters(output_axes[oid], out.ndim, what=f"output {oid!r}", error=ExportError)
             src = "override"
         elif out.ndim == len(ref_axes):
             oax, src = ref_axes, "probed"

@@ -27,4 +27,16 @@ from .pull import pull
 from .search import search
 from .sources import fetch_url, source_for_id, source_for_url
 
+
+def _register() -> None:
+    """Teach :mod:`bioimgzoo.package` to open URLs and zoo ids (it never imports this room)."""
+    from ..package import register_resolver
+
+    register_resolver("url", source_for_url)
+    register_resolver("id", source_for_id)
+    register_resolver("file_url", fetch_url)
+
+
+_register()
+
 __all__ = ["pull", "search", "mirror", "publish", "cache_layout", "source_for_id", "source_for_url", "fetch_url"]

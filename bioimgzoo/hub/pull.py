@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import WeightsError
+from ..descr.weights import choose_weights
 
-__all__ = ["PullResult", "pull", "needed_files", "weight_formats", "choose_weights", "WEIGHTS_PREFERENCE"]
+__all__ = ["PullResult", "pull", "needed_files"]
 
-#: Default choice of weights, in order (the runtime uses the same order).
-WEIGHTS_PREFERENCE = ("onnx", "torchscript", "pytorch_state_dict")
 _URL = re.compile(r"^https?://", re.I)
 
 
@@ -44,27 +42,6 @@ class PullResult:
     @property
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.files.values() if p.exists())
-
-
-def weight_formats(descr: Any) -> list[str]:
-    """Weight formats present in a (0.5) model description, preferred first."""
-    weights = descr.weights
-    present = [name for name in type(weights).model_fields if getattr(weights, name, None) is not None]
-    rank = {name: i for i, name in enumerate(WEIGHTS_PREFERENCE)}
-    return sorted(present, key=lambda n: (rank.get(n, len(rank)), present.index(n)))
-
-
-def choose_weights(descr: Any, weights: str | None) -> str:
-    """The weight format to use: ``weights`` when present, else the preferred available one."""
-    available = weight_formats(descr)
-    if weights is None:
-        if not available:
-            raise WeightsError("the model lists no weights: it cannot be used for prediction")
-        return available[0]
-    if weights not in available:
-        raise WeightsError(f"the model has no {weights!r} weights; available: {', '.join(available)}. "
-                           "Pick one of these (--weights FORMAT).")
-    return weights
 
 
 def _iter_file_descrs(obj: Any) -> Iterator[Any]:
@@ -95,7 +72,7 @@ def needed_files(descr: Any, *, weights: str | None = None, all_files: bool = Fa
     if all_files and weights is None:
         fmt, nodes = None, [descr]
     else:
-        fmt = choose_weights(descr, weights)
+        fmt = choose_weights(descr, weights, runnable=False)
         nodes = [getattr(descr.weights, fmt)]
         if all_files:
             nodes += [getattr(descr, name, None) for name in type(descr).model_fields if name != "weights"]

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from .. import config
 from ..errors import DownloadError, HubError, IntegrityError, ModelNotFoundError, OfflineError
-from ..package import PackageSource, ZipSource, _safe_relpath
+from ..package import PackageSource, ZipSource, safe_relpath
 from . import transport
 from .cache import CacheLayout, Pin, cache_layout
 from .download import cached_fetch
@@ -97,12 +97,12 @@ class CachedPackageSource:
         """True when :meth:`fetch` would need no network for ``path``."""
         from .download import download_action
 
-        rel = _safe_relpath(path, self.name)
+        rel = safe_relpath(path, self.name)
         return download_action(self.layout, link=self.snapshot_dir / rel,
                                sha256=sha256).kind != "download"
 
     def fetch(self, path: str, *, sha256: str | None) -> Path:
-        rel = _safe_relpath(path, self.name)
+        rel = safe_relpath(path, self.name)
         return cached_fetch(
             self.pin.base_url + quote(rel, safe="/"), params=self.pin.params or None,
             link=self.snapshot_dir / rel, sha256=sha256, offline=self.offline, progress=self.progress,

@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-from .. import __version__, config
+from .. import config
+from .._version import __version__
 from .._text import rich_safe
 from ..errors import DownloadError, IntegrityError, LimitExceededError
 

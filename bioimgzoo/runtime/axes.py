@@ -28,46 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..descr.axes import STANDARD_AXES, UNNAMED, AxisInfo, axis_letter, format_axes, parse_axes
 from ..errors import InputError
-
-_LETTERS = {"b": "batch", "c": "channel", "i": "index", "s": "channel"}
-_ALIASES = {"batch": "batch", "channel": "channel", "channels": "channel", "index": "index",
-            "n": "batch", "sample": "batch"}
-
-
-#: axis ids any layout may name, whatever the model: ``q`` is an unnamed size-1 axis
-#: (what :func:`bioimgzoo.io.read_image` calls a TIFF axis it cannot name)
-STANDARD_AXES = ("batch", "channel", "index", "x", "y", "z", "t")
-UNNAMED = "q"
-
-
-def parse_axes(axes: str | Sequence[str], *, ndim: int | None = None, what: str = "image") -> tuple[str, ...]:
-    """Normalise a layout (``"cyx"`` or ``["channel", "y", "x"]``) to axis ids."""
-    if isinstance(axes, (bytes, bytearray)) or not isinstance(axes, (str, Sequence)):
-        raise InputError(f"axes={axes!r} for the {what} is not a layout: pass a string of axis letters "
-                         "such as 'yx', 'cyx' or 'zyx' (b, c, i, z, y, x, t), or a list of axis ids")
-    if isinstance(axes, str):
-        items = [_LETTERS.get(ch, ch) for ch in axes.lower() if not ch.isspace()]
-    else:
-        items = [_ALIASES.get(str(a).lower(), str(a).lower() if len(str(a)) == 1 else str(a)) for a in axes]
-        items = [_LETTERS.get(a, a) if len(a) == 1 else a for a in items]
-    if len(set(items)) != len(items):
-        raise InputError(f"axes {axes!r} of the {what} repeat an axis: name each axis once, e.g. 'cyx'")
-    if ndim is not None and len(items) != ndim:
-        raise InputError(f"axes {axes!r} name {len(items)} axes but the {what} has {ndim} dimensions: "
-                         f"pass one letter per dimension (b, c, z, y, x, t)")
-    return tuple(items)
-
-
-@dataclass(frozen=True)
-class AxisInfo:
-    """What the runtime needs to know about one model axis."""
-
-    id: str
-    kind: str  # "batch" | "channel" | "index" | "space" | "time"
-    #: fixed size, or None when variable (batch, parametrized, referenced, data dependent)
-    size: int | None = None
-
 
 @dataclass(frozen=True)
 class Folding:
@@ -90,15 +52,7 @@ def _default_layout(ndim: int, model_axes: Sequence[AxisInfo], what: str) -> tup
             return tuple(cand)
     raise InputError(
         f"cannot tell the layout of the {ndim}-dimensional {what}: the model expects axes "
-        f"{_fmt(ids)}; pass axes= (e.g. axes='{''.join(_letter(a) for a in no_batch)}')")
-
-
-def _letter(axis_id: str) -> str:
-    return {"batch": "b", "channel": "c", "index": "i"}.get(axis_id, axis_id)
-
-
-def _fmt(ids: Sequence[str]) -> str:
-    return "'" + "".join(_letter(a) if len(_letter(a)) == 1 else f"[{a}]" for a in ids) + "'"
+        f"{format_axes(ids)}; pass axes= (e.g. axes='{''.join(axis_letter(a) for a in no_batch)}')")
 
 
 def to_model_layout(
@@ -157,8 +111,8 @@ def to_model_layout(
                          f"{array.shape[ids.index('batch')]} samples on axis 'b': pass one sample at a time")
     if fold and not has_batch:
         names = ", ".join(f"'{ids[i]}' (size {array.shape[i]})" for i in fold)
-        raise InputError(f"input '{tensor_id}': the model takes axes {_fmt(model_ids)} and has no axis "
-                         f"{names} of the image; pass an image with axes {_fmt(model_ids)} or select one slice")
+        raise InputError(f"input '{tensor_id}': the model takes axes {format_axes(model_ids)} and has no axis "
+                         f"{names} of the image; pass an image with axes {format_axes(model_ids)} or select one slice")
 
     folded_axes = tuple(ids[i] for i in fold)
     folded_shape = tuple(array.shape[i] for i in fold)
@@ -187,13 +141,13 @@ def to_model_layout(
             if ax.size not in (1, None) or (ax.size is None and ax.kind != "batch"):
                 need = f"{ax.size} entries" if ax.size else "entries"
                 raise InputError(f"input '{tensor_id}' needs axis '{ax.id}' ({need}), which the image "
-                                 f"(axes {_fmt(ids)}, shape {tuple(array.shape)}) lacks: pass axes= with it")
+                                 f"(axes {format_axes(ids)}, shape {tuple(array.shape)}) lacks: pass axes= with it")
             arr = np.expand_dims(arr, pos)
             present.insert(pos, ax.id)
         else:
             raise InputError(f"input '{tensor_id}' needs axis '{ax.id}' ({ax.kind}), which the image "
-                             f"(axes {_fmt(ids)}, shape {tuple(array.shape)}) lacks: the model expects "
-                             f"{_fmt(model_ids)}; pass an image with that axis or the right axes=")
+                             f"(axes {format_axes(ids)}, shape {tuple(array.shape)}) lacks: the model expects "
+                             f"{format_axes(model_ids)}; pass an image with that axis or the right axes=")
     assert present == model_ids, (present, model_ids)
     check_sizes(arr, model_axes, tensor_id=tensor_id, user_axes=ids)
     return arr, Folding(folded_axes, folded_shape, had_batch)
@@ -207,7 +161,7 @@ def check_sizes(arr: np.ndarray, model_axes: Sequence[AxisInfo], *, tensor_id: s
             noun = "channel" if ax.kind == "channel" else "entry"
             raise InputError(
                 f"input '{tensor_id}' expects {ax.size} {noun}{'s' if ax.size != 1 else ''} on axis "
-                f"'{ax.id}', the image has {n} (image axes {_fmt(user_axes) if user_axes else '?'}): "
+                f"'{ax.id}', the image has {n} (image axes {format_axes(user_axes) if user_axes else '?'}): "
                 "select the right channel(s), or pass axes= if the layout was guessed wrong")
 
 

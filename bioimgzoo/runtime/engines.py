@@ -24,13 +24,11 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .. import trust
+from .devices import cuda_index
 from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
 
-#: Default order in which weight formats are tried.
-WEIGHTS_PRIORITY = ("onnx", "torchscript", "pytorch_state_dict")
-SUPPORTED = set(WEIGHTS_PRIORITY)
 
 
 class Engine(Protocol):
@@ -40,33 +38,6 @@ class Engine(Protocol):
     device: str
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
-
-
-def resolve_device(device: str | None, weights_format: str) -> str:
-    """``"cpu"`` or ``"cuda"``; ``None``/``"auto"`` picks cuda when the engine can use it."""
-    dev = (device or "auto").lower()
-    if dev.startswith("cuda") or dev == "gpu":
-        dev = "cuda"
-    if dev not in ("cpu", "cuda", "auto"):
-        raise WeightsError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'auto'")
-    cuda_ok = _cuda_available(weights_format)
-    if dev == "auto":
-        return "cuda" if cuda_ok else "cpu"
-    if dev == "cuda" and not cuda_ok:
-        what = "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)" if weights_format == "onnx" \
-            else "torch sees no CUDA device (a CPU build of torch, or no GPU)"
-        raise WeightsError(f"device 'cuda' was asked for, but {what}: use --device cpu")
-    return dev
-
-
-def _cuda_available(weights_format: str) -> bool:
-    if weights_format == "onnx":
-        import onnxruntime as ort
-
-        return "CUDAExecutionProvider" in ort.get_available_providers()
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 _ONNX_TYPES = {
@@ -84,7 +55,9 @@ class OnnxEngine:
         import onnxruntime as ort
 
         self.device = device
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        providers: list = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index(device)}))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
@@ -173,34 +146,6 @@ class StateDictEngine(_TorchEngine):
             raise WeightsError(f"the state dict {weights_path.name} does not fit the architecture: "
                                f"{_first_line(e)}") from e
         self.module = module.to(device).eval()
-
-
-def available_formats(descr: Any) -> list[str]:
-    """Weight formats the description carries, in the default priority order."""
-    present = [f for f in WEIGHTS_PRIORITY if getattr(descr.weights, f, None) is not None]
-    return present
-
-
-def choose_weights(descr: Any, requested: str | None) -> str:
-    """Pick the weight format to run; raise WeightsError with the options otherwise."""
-    present = available_formats(descr)
-    all_present = [f for f, w in descr.weights if w is not None] if hasattr(descr.weights, "__iter__") else present
-    if requested is not None:
-        req = requested.lower().replace("-", "_")
-        aliases = {"pytorch": "pytorch_state_dict", "state_dict": "pytorch_state_dict", "pt": "torchscript",
-                   "ts": "torchscript"}
-        req = aliases.get(req, req)
-        if req not in SUPPORTED:
-            raise WeightsError(f"unknown weight format {requested!r}: bioimgzoo runs "
-                               f"{', '.join(WEIGHTS_PRIORITY)}; this package has {', '.join(present) or 'none of them'}")
-        if req not in present:
-            raise WeightsError(f"this package has no {req} weights; it has {', '.join(all_present) or 'none'}: "
-                               f"pass one of {', '.join(present) or '(none runnable)'}")
-        return req
-    if not present:
-        raise WeightsError(f"this package has only {', '.join(map(str, all_present)) or 'no'} weights, which bioimgzoo "
-                           f"cannot run; it runs {', '.join(WEIGHTS_PRIORITY)}")
-    return present[0]
 
 
 def create_engine(package: Any, weights_format: str, *, device: str, trust_code: bool, n_outputs: int) -> Engine:

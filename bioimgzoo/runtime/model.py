@@ -8,7 +8,7 @@ weights file and builds the engine once.  :meth:`Model.predict` and
    model lacks (a z stack through a 2D model) become separate samples;
 2. per-sample statistics for preprocessing are computed over the *whole*
    sample, on the raw input (as bioimageio.core does), never per tile;
-3. the sample is cut into windows by a tile plan (:mod:`.tiling`) — one
+3. the sample is cut into windows by a tile plan (:mod:`.plan`) — one
    window when it fits — each window is padded where it reaches past the
    image, preprocessed and queued;
 4. queued windows of equal shape, from one image or many, run through the
@@ -39,12 +39,16 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from ..descr.axes import parse_axes
+from ..descr.sizes import AxisSizes, SizeRef, valid_size_at_least
+from ..descr.tensors import TensorSpec, output_scale, tensor_specs
+from ..descr.weights import choose_weights, runnable_formats
 from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from . import engines as _engines
-from .axes import Folding, from_model_layout, output_axes_ids, parse_axes, to_model_layout
-from .specs import SizeRef, TensorSpec, output_scale, tensor_specs
-from .tiling import AxisSizes, AxisWindow, choose_tile_size, plan_tiles, valid_size_at_least
+from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
+from .devices import resolve_device
+from .plan import AxisWindow, choose_tile_size, plan_tiles
 
 log = logging.getLogger("bioimgzoo")
 
@@ -135,11 +139,11 @@ class Model:
     def load(cls, source: Any, *, weights: str | None = None, device: str | None = None,
              trust_code: bool = False, **hub_options: Any) -> "Model":
         package = source if isinstance(source, Package) else open_package(source, **hub_options)
-        fmt = _engines.choose_weights(package.descr, weights)
+        fmt = choose_weights(package.descr, weights)
         if weights is None:
-            avail = _engines.available_formats(package.descr)
+            avail = runnable_formats(package.descr)
             log.info("using %s weights (available: %s; choose with weights=)", fmt, ", ".join(avail))
-        dev = _engines.resolve_device(device, fmt)
+        dev = resolve_device(device, fmt)
         engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
                                         n_outputs=len(package.descr.outputs))
         return cls(package, engine, weights_format=fmt, device=dev)

@@ -188,7 +188,7 @@ def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None
     echo : callable, optional
         Where stage messages go (default: a rich console when ``progress``).
     """
-    import bioimgzoo
+    from ..runtime.model import Model
     import tifffile
     import torch
 
@@ -271,7 +271,7 @@ def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None
 
     # 5. check
     echo("checking the package (format, reproduction, DeepImageJ rules)")
-    from ..validate import check_package
+    from ..validation import check_package
 
     report = check_package(package)
     check_md, check_json = out / "check.md", out / "check.json"
@@ -290,7 +290,7 @@ def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None
     big_image, big_labels = synthetic_nuclei(1, (s["big_size"], s["big_size"]), seed=s["big_seed"])
     big_image, big_labels = big_image[0], big_labels[0]
     with serve_folder(zoo_dir) as url:
-        model = bioimgzoo.load(model_id, hub=url, device=None if device == "auto" else device)
+        model = Model.load(model_id, hub=url, device=None if device == "auto" else device)
         lap("publish_load")
         # 7. tiled prediction
         echo(f"predicting a {s['big_size']}x{s['big_size']} image in {s['tile']}x{s['tile']} tiles")

@@ -37,6 +37,7 @@ from typing import Any
 
 from ..errors import TrainingError, UntrustedCodeError, WeightsError
 from .. import trust
+from ..descr.weights import canonical_format
 from .tasks import Noise2VoidTask, SegmentationTask, Task, get_task
 
 __all__ = ["finetune", "FinetuneResult", "load_trainable"]
@@ -77,11 +78,11 @@ def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool
 
     descr = package.descr
     w = descr.weights
-    order = [weights] if weights else ["pytorch_state_dict", "torchscript"]
+    trainable = ("pytorch_state_dict", "torchscript")
+    # the same names and aliases as everywhere ("ts", "pytorch", ...); only torch weights train
+    order = [canonical_format(weights, among=trainable, error=TrainingError)] if weights else list(trainable)
     reasons = []
     for fmt in order:
-        if fmt not in ("pytorch_state_dict", "torchscript"):
-            raise TrainingError(f"weights={fmt!r} cannot be trained: use 'pytorch_state_dict' or 'torchscript'")
         entry = getattr(w, fmt, None)
         if entry is None:
             reasons.append(f"no {fmt} weights")

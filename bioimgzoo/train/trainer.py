@@ -83,17 +83,13 @@ class FitResult:
 def _resolve_device(device: Any):
     import torch
 
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise TrainingError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {device!r} asked for, but this torch has no CUDA GPU: use device='cpu'")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise TrainingError(f"device {device!r} asked for, but MPS is not available: use device='cpu'")
-    return dev
+    from ..runtime.devices import resolve_device
+
+    if str(device).lower() == "mps":  # Apple GPUs train, though no engine predicts on them
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise TrainingError(f"device {device!r} asked for, but MPS is not available: use device='cpu'")
+        return torch.device("mps")
+    return torch.device(resolve_device(device, "pytorch_state_dict", error=TrainingError))
 
 
 def _first_conv_in_channels(module) -> int | None:

@@ -6,7 +6,7 @@ import tifffile
 from click.testing import CliRunner
 
 from bioimgzoo.cli import main
-from tests.runtime.test_fixture import assert_zoo_close
+from bioimgzoo.testing.checks import assert_zoo_close
 
 
 @pytest.mark.parametrize("weights", ["onnx", "torchscript"])

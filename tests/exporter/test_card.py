@@ -92,7 +92,7 @@ def test_export_with_the_nuclei_card(tmp_path):
     torch = pytest.importorskip("torch")
     from bioimgzoo.exporter import export_package
     from bioimgzoo.train.nets import UNet2d
-    from tests.exporter import export_checks as C
+    from bioimgzoo.testing import checks as C
 
     torch.manual_seed(0)
     net = UNet2d(in_channels=1, out_channels=2, depth=1, base=2).eval()

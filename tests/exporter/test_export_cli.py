@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from bioimgzoo.cli import main
-from tests.exporter import export_nets as N
+from bioimgzoo.testing import nets as N
 
 torch = pytest.importorskip("torch")
 HERE = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ def _run(args):
 def test_export_from_module_and_checkpoint(tmp_path, files):
     net, ckpt, example = files
     out = tmp_path / "cli.zip"
-    code, text = _run(["export", "--module", "tests.exporter.export_nets:UNet2d", "--kwargs", '{"depth": 1}',
+    code, text = _run(["export", "--module", "bioimgzoo.testing.nets:UNet2d", "--kwargs", '{"depth": 1}',
                        "--checkpoint", str(ckpt), "--example", str(example), "--axes", "bcyx",
                        "--name", "CLI UNet 2D", "--description", "Exported from the command line.",
                        "--author", "Test Author", "--weights", "torchscript,onnx",
@@ -58,7 +58,7 @@ def test_export_from_module_and_checkpoint(tmp_path, files):
 
 def test_export_from_card(tmp_path, files):
     net, ckpt, example = files
-    shutil.copy(HERE / "export_nets.py", tmp_path / "my_nets.py")
+    shutil.copy(N.__file__, tmp_path / "my_nets.py")
     card = tmp_path / "card.yaml"
     card.write_text(
         "name: Card UNet 2D\n"
@@ -90,9 +90,9 @@ def test_export_from_card(tmp_path, files):
 
 @pytest.mark.parametrize("args, message", [
     (["--module", "no.such.module:Net"], "cannot import"),
-    (["--module", "tests.exporter.export_nets:Nope"], "has no 'Nope'"),
-    (["--module", "tests.exporter.export_nets:UNet2d", "--kwargs", "{bad json"], "not valid JSON"),
-    (["--module", "tests.exporter.export_nets:UNet2d", "--kwargs", '{"depth": 3}'], "does not fit"),
+    (["--module", "bioimgzoo.testing.nets:Nope"], "has no 'Nope'"),
+    (["--module", "bioimgzoo.testing.nets:UNet2d", "--kwargs", "{bad json"], "not valid JSON"),
+    (["--module", "bioimgzoo.testing.nets:UNet2d", "--kwargs", '{"depth": 3}'], "does not fit"),
 ])
 def test_errors_are_one_message(tmp_path, files, args, message):
     _, ckpt, example = files
@@ -106,5 +106,5 @@ def test_errors_are_one_message(tmp_path, files, args, message):
 
 
 def test_missing_inputs_are_named(tmp_path):
-    result = CliRunner().invoke(main, ["export", "--module", "tests.exporter.export_nets:UNet2d"])
+    result = CliRunner().invoke(main, ["export", "--module", "bioimgzoo.testing.nets:UNet2d"])
     assert result.exit_code == 1 and "--example" in result.output

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.exporter import export_checks as C
-from tests.exporter import export_nets as N
+from bioimgzoo.testing import checks as C
+from bioimgzoo.testing import nets as N
 
 torch = pytest.importorskip("torch")
 RNG = np.random.default_rng(0)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import ExportError
-from tests.exporter import export_checks as C
-from tests.exporter import export_nets as N
+from bioimgzoo.testing import checks as C
+from bioimgzoo.testing import nets as N
 
 torch = pytest.importorskip("torch")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .zoo_server import ZooServer
+from bioimgzoo.testing.zoo_server import ZooServer
 
 #: The id the fixture model is published under.
 MODEL_ID = "affable-shark"

@@ -220,7 +220,7 @@ def test_fetch_url_keeps_the_file_name_and_verifies(zoo_hub):
 def test_pull_weights_choice_and_all_files(zoo_hub):
     ts = pull("affable-shark", weights="torchscript")
     assert set(ts.files) == {"rdf.yaml", "weights.pt"}
-    with pytest.raises(WeightsError, match="no 'keras_hdf5' weights; available: onnx, torchscript"):
+    with pytest.raises(WeightsError, match="no keras_hdf5 weights; available: onnx, torchscript"):
         pull("affable-shark", weights="keras_hdf5")
     everything = pull("affable-shark", all_files=True)
     assert {"weights.onnx", "weights.pt", "test_input.npy", "test_output.npy", "cover0.png",

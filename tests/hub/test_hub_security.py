@@ -28,7 +28,7 @@ from bioimgzoo.errors import (ConfigError, DownloadError, HubError, IntegrityErr
 from bioimgzoo.hub import cache_layout, mirror, publish, pull, source_for_id
 from bioimgzoo.hub import transport
 
-from .zoo_server import ZooServer
+from bioimgzoo.testing.zoo_server import ZooServer
 
 ONNX_SHA = "85f5ac80fa977fea3562ef97c8c5950288be2c4f4cdb5d994807df97008ce088"
 ONNX_STORAGE = "/storage/affable-shark/v0/weights.onnx"

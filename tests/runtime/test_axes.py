@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import InputError
-from bioimgzoo.runtime.axes import AxisInfo, from_model_layout, output_axes_ids, parse_axes, to_model_layout
+from bioimgzoo.descr.axes import AxisInfo, parse_axes
+from bioimgzoo.runtime.axes import from_model_layout, output_axes_ids, to_model_layout
 
 BCYX = (AxisInfo("batch", "batch"), AxisInfo("channel", "channel", 1), AxisInfo("y", "space"), AxisInfo("x", "space"))
 BCYX3 = (AxisInfo("batch", "batch"), AxisInfo("channel", "channel", 3), AxisInfo("y", "space"), AxisInfo("x", "space"))

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 
 import bioimgzoo
+from bioimgzoo.testing.checks import assert_zoo_close
 from bioimgzoo.package import FolderSource
-
-
-def assert_zoo_close(actual: np.ndarray, expected: np.ndarray) -> None:
-    """The zoo's default reproduction tolerance: rtol = atol = 1e-3, <= 100 mismatches per million."""
-    assert actual.shape == expected.shape
-    bad = ~np.isclose(actual, expected, rtol=1e-3, atol=1e-3)
-    assert bad.sum() <= 100e-6 * expected.size, f"{bad.sum()} of {expected.size} elements differ"
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_finetune_zoo_fixture_torchscript(zoo_fixture, nuclei, tmp_path):
 @pytest.mark.slow
 def test_demo_path_export_check_publish_load_predict(tmp_path):
     pytest.importorskip("bioimgzoo.runtime.model", reason="the runtime is not written yet")
-    pytest.importorskip("bioimgzoo.validate", reason="the checker is not written yet")
+    pytest.importorskip("bioimgzoo.validation")
     from bioimgzoo.train.demo import run_demo
 
     result = run_demo(tmp_path / "demo", steps=4, big_size=256, n_train=4, progress=False, device="cpu")

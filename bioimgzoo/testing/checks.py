@@ -68,7 +68,7 @@ def check_core(path: Path) -> dict[str, str]:
 
 def check_deepimagej(path: Path, *, expect_single_input: bool = True) -> list:
     """(3) one result per rule; no failure for single-input packages."""
-    from bioimgzoo.validate.deepimagej import check_deepimagej as dij
+    from bioimgzoo.validation.deepimagej import check_deepimagej as dij
 
     results = dij(path)
     assert [r.rule for r in results] == list(range(1, 30))
@@ -109,3 +109,10 @@ def meta(**changes) -> dict:
     import copy
 
     return {**copy.deepcopy(META), **changes}
+
+
+def assert_zoo_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """The zoo's default reproduction tolerance: rtol = atol = 1e-3, <= 100 mismatches per million."""
+    assert actual.shape == expected.shape
+    bad = ~np.isclose(actual, expected, rtol=1e-3, atol=1e-3)
+    assert bad.sum() <= 100e-6 * expected.size, f"{bad.sum()} of {expected.size} elements differ"

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import yaml
 
-from bioimgzoo.validate.deepimagej import RULES, RuleResult, check_deepimagej, format_results, has_failures
+from bioimgzoo.validation.deepimagej import RULES, RuleResult, check_deepimagej, format_results, has_failures
 
 
 def _statuses(results):

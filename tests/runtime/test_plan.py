@@ -3,7 +3,8 @@ from fractions import Fraction
 
 import pytest
 
-from bioimgzoo.runtime.tiling import AxisSizes, choose_tile_size, plan_axis, plan_tiles, valid_size_at_least
+from bioimgzoo.descr.sizes import AxisSizes, valid_size_at_least
+from bioimgzoo.runtime.plan import choose_tile_size, plan_axis, plan_tiles
 
 
 @pytest.mark.parametrize("n,tile,halo,align", [

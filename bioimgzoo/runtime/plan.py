@@ -31,34 +31,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Mapping, Sequence
 
-__all__ = ["AxisSizes", "AxisWindow", "Tile", "plan_axis", "plan_tiles", "choose_tile_size", "valid_size_at_least"]
+from ..descr.sizes import AxisSizes, valid_size_at_least, valid_size_at_most
 
-
-@dataclass(frozen=True)
-class AxisSizes:
-    """The sizes a model accepts along one input axis: ``min + k * step`` (step 0: fixed)."""
-
-    min: int
-    step: int = 0
-
-    def is_valid(self, size: int) -> bool:
-        if self.step == 0:
-            return size == self.min
-        return size >= self.min and (size - self.min) % self.step == 0
-
-
-def valid_size_at_least(sizes: AxisSizes, n: int) -> int:
-    """Smallest valid size >= ``n`` (the fixed size when the axis is fixed)."""
-    if sizes.step == 0 or n <= sizes.min:
-        return sizes.min
-    return sizes.min + math.ceil((n - sizes.min) / sizes.step) * sizes.step
-
-
-def valid_size_at_most(sizes: AxisSizes, n: int) -> int:
-    """Largest valid size <= ``n``, or ``min`` when ``n`` is below it."""
-    if sizes.step == 0 or n <= sizes.min:
-        return sizes.min
-    return sizes.min + ((n - sizes.min) // sizes.step) * sizes.step
+__all__ = ["AxisWindow", "Tile", "plan_axis", "plan_tiles", "choose_tile_size"]
 
 
 def choose_tile_size(n: int, sizes: AxisSizes, *, halo: int, target: int) -> int:

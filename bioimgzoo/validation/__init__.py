@@ -7,7 +7,7 @@ accepts,
    warning or worse; a remote package is first copied to a local folder),
 2. bioimageio.core's ``test_model`` per weights format (reproduce the test
    outputs from the test inputs, run parametrized sizes and batch sizes),
-3. the static DeepImageJ rules (:mod:`bioimgzoo.validate.deepimagej`),
+3. the static DeepImageJ rules (:mod:`bioimgzoo.validation.deepimagej`),
 
 and returns a :class:`CheckReport` (``.passed``, ``.to_markdown()``,
 ``.to_dict()``).  Nothing is imported at package import time.
@@ -25,7 +25,7 @@ __all__ = ["check_package", "CheckReport", "check_deepimagej"]
 
 
 def check_deepimagej(source: Any, **hub_options: Any):
-    """See :func:`bioimgzoo.validate.deepimagej.check_deepimagej`."""
+    """See :func:`bioimgzoo.validation.deepimagej.check_deepimagej`."""
     from .deepimagej import check_deepimagej as _impl
 
     return _impl(source, **hub_options)
@@ -41,7 +41,7 @@ class CheckReport:
     format_warnings: list[str] = field(default_factory=list)
     #: weights format -> {"status": "passed" | "failed" | "skipped", "errors": [...], "seconds": float}
     reproduction: dict[str, dict] = field(default_factory=dict)
-    #: list of :class:`~bioimgzoo.validate.deepimagej.RuleResult` (empty when not checked)
+    #: list of :class:`~bioimgzoo.validation.deepimagej.RuleResult` (empty when not checked)
     deepimagej: list = field(default_factory=list)
     deepimagej_checked: bool = True
     seconds: float = 0.0
@@ -122,7 +122,7 @@ def _local_copy(pkg: Any, folder: Path) -> Path:
 def _files_outside(pkg: Any) -> list[str]:
     """Messages for every file the rdf names outside the package (absolute paths, ``..``, file:// URLs)."""
     from ..errors import PackageError
-    from ..package import _safe_relpath
+    from ..package import safe_relpath
     from .deepimagej import _raw_file_refs
 
     out = []
@@ -132,7 +132,7 @@ def _files_outside(pkg: Any) -> list[str]:
         try:
             if "://" in ref or (len(ref) > 1 and ref[1] == ":"):
                 raise PackageError(f"{where} names {ref!r}, which is not a file of the package")
-            _safe_relpath(ref, where)
+            safe_relpath(ref, where)
         except PackageError as e:
             out.append(f"{e} (refused: validation reads only the package's own files)")
     return out

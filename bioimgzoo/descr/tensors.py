@@ -1,4 +1,4 @@
-"""Plain, runtime-friendly views of a description's tensors and axes.
+"""Plain views of a description's tensors and axes: :class:`TensorSpec`, read once from bioimageio.spec.
 
 bioimageio.spec's classes are rich but slow to walk on a hot path; the
 runtime reads them once, at load time, into these small frozen records.
@@ -11,22 +11,13 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from .axes import AxisInfo
-from .tiling import AxisSizes
+from .sizes import AxisSizes, SizeRef
 
 _KIND = {
     "BatchAxis": "batch", "ChannelAxis": "channel", "IndexInputAxis": "index", "IndexOutputAxis": "index",
     "SpaceInputAxis": "space", "SpaceOutputAxis": "space", "SpaceOutputAxisWithHalo": "space",
     "TimeInputAxis": "time", "TimeOutputAxis": "time", "TimeOutputAxisWithHalo": "time",
 }
-
-
-@dataclass(frozen=True)
-class SizeRef:
-    """``size = ref_size * ref_scale / scale + offset`` (bioimageio.spec's SizeReference)."""
-
-    tensor_id: str
-    axis_id: str
-    offset: int = 0
 
 
 @dataclass(frozen=True)

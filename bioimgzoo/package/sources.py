@@ -1,19 +1,17 @@
-"""Open model packages from any source, on bioimageio.spec.
+"""Where a package's files live: folders, zips, and (registered by the hub) URLs and zoo ids.
 
-A *source* says where a package's files live; a :class:`Package` is the
-parsed, upgraded description plus lazy access to its files.  Only the files
-a use needs are read (or downloaded): opening a package reads ``rdf.yaml``
-alone, and :meth:`Package.file` fetches one referenced file on demand,
-checking its sha256 against the description.
-
-Sources, by what the user passes to :func:`open_package`:
+A :class:`PackageSource` reads the description's bytes and fetches one
+referenced file on demand, verified against its sha256.  Every path a
+package names is checked to stay inside it (:func:`safe_relpath`; symlinks
+out of a folder are refused), and zip members are checked against the
+limits of :mod:`bioimgzoo.config` before and while they are extracted.
 
 =====================================  ==========================================
 ``"path/to/folder"``                   :class:`FolderSource` (rdf.yaml or bioimageio.yaml inside)
 ``"path/to/rdf.yaml"``                 :class:`FolderSource` rooted at its folder
 ``"path/to/model.zip"``                :class:`ZipSource` (members extracted on demand, safely)
-``"https://.../rdf.yaml"``             :func:`bioimgzoo.hub.sources.source_for_url`
-``"affable-shark"``, ``"id/1.2"``      :func:`bioimgzoo.hub.sources.source_for_id`
+``"https://.../rdf.yaml"``             the ``"url"`` resolver (:func:`bioimgzoo.hub.source_for_url`)
+``"affable-shark"``, ``"id/1.2"``      the ``"id"`` resolver (:func:`bioimgzoo.hub.source_for_id`)
 any :class:`PackageSource` object      used as is
 =====================================  ==========================================
 """
@@ -30,11 +28,11 @@ import zipfile
 from zlib import error as zlib_error
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
-from . import config
-from ._files import sha256_file
-from .errors import (
+from .. import config
+from .._files import sha256_file
+from ..errors import (
     IntegrityError,
     InvalidDescriptionError,
     LimitExceededError,
@@ -42,7 +40,8 @@ from .errors import (
     PackageNotFoundError,
 )
 
-__all__ = ["PackageSource", "FolderSource", "ZipSource", "Package", "open_package", "RDF_NAMES"]
+__all__ = ["PackageSource", "FolderSource", "ZipSource", "RDF_NAMES", "safe_relpath", "verify_sha256",
+           "resolve_source", "register_resolver", "sweep_dead_extractions"]
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 _URL = re.compile(r"^https?://", re.I)
@@ -68,7 +67,7 @@ class PackageSource(Protocol):
         ...
 
 
-def _safe_relpath(path: str, where: str) -> str:
+def safe_relpath(path: str, where: str) -> str:
     """Reject absolute paths and ``..`` so a package cannot reach outside itself."""
     p = PurePosixPath(str(path).replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts or not p.parts:
@@ -146,7 +145,7 @@ class FolderSource:
             raise PackageError(f"{self.name}: cannot read {self.rdf_name} ({e.strerror or e})") from e
 
     def fetch(self, path: str, *, sha256: str | None) -> Path:
-        rel = _safe_relpath(path, self.name)
+        rel = safe_relpath(path, self.name)
         local = self._inside(rel)
         if not local.is_file():
             raise PackageError(f"{self.name}: file {rel!r} named in {self.rdf_name} is missing")
@@ -271,7 +270,7 @@ class ZipSource:
                                "re-download or re-export the package") from e
 
     def fetch(self, path: str, *, sha256: str | None) -> Path:
-        rel = _safe_relpath(path, self.name)
+        rel = safe_relpath(path, self.name)
         local = self._dir / rel
         if not local.is_file():
             info = self._member(rel)
@@ -317,6 +316,31 @@ class ZipSource:
         return f"ZipSource({str(self.path)!r})"
 
 
+#: kind ("url", "id", "file_url") -> callable; the zoo client (:mod:`bioimgzoo.hub`) registers
+#: these, so this lower room never imports it
+_RESOLVERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_resolver(kind: str, resolver: Callable[..., Any]) -> None:
+    """Let a higher room open what this one cannot: ``"url"`` and ``"id"`` sources, ``"file_url"`` files.
+
+    ``url``/``id``: ``resolver(text, **hub_options) -> PackageSource``;
+    ``file_url``: ``resolver(url, sha256=...) -> Path``.
+    """
+    if kind not in ("url", "id", "file_url"):
+        raise ValueError(f"unknown resolver kind {kind!r}")
+    _RESOLVERS[kind] = resolver
+
+
+def resolver(kind: str) -> Callable[..., Any]:
+    """The registered resolver of ``kind`` (raises PackageError naming what is missing)."""
+    try:
+        return _RESOLVERS[kind]
+    except KeyError:
+        raise PackageError(f"opening a {'zoo id' if kind == 'id' else 'URL'} needs the zoo client "
+                           "(bioimgzoo.hub), which is not loaded: import bioimgzoo first") from None
+
+
 def resolve_source(source: Any, **hub_options: Any) -> PackageSource:
     """Turn what a user passed (path, URL, id, source object) into a PackageSource."""
     if isinstance(source, PackageSource) and not isinstance(source, (str, os.PathLike)):
@@ -327,9 +351,7 @@ def resolve_source(source: Any, **hub_options: Any) -> PackageSource:
         raise PackageError(f"cannot open a package from {type(source).__name__}: pass a folder, "
                            "an rdf.yaml path, a .zip, an http(s) URL or a zoo id")
     if _URL.match(source):
-        from .hub.sources import source_for_url
-
-        return source_for_url(source, **hub_options)
+        return resolver("url")(source, **hub_options)
     path = Path(source).expanduser()
     if path.is_dir():
         return FolderSource(path)
@@ -345,101 +367,6 @@ def resolve_source(source: Any, **hub_options: Any) -> PackageSource:
     if looks_like_path:
         raise PackageNotFoundError(f"{source} does not exist: check the path "
                                    "(or pass an http(s) URL or a zoo id)")
-    from .hub.sources import source_for_id
-
-    return source_for_id(source, **hub_options)
+    return resolver("id")(source, **hub_options)
 
 
-def _parse_yaml(data: bytes, where: str) -> dict:
-    from ._yaml import load_yaml
-
-    content = load_yaml(data, where)
-    if not isinstance(content, dict):
-        raise InvalidDescriptionError(f"{where} does not hold a YAML mapping: it is not a model description")
-    return content
-
-
-def build_model_description(content: dict, *, root: Any, file_name: str, where: str):
-    """Validate ``content`` with bioimageio.spec and upgrade it to the latest format (0.5).
-
-    No file is read or downloaded (``perform_io_checks=False``): sha256
-    checks happen when a file is actually fetched.
-    """
-    from bioimageio.spec import InvalidDescr, build_description
-    from bioimageio.spec._internal.validation_context import ValidationContext
-    from bioimageio.spec.model.v0_5 import ModelDescr
-
-    ctx = ValidationContext(root=root, file_name=file_name, perform_io_checks=False)
-    try:
-        descr = build_description(content, context=ctx, format_version="latest")
-    except Exception as e:  # spec raises plain exceptions for some malformed inputs
-        raise InvalidDescriptionError(f"{where}: cannot parse the description ({type(e).__name__}: {e})") from e
-    if isinstance(descr, InvalidDescr):
-        errors = descr.validation_summary.errors if descr.validation_summary else []
-        lines = [f"  - {'.'.join(map(str, err.loc))}: {err.msg}" for err in errors[:10]]
-        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise InvalidDescriptionError(
-            f"{where} is not a valid bioimage.io description:\n" + "\n".join(lines) + more
-            + "\nFix these fields (bioimgzoo validate shows the full report).")
-    if not isinstance(descr, ModelDescr):
-        raise InvalidDescriptionError(f"{where} describes a {getattr(descr, 'type', '?')}, not a model")
-    return descr
-
-
-@dataclass
-class Package:
-    """A parsed model package: its description plus lazy, verified file access."""
-
-    source: PackageSource
-    #: The description, upgraded to format 0.5 (``bioimageio.spec.model.v0_5.ModelDescr``).
-    descr: Any
-    #: The format version the package was written in (e.g. ``"0.4.10"``).
-    original_format_version: str
-    raw: dict = field(repr=False, default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return str(self.descr.name)
-
-    def file(self, ref: Any, *, sha256: str | None = None) -> Path:
-        """Local path of a file the description references, fetched and verified.
-
-        ``ref`` is a spec ``FileDescr`` (with ``source`` and ``sha256``), a
-        relative path, or an absolute http(s) URL.
-        """
-        if hasattr(ref, "source"):
-            sha256 = sha256 or (str(ref.sha256) if getattr(ref, "sha256", None) else None)
-            ref = ref.source
-        text = str(ref)
-        if _URL.match(text):
-            # the source's own fetcher keeps its options (offline=, hub=); else the default client
-            fetch = getattr(self.source, "fetch_url", None)
-            if fetch is None:
-                from .hub.sources import fetch_url as fetch
-            return fetch(text, sha256=sha256)
-        if not hasattr(ref, "path") and (Path(text).is_absolute() or re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I)):
-            # an absolute local path (or file:// URL) would read whatever the package's author names
-            # on the user's disk, for every kind of source: a package uses only its own files
-            raise PackageError(f"{self.source.name} names the file {text!r} by an absolute path or URL "
-                               "scheme: refused, it could read anything on this machine. Package files must be relative paths inside the package (or http(s) URLs)")
-        return self.source.fetch(text, sha256=sha256)
-
-
-def open_package(source: Any, **hub_options: Any) -> Package:
-    """Open a model package and parse its description (reads ``rdf.yaml`` only).
-
-    Parameters
-    ----------
-    source : str, os.PathLike or PackageSource
-        Folder, ``rdf.yaml`` path, ``.zip``, http(s) URL to an rdf.yaml, or zoo id.
-    **hub_options
-        Passed to the zoo client for URLs and ids (``hub=``, ``offline=``, ...).
-    """
-    src = resolve_source(source, **hub_options)
-    data, file_name = src.read_rdf()
-    where = f"{file_name} of {src.name}"
-    content = _parse_yaml(data, where)
-    fv = str(content.get("format_version", "?"))
-    root = getattr(src, "root", None) or getattr(src, "base_url", None) or Path.cwd()
-    descr = build_model_description(content, root=root, file_name=file_name, where=where)
-    return Package(source=src, descr=descr, original_format_version=fv, raw=content)

@@ -21,7 +21,7 @@ in ``requests``.
 
 Reuse from other tests::
 
-    from tests.hub.zoo_server import ZooServer   # with `python -m pytest` from the repo root
+    from bioimgzoo.testing.zoo_server import ZooServer
 
     with ZooServer() as server:
         server.publish_folder("affable-shark", fixture_folder)

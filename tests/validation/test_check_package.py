@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bioimgzoo.validate import CheckReport, check_package
+from bioimgzoo.validation import CheckReport, check_package
 
 
 @pytest.mark.slow
@@ -44,8 +44,8 @@ def test_untrusted_architecture_file_is_skipped(tmp_path):
     """State-dict weights with a shipped .py run code: skipped unless trust_code=True."""
     torch = pytest.importorskip("torch")
     from bioimgzoo.exporter import export_model
-    from tests.exporter import export_checks as C
-    from tests.exporter import export_nets as N
+    from bioimgzoo.testing import checks as C
+    from bioimgzoo.testing import nets as N
 
     torch.manual_seed(0)
     x = np.random.default_rng(0).random((1, 1, 16, 16)).astype(np.float32)
