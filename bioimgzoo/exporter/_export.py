@@ -34,6 +34,8 @@ import numpy as np
 from .._files import atomic_path
 from ..errors import BioimgzooError, ExportError
 from ..descr.axes import SPATIAL_LETTERS, parse_axis_letters
+from ..validation.format import spec_findings
+from ..validation.reproduction import core_reproduction
 from ._probe import ModuleRunner, ProbeResult, probe_module
 from .card import load_card, normalise_metrics, render_readme
 
@@ -566,25 +568,6 @@ def _deepimagej_precheck(descr, staging: Path) -> list:
     return check_deepimagej(pkg)
 
 
-def _spec_validate(path: Path) -> tuple[list[str], list[str]]:
-    """Errors and warnings (severity >= WARNING) of bioimageio.spec on the written package."""
-    from bioimageio.spec import load_description
-
-    rd = load_description(path, perform_io_checks=True)
-    summary = rd.validation_summary
-    errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in summary.errors]
-    warnings_ = [f"{'.'.join(map(str, w.loc))}: {w.msg}" for w in summary.warnings if w.severity >= 30]
-    return errors, warnings_
-
-
-def _core_test(path: Path) -> dict:
-    from bioimageio.core import test_model
-
-    summary = test_model(path)
-    failed = [f"{d.name}: {e.msg}" for d in summary.details if d.status == "failed" for e in d.errors]
-    return {"status": summary.status, "errors": failed[:10]}
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -978,13 +961,13 @@ def _finish(plan, files, meta, staging, out, overrides, notes, times, t, probe, 
             save_bioimageio_package(descr, output_path=tmp_zip)
         except ValueError as e:
             raise ExportError(f"bioimageio.spec refuses the written package: {e}") from e
-        errors, warnings_ = _spec_validate(tmp_zip)
+        errors, warnings_, _ = spec_findings(tmp_zip)
         if errors:
             raise ExportError("the written package does not validate:\n" + "\n".join(f"  - {e}" for e in errors))
         times["save_validate"] = time.perf_counter() - t
         if overrides.get("test"):
             tc = time.perf_counter()
-            core = _core_test(tmp_zip)
+            core = core_reproduction(tmp_zip)
             times["core_test"] = time.perf_counter() - tc
             if core["status"] != "passed":
                 raise ExportError("bioimageio.core test_model fails on the package:\n"

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["check_package", "CheckReport", "check_deepimagej"]
+from .format import spec_findings
+from .reproduction import core_reproduction
+
+__all__ = ["check_package", "CheckReport", "check_deepimagej", "spec_findings", "core_reproduction"]
 
 
 def check_deepimagej(source: Any, **hub_options: Any):
@@ -138,32 +141,6 @@ def _files_outside(pkg: Any) -> list[str]:
     return out
 
 
-def _spec_check(path: Path) -> tuple[list[str], list[str], str | None]:
-    from bioimageio.spec import load_description
-
-    try:
-        rd = load_description(path, perform_io_checks=True)
-    except Exception as e:  # e.g. an unknown github_user looked up without network raises ConnectError
-        return [f"bioimageio.spec could not validate the package: {type(e).__name__}: {e}"], [], None
-    s = rd.validation_summary
-    errors = [f"{'.'.join(map(str, e.loc)) or '-'}: {e.msg}" for e in s.errors]
-    warnings_ = [f"{'.'.join(map(str, w.loc)) or '-'}: {w.msg}" for w in s.warnings if w.severity >= 30]
-    return errors, warnings_, getattr(rd, "name", None)
-
-
-def _core_test(path: Path, weights_format: str) -> dict:
-    from bioimageio.core import test_model
-
-    t = time.perf_counter()
-    try:
-        summary = test_model(path, weight_format=weights_format)
-    except Exception as e:  # core raises for some broken packages instead of reporting
-        return {"status": "failed", "errors": [f"{type(e).__name__}: {e}"], "seconds": time.perf_counter() - t}
-    errors = [f"{d.name}: {e.msg}".strip() for d in summary.details if d.status == "failed" for e in d.errors]
-    return {"status": "passed" if summary.status == "passed" else "failed", "errors": errors[:10],
-            "seconds": time.perf_counter() - t}
-
-
 def check_package(source: Any, *, weights: str | Sequence[str] | None = None, trust_code: bool = False,
                   deepimagej: bool = True, **hub_options: Any) -> CheckReport:
     """Validate a package's format, reproduce its test outputs and check the DeepImageJ rules.
@@ -217,7 +194,7 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
             report.format_errors.extend(escaping)
             local = None
         if local is not None:
-            errors, warnings_, _ = _spec_check(local)
+            errors, warnings_, _ = spec_findings(local)
             if errors and not report.format_errors:
                 report.format_errors.extend(errors)
             report.format_warnings.extend(warnings_)
@@ -241,7 +218,7 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
                               "keras_hdf5", "keras_v3"):
                     report.reproduction[wf] = {"status": "skipped", "errors": ["not testable here"], "seconds": 0.0}
                     continue
-                report.reproduction[wf] = _core_test(local, wf)
+                report.reproduction[wf] = core_reproduction(local, wf)
         if pkg is not None and deepimagej:
             from .deepimagej import check_deepimagej as _dij
 
