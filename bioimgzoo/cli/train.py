@@ -83,10 +83,20 @@ def _report(fit, trainer, out: Path, curve: Path) -> None:
     click.echo(f"loss curve {curve}")
 
 
-def _train_and_export(task, images, targets, *, in_channels: int, out: Path, steps: int, patch: int,
-                      batch_size: int, lr: float, val_fraction: float, seed: int, device: str, checkpoint_dir,
-                      resume: bool, patience, eval_every: int, name: str, description: str, authors, card,
-                      loss_curve, quiet: bool, depth: int, base: int) -> None:
+def _train_and_export(task, images, targets, *, out: str, steps: int | None, patch: int, batch_size: int,
+                      lr: float | None, val_fraction: float, seed: int, device: str, checkpoint_dir,
+                      resume: bool, patience, eval_every: int, name: str | None, description: str | None,
+                      authors, card, loss_curve, quiet: bool, depth: int, base: int, defaults: dict) -> None:
+    """Train ``task`` on the images and export the package; ``defaults`` fill what the user left out
+    (``steps``, ``lr``, ``what``: the kind of model, ``description``: a function of the image count)."""
+    out = _check_out(out)
+    in_channels = _in_channels(images)
+    steps = steps or defaults["steps"]
+    lr = lr or defaults["lr"]
+    name = name or _default_name(out, defaults["what"])
+    description = description or defaults["description"](len(images))
+    authors = _default_authors(authors)
+
     import torch
 
     from ..train.nets import UNet2d
@@ -119,9 +129,7 @@ def train() -> None:
 @click.option("--depth", type=int, default=3, show_default=True, help="U-Net levels.")
 @click.option("--base", type=int, default=16, show_default=True, help="U-Net features at full resolution.")
 @_common_training_options
-def segmentation(images, labels, boundary, depth, base, out, steps, patch, batch_size, lr, val_fraction, seed,
-                 device, checkpoint_dir, resume, patience, eval_every, name, description, authors, card, loss_curve,
-                 quiet):
+def segmentation(images, labels, boundary, **options):
     """Train foreground (+ boundary) segmentation on IMAGES with LABELS; write the package OUT.
 
     Default: 300 steps, learning rate 2e-3.
@@ -129,17 +137,12 @@ def segmentation(images, labels, boundary, depth, base, out, steps, patch, batch
     from ..train.data import load_folder
     from ..train.tasks import SegmentationTask
 
-    out_path = _check_out(out)
-    imgs, labs, names = load_folder(images, labels)
-    task = SegmentationTask(boundary=boundary)
-    _train_and_export(
-        task, imgs, labs, in_channels=_in_channels(imgs), out=out_path, steps=steps or 300, patch=patch,
-        batch_size=batch_size, lr=lr or 2e-3, val_fraction=val_fraction, seed=seed, device=device,
-        checkpoint_dir=checkpoint_dir, resume=resume, patience=patience, eval_every=eval_every,
-        name=name or _default_name(out_path, "segmentation U-Net"),
-        description=description or f"A 2D U-Net for foreground{' and boundary' if boundary else ''} segmentation, "
-                                   f"trained with bioimgzoo on {len(imgs)} image(s).",
-        authors=_default_authors(authors), card=card, loss_curve=loss_curve, quiet=quiet, depth=depth, base=base)
+    _check_out(options["out"])
+    imgs, labs, _names = load_folder(images, labels)
+    what = f"foreground{' and boundary' if boundary else ''} segmentation"
+    _train_and_export(SegmentationTask(boundary=boundary), imgs, labs, **options, defaults={
+        "steps": 300, "lr": 2e-3, "what": "segmentation U-Net",
+        "description": lambda n: f"A 2D U-Net for {what}, trained with bioimgzoo on {n} image(s)."})
 
 
 @train.command("n2v")
@@ -151,8 +154,7 @@ def segmentation(images, labels, boundary, depth, base, out, steps, patch, batch
 @click.option("--depth", type=int, default=3, show_default=True, help="U-Net levels.")
 @click.option("--base", type=int, default=16, show_default=True, help="U-Net features at full resolution.")
 @_common_training_options
-def n2v(images, clean, mask_fraction, depth, base, out, steps, patch, batch_size, lr, val_fraction, seed, device,
-        checkpoint_dir, resume, patience, eval_every, name, description, authors, card, loss_curve, quiet):
+def n2v(images, clean, mask_fraction, **options):
     """Train Noise2Void denoising on noisy IMAGES only; write the package OUT.
 
     Default: 300 steps, learning rate 1e-3.
@@ -160,17 +162,12 @@ def n2v(images, clean, mask_fraction, depth, base, out, steps, patch, batch_size
     from ..train.data import load_folder
     from ..train.tasks import Noise2VoidTask
 
-    out_path = _check_out(out)
-    imgs, cleans, names = load_folder(images, clean)
-    task = Noise2VoidTask(mask_fraction=mask_fraction)
-    _train_and_export(
-        task, imgs, cleans, in_channels=_in_channels(imgs), out=out_path, steps=steps or 300, patch=patch,
-        batch_size=batch_size, lr=lr or 1e-3, val_fraction=val_fraction, seed=seed, device=device,
-        checkpoint_dir=checkpoint_dir, resume=resume, patience=patience, eval_every=eval_every,
-        name=name or _default_name(out_path, "Noise2Void denoiser"),
-        description=description or f"A 2D U-Net denoiser trained self-supervised with Noise2Void by bioimgzoo on "
-                                   f"{len(imgs)} noisy image(s).",
-        authors=_default_authors(authors), card=card, loss_curve=loss_curve, quiet=quiet, depth=depth, base=base)
+    _check_out(options["out"])
+    imgs, cleans, _names = load_folder(images, clean)
+    _train_and_export(Noise2VoidTask(mask_fraction=mask_fraction), imgs, cleans, **options, defaults={
+        "steps": 300, "lr": 1e-3, "what": "Noise2Void denoiser",
+        "description": lambda n: f"A 2D U-Net denoiser trained self-supervised with Noise2Void by bioimgzoo on "
+                                 f"{n} noisy image(s)."})
 
 
 @click.command()

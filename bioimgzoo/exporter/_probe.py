@@ -22,23 +22,23 @@ records what was probed and what was given.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..descr.axes import SPATIAL_LETTERS, parse_axis_letters
+from ..descr.sizes import AxisSizes
 from ..errors import ExportError
 
-__all__ = ["AxisSize", "OutputAxisInfo", "TensorInfo", "ProbeResult", "ModuleRunner", "probe_module"]
+__all__ = ["ProbedSizes", "OutputAxisInfo", "TensorInfo", "ProbeResult", "ModuleRunner", "probe_module"]
 
-@dataclass
-class AxisSize:
-    """Valid sizes of one input axis: ``min + n * step`` (``step == 0``: fixed to ``min``)."""
+@dataclass(frozen=True)
+class ProbedSizes(AxisSizes):
+    """Valid sizes of one input axis (:class:`~bioimgzoo.descr.sizes.AxisSizes`: ``min + n * step``, step 0:
+    fixed) plus where they came from."""
 
-    min: int
-    step: int
     #: "probed", "override", "fixed-by-probe" (only one size works), "reference"
     source: str = "probed"
     #: for an input axis sized by another input's axis: (tensor id, axis letter)
@@ -47,14 +47,6 @@ class AxisSize:
     @property
     def fixed(self) -> bool:
         return self.step == 0 and self.reference is None
-
-    def sizes(self, n: int) -> int:
-        return self.min + n * self.step
-
-    def is_valid(self, size: int) -> bool:
-        if self.step == 0:
-            return size == self.min
-        return size >= self.min and (size - self.min) % self.step == 0
 
     def describe(self) -> str:
         if self.reference is not None:
@@ -103,7 +95,7 @@ class TensorInfo:
     axes: str
     dtype: str
     channels: int | None
-    #: inputs: letter -> AxisSize for t/z/y/x; outputs: letter -> OutputAxisInfo for every axis
+    #: inputs: letter -> ProbedSizes for t/z/y/x; outputs: letter -> OutputAxisInfo for every axis
     sizes: dict = field(default_factory=dict)
     example_shape: tuple[int, ...] = ()
 
@@ -206,7 +198,7 @@ class _Group:
 
     members: list[tuple[str, str]]  # (input id, letter)
     example: int
-    override: AxisSize | None = None
+    override: ProbedSizes | None = None
 
     @property
     def name(self) -> str:
@@ -372,10 +364,7 @@ def _receptive_field(prober: _Prober, sizes: list[int], out_index: int, out_axes
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-def _fraction_to_int(f: Fraction) -> int | None:
-    return int(f) if f.denominator == 1 else None
+# probing, step by step
 
 
 def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs: Mapping[str, np.ndarray],
@@ -401,17 +390,36 @@ def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs
     halo : int or mapping, optional
         Override: an int for every spatial output axis, ``{letter: int}``, or
         ``{output_id: {letter: int}}``.
+
+    The steps: group the input axes that share a size, find each group's valid
+    sizes (:func:`_find_sizes`), read off each output axis' relation to the inputs
+    (:func:`_output_info`), measure the halo (:func:`_set_halos`) and raise a
+    minimum that is too small for it (:func:`_fit_min_to_halo`).
     """
     import time
 
     t0 = time.perf_counter()
     notes: list[str] = []
     ids = list(inputs)
-    size_over = _normalise_size_overrides(sizes, ids, axes)
+    groups = _size_groups(inputs, axes, _normalise_size_overrides(sizes, ids, axes))
+    prober = _Prober(run, inputs, axes, groups)
+    found = _find_sizes(prober, notes)
+    input_infos = {tid: _input_info(tid, inputs[tid], axes[tid], groups, found) for tid in ids}
+    # output axes follow the first input's axes of the same letter
+    group_of = {g.members[0][1]: i for i, g in enumerate(groups) if g.members[0][0] == ids[0]}
+    output_axes = dict(output_axes or {})
+    output_infos = {oid: _output_info(prober, found, k, oid, out, axes[ids[0]], output_axes.get(oid), group_of)
+                    for k, (oid, out) in enumerate(zip(output_ids, example_outputs))}
+    _set_halos(prober, found, output_infos, group_of, _normalise_halo_override(halo, output_infos), notes)
+    _fit_min_to_halo(groups, found, input_infos, output_infos, notes)
+    return ProbeResult(inputs=input_infos, outputs=output_infos, notes=notes, seconds=time.perf_counter() - t0)
 
-    # ---- groups of input axes that share one size
+
+def _size_groups(inputs: Mapping[str, np.ndarray], axes: Mapping[str, str],
+                 overrides: Mapping[tuple[str, str], ProbedSizes]) -> list[_Group]:
+    """Groups of input axes that share one size: same letter, same example size."""
     groups: list[_Group] = []
-    for tid in ids:
+    for tid in inputs:
         for d, a in enumerate(axes[tid]):
             if a not in SPATIAL_LETTERS:
                 continue
@@ -421,21 +429,38 @@ def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs
                     g.members.append((tid, a))
                     break
             else:
-                groups.append(_Group(members=[(tid, a)], example=size, override=size_over.get((tid, a))))
-    prober = _Prober(run, inputs, axes, groups)
+                groups.append(_Group(members=[(tid, a)], example=size, override=overrides.get((tid, a))))
+    return groups
+
+
+@dataclass
+class _Found:
+    """Valid sizes found per size group: ``(min, step)`` and one small working size each."""
+
+    grids: list[tuple[int, int]]
+    #: a working size per group (the others' sizes while one group is varied)
+    base: list[int]
+
+    def with_size(self, group: int, size: int) -> list[int]:
+        sizes = list(self.base)
+        sizes[group] = size
+        return sizes
+
+
+def _fixed_note(g: _Group) -> str:
+    return (f"{g.name}: only the example size {g.example} works (fixed size); "
+            "pass sizes={'<axis>': {'min': m, 'step': s}} if other sizes are valid")
+
+
+def _find_sizes(prober: _Prober, notes: list[str]) -> _Found:
+    """Valid sizes of every group: the override, else fixed (nothing near the example runs), else scanned."""
+    groups = prober.groups
     examples = [g.example for g in groups]
     n_sp = len({g.members[0][1] for g in groups})
-
-    grids: list[tuple[int, int] | None] = [None] * len(groups)
-    for i, g in enumerate(groups):
-        if g.override is not None:
-            grids[i] = (g.override.min, g.override.step)
-
+    grids: list[tuple[int, int] | None] = [None if g.override is None else (g.override.min, g.override.step)
+                                           for g in groups]
     todo = [i for i, gr in enumerate(grids) if gr is None]
-    base = list(examples)
-    for i, gr in enumerate(grids):
-        if gr is not None:
-            base[i] = gr[0]
+    base = [examples[i] if gr is None else gr[0] for i, gr in enumerate(grids)]
     # cheap test first: an axis on which no size near the example works is fixed (saves scanning a
     # fixed-size network, e.g. flatten + linear, over hundreds of sizes)
     for i in list(todo):
@@ -446,8 +471,7 @@ def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs
                    for n in near if n >= 1 and n != examples[i]):
             grids[i] = (examples[i], 0)
             todo.remove(i)
-            notes.append(f"{groups[i].name}: only the example size {examples[i]} works (fixed size); "
-                         "pass sizes={'<axis>': {'min': m, 'step': s}} if other sizes are valid")
+            notes.append(_fixed_note(groups[i]))
     if len(todo) > 1:
         # phase 1: all free axes together (cheap: small isotropic inputs) to find small valid sizes
         def joint(s: int) -> list[int]:
@@ -466,170 +490,185 @@ def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs
             sz[i] = s
             return sz
 
-        grid, res = _scan(prober, one, limit=_scan_limit(n_sp, groups[i].example))
+        grid, _ = _scan(prober, one, limit=_scan_limit(n_sp, groups[i].example))
         if grid is None:
             grids[i] = (groups[i].example, 0)
-            base[i] = groups[i].example
-            notes.append(f"{groups[i].name}: only the example size {groups[i].example} works (fixed size); "
-                         "pass sizes={'<axis>': {'min': m, 'step': s}} if other sizes are valid")
+            notes.append(_fixed_note(groups[i]))
         else:
             grids[i] = grid
-            base[i] = grid[0]
+        base[i] = grids[i][0]
+    found = _Found(grids=grids, base=base)
+    _check_overrides(prober, found)
+    return found
 
-    # ---- overrides must run
-    for i, g in enumerate(groups):
+
+def _check_overrides(prober: _Prober, found: _Found) -> None:
+    """Every given size must run (min, and two steps above it)."""
+    for i, g in enumerate(prober.groups):
         if g.override is None:
             continue
-        m, st = grids[i]
+        m, st = found.grids[i]
         for n in ((0, 1, 2) if st else (0,)):
-            sz = list(base)
-            sz[i] = m + n * st
-            if prober.output_shapes(sz) is None:
+            if prober.output_shapes(found.with_size(i, m + n * st)) is None:
                 raise ExportError(f"sizes override for {g.name} ({g.override.describe()}) is wrong: the module "
                                   f"rejects size {m + n * st}")
 
-    # ---- input infos
-    input_infos: dict[str, TensorInfo] = {}
-    for tid in ids:
-        arr = inputs[tid]
-        ax = axes[tid]
-        info = TensorInfo(id=tid, axes=ax, dtype=str(arr.dtype),
-                          channels=arr.shape[ax.index("c")] if "c" in ax else None, example_shape=arr.shape)
-        for a in ax:
-            if a not in SPATIAL_LETTERS:
-                continue
-            gi = next(i for i, g in enumerate(groups) if (tid, a) in g.members)
-            g = groups[gi]
-            m, st = grids[gi]
-            if g.members[0][0] != tid:
-                info.sizes[a] = AxisSize(min=m, step=st, source="reference", reference=g.members[0])
-            else:
-                src = "override" if g.override is not None else ("probed" if st else "fixed-by-probe")
-                info.sizes[a] = AxisSize(min=m, step=st, source=src)
-        input_infos[tid] = info
 
-    # ---- outputs: axes and size relations
-    ref_id = ids[0]
-    ref_axes = axes[ref_id]
-    group_of = {g.members[0][1]: i for i, g in enumerate(groups) if g.members[0][0] == ref_id}
-    output_axes = dict(output_axes or {})
-    output_infos: dict[str, TensorInfo] = {}
-    for k, (oid, out) in enumerate(zip(output_ids, example_outputs)):
-        if oid in output_axes:
-            oax = parse_axis_letters(output_axes[oid], out.ndim, what=f"output {oid!r}", error=ExportError)
-            src = "override"
-        elif out.ndim == len(ref_axes):
-            oax, src = ref_axes, "probed"
-        elif out.ndim == 2 and ref_axes.startswith("b"):
-            oax, src = "bc", "probed"
-        elif out.ndim == 1 and "b" not in ref_axes:
-            oax, src = "c", "probed"
+def _input_info(tid: str, arr: np.ndarray, ax: str, groups: Sequence[_Group], found: _Found) -> TensorInfo:
+    info = TensorInfo(id=tid, axes=ax, dtype=str(arr.dtype),
+                      channels=arr.shape[ax.index("c")] if "c" in ax else None, example_shape=arr.shape)
+    for a in ax:
+        if a not in SPATIAL_LETTERS:
+            continue
+        gi = next(i for i, g in enumerate(groups) if (tid, a) in g.members)
+        g = groups[gi]
+        m, st = found.grids[gi]
+        if g.members[0][0] != tid:
+            info.sizes[a] = ProbedSizes(m, st, source="reference", reference=g.members[0])
         else:
-            raise ExportError(
-                f"cannot infer the axes of output {oid!r} (shape {out.shape}) from input axes {ref_axes!r}: "
-                f"pass output_axes={{{oid!r}: '...'}} (letters b, c, t, z, y, x)")
-        info = TensorInfo(id=oid, axes=oax, dtype=str(out.dtype),
-                          channels=out.shape[oax.index("c")] if "c" in oax else None, example_shape=out.shape)
-        for d, a in enumerate(oax):
-            if a == "b":
-                info.sizes[a] = OutputAxisInfo(a, "batch", source=src)
-            elif a == "c":
-                info.sizes[a] = OutputAxisInfo(a, "channel", size=out.shape[d], source=src)
-            elif a in group_of:
-                gi = group_of[a]
-                m, st = grids[gi]
-                if st == 0:
-                    info.sizes[a] = OutputAxisInfo(a, "fixed", size=out.shape[d], source=src)
-                    continue
-                pts = [m, m + st, m + 2 * st]
-                shapes = []
-                for p in pts:
-                    sz = list(base)
-                    sz[gi] = p
-                    shp = prober.output_shapes(sz)
-                    if shp is None:
-                        raise ExportError(f"probing failed: size {p} along {groups[gi].name} does not run")
-                    shapes.append(shp[k][d])
-                scale = Fraction(shapes[1] - shapes[0], st)
-                offset_f = shapes[0] - scale * m
-                if scale == 0:
-                    info.sizes[a] = OutputAxisInfo(a, "fixed", size=shapes[0], source=src)
-                    continue
-                if offset_f.denominator != 1:
-                    raise ExportError(f"output {oid!r} axis {a}: size {shapes} for input sizes {pts} is not "
-                                      "scale * input + integer offset; pass sizes= with a step that gives whole "
-                                      "output sizes")
-                offset = int(offset_f)
-                kind = "same" if (scale == 1 and offset == 0) else (
-                    "scale" if offset == 0 else ("offset" if scale == 1 else "scale+offset"))
-                info.sizes[a] = OutputAxisInfo(a, kind, reference=groups[gi].members[0], scale=scale, offset=offset,
-                                               source=src)
-            else:
-                info.sizes[a] = OutputAxisInfo(a, "fixed", size=out.shape[d], source=src)
-        output_infos[oid] = info
+            src = "override" if g.override is not None else ("probed" if st else "fixed-by-probe")
+            info.sizes[a] = ProbedSizes(m, st, source=src)
+    return info
 
-    # ---- halo (receptive field by perturbation)
-    halo_over = _normalise_halo_override(halo, output_infos)
-    target = {1: 96, 2: 64, 3: 32}.get(n_sp, 32)
-    cap = {1: 1024, 2: 256, 3: 96}.get(n_sp, 64)
-    max_step = max([st for m, st in grids if st] or [1])
+
+# ----------------------------------------------------------------------------------------------
+# output relations
+
+
+def _output_letters(oid: str, out: np.ndarray, ref_axes: str, given: str | None) -> tuple[str, str]:
+    """(axes, source) of one output: given, else inferred from the first input's axes."""
+    if given is not None:
+        return parse_axis_letters(given, out.ndim, what=f"output {oid!r}", error=ExportError), "override"
+    if out.ndim == len(ref_axes):
+        return ref_axes, "probed"
+    if out.ndim == 2 and ref_axes.startswith("b"):
+        return "bc", "probed"
+    if out.ndim == 1 and "b" not in ref_axes:
+        return "c", "probed"
+    raise ExportError(f"cannot infer the axes of output {oid!r} (shape {out.shape}) from input axes {ref_axes!r}: "
+                      f"pass output_axes={{{oid!r}: '...'}} (letters b, c, t, z, y, x)")
+
+
+def _output_info(prober: _Prober, found: _Found, k: int, oid: str, out: np.ndarray, ref_axes: str,
+                 given_axes: str | None, group_of: Mapping[str, int]) -> TensorInfo:
+    """Output ``k``: its axes and how each axis' size follows from the inputs."""
+    oax, src = _output_letters(oid, out, ref_axes, given_axes)
+    info = TensorInfo(id=oid, axes=oax, dtype=str(out.dtype),
+                      channels=out.shape[oax.index("c")] if "c" in oax else None, example_shape=out.shape)
+    for d, a in enumerate(oax):
+        if a == "b":
+            info.sizes[a] = OutputAxisInfo(a, "batch", source=src)
+        elif a == "c":
+            info.sizes[a] = OutputAxisInfo(a, "channel", size=out.shape[d], source=src)
+        elif a in group_of and found.grids[group_of[a]][1] != 0:
+            info.sizes[a] = _axis_relation(prober, found, k, d, a, group_of[a], oid, src)
+        else:
+            info.sizes[a] = OutputAxisInfo(a, "fixed", size=out.shape[d], source=src)
+    return info
+
+
+def _axis_relation(prober: _Prober, found: _Found, k: int, d: int, a: str, gi: int, oid: str,
+                   src: str) -> OutputAxisInfo:
+    """Output ``k``'s axis ``d`` as ``scale * input + offset``, read off three valid sizes of group ``gi``."""
+    m, st = found.grids[gi]
+    pts = [m, m + st, m + 2 * st]
+    shapes = []
+    for p in pts:
+        shp = prober.output_shapes(found.with_size(gi, p))
+        if shp is None:
+            raise ExportError(f"probing failed: size {p} along {prober.groups[gi].name} does not run")
+        shapes.append(shp[k][d])
+    scale = Fraction(shapes[1] - shapes[0], st)
+    offset_f = shapes[0] - scale * m
+    if scale == 0:
+        return OutputAxisInfo(a, "fixed", size=shapes[0], source=src)
+    if offset_f.denominator != 1:
+        raise ExportError(f"output {oid!r} axis {a}: size {shapes} for input sizes {pts} is not "
+                          "scale * input + integer offset; pass sizes= with a step that gives whole "
+                          "output sizes")
+    offset = int(offset_f)
+    kind = "same" if (scale == 1 and offset == 0) else (
+        "scale" if offset == 0 else ("offset" if scale == 1 else "scale+offset"))
+    return OutputAxisInfo(a, kind, reference=prober.groups[gi].members[0], scale=scale, offset=offset, source=src)
+
+
+# ----------------------------------------------------------------------------------------------
+# halo
+
+
+def _set_halos(prober: _Prober, found: _Found, outputs: Mapping[str, TensorInfo], group_of: Mapping[str, int],
+               overrides: Mapping[tuple[str, str], int], notes: list[str]) -> None:
+    """Set every referenced output axis' halo: the override, else the measured receptive field."""
+    n_sp = len({g.members[0][1] for g in prober.groups})
+    max_step = max([st for m, st in found.grids if st] or [1])
     positions = max(1, min(max_step, 4))
-    for k, (oid, info) in enumerate(output_infos.items()):
+    for k, (oid, info) in enumerate(outputs.items()):
         spatial = {a: r for a, r in info.sizes.items() if r.reference is not None}
         if not spatial:
             continue
-        need = {a for a in spatial if (oid, a) not in halo_over}
-        radius: dict[str, int] = {}
-        if need:
-            tgt = target
-            while True:
-                sizes_rf = []
-                for i, (m, st) in enumerate(grids):
-                    if st == 0:
-                        sizes_rf.append(m)
-                    else:
-                        sizes_rf.append(m + st * max(0, math.ceil((tgt - m) / st)))
-                radius, touched = _receptive_field(prober, sizes_rf, k, info.axes, spatial, group_of, positions)
-                touched &= need
-                if not touched:
-                    break
-                growable = [a for a in touched if grids[group_of[a]][1]]
-                if not growable or tgt * 2 > cap:
-                    for a in touched:
-                        notes.append(
-                            f"output {oid!r} axis {a}: one input pixel changes the output up to the border of a "
-                            f"{sizes_rf[group_of[a]]}-pixel input (global context, e.g. normalisation over the "
-                            "image): tiled prediction will differ from whole-image prediction; halo not set "
-                            "(pass halo= to set one)")
-                        radius[a] = -1
-                    break
-                tgt *= 2
+        need = {a for a in spatial if (oid, a) not in overrides}
+        radius = _measure_radius(prober, found, k, oid, info.axes, spatial, need, group_of, n_sp, positions,
+                                 notes) if need else {}
         for a, rel in spatial.items():
-            if (oid, a) in halo_over:
-                rel.halo = halo_over[(oid, a)]
+            if (oid, a) in overrides:
+                rel.halo = overrides[(oid, a)]
                 rel.source = "override" if rel.source == "probed" else rel.source
                 continue
             r = radius.get(a, 0)
-            if r < 0:
-                rel.receptive_field = None
-                rel.halo = 0
-                continue
-            rel.receptive_field = r
-            crop = max(0, -rel.offset) // 2  # part of the field the network already crops
-            need_halo = max(0, r - crop)
-            if need_halo == 0:
-                rel.halo = 0
-                continue
-            step_in = grids[group_of[a]][1] or 1
-            q = _fraction_to_int(rel.scale * step_in) or 1
-            q = math.lcm(q, rel.scale.numerator)  # halo / scale must be a whole number of input pixels
-            rel.halo = int(math.ceil(need_halo / q) * q)
+            rel.receptive_field = None if r < 0 else r
+            rel.halo = 0 if r < 0 else _halo_for(rel, r, found.grids[group_of[a]][1] or 1)
 
-    # ---- the smallest tile must hold more than twice the halo (spec and DeepImageJ rule 19)
+
+def _measure_radius(prober: _Prober, found: _Found, k: int, oid: str, out_axes: str,
+                    spatial: Mapping[str, OutputAxisInfo], need: set[str], group_of: Mapping[str, int], n_sp: int,
+                    positions: int, notes: list[str]) -> dict[str, int]:
+    """Receptive-field radius per letter of output ``k``, on inputs grown until the change stays inside
+    (-1 where it reaches the border even on the largest input: global context)."""
+    tgt = {1: 96, 2: 64, 3: 32}.get(n_sp, 32)
+    cap = {1: 1024, 2: 256, 3: 96}.get(n_sp, 64)
+    while True:
+        sizes_rf = [m if st == 0 else m + st * max(0, math.ceil((tgt - m) / st)) for m, st in found.grids]
+        radius, touched = _receptive_field(prober, sizes_rf, k, out_axes, spatial, group_of, positions)
+        touched &= need
+        if not touched:
+            return radius
+        growable = [a for a in touched if found.grids[group_of[a]][1]]
+        if not growable or tgt * 2 > cap:
+            for a in touched:
+                notes.append(
+                    f"output {oid!r} axis {a}: one input pixel changes the output up to the border of a "
+                    f"{sizes_rf[group_of[a]]}-pixel input (global context, e.g. normalisation over the "
+                    "image): tiled prediction will differ from whole-image prediction; halo not set "
+                    "(pass halo= to set one)")
+                radius[a] = -1
+            return radius
+        tgt *= 2
+
+
+def _halo_for(rel: OutputAxisInfo, radius: int, step_in: int) -> int:
+    """The halo for a receptive-field ``radius``: beyond what the network crops itself, rounded up to whole
+    output steps (and whole input pixels)."""
+    crop = max(0, -rel.offset) // 2  # part of the field the network already crops
+    need_halo = max(0, radius - crop)
+    if need_halo == 0:
+        return 0
+    q = _fraction_to_int(rel.scale * step_in) or 1
+    q = math.lcm(q, rel.scale.numerator)  # halo / scale must be a whole number of input pixels
+    return int(math.ceil(need_halo / q) * q)
+
+
+def _fraction_to_int(f: Fraction) -> int | None:
+    return int(f) if f.denominator == 1 else None
+
+
+def _fit_min_to_halo(groups: Sequence[_Group], found: _Found, inputs: Mapping[str, TensorInfo],
+                     outputs: Mapping[str, TensorInfo], notes: list[str]) -> None:
+    """The smallest tile must hold more than twice the halo (spec and DeepImageJ rule 19): raise a group's min
+    (or, for a fixed size, lower the halo)."""
     for gi, g in enumerate(groups):
-        m, st = grids[gi]
+        m, st = found.grids[gi]
         letter = g.members[0][1]
-        rels = [t.sizes[letter] for t in output_infos.values()
+        rels = [t.sizes[letter] for t in outputs.values()
                 if letter in t.sizes and t.sizes[letter].reference == g.members[0] and t.sizes[letter].halo]
         if not rels:
             continue
@@ -653,31 +692,29 @@ def probe_module(run: Callable[[Sequence[np.ndarray]], list[np.ndarray]], inputs
         if new_m != m:
             notes.append(f"{g.name}: min raised from {m} to {new_m} so the smallest tile holds more than "
                          "twice the halo")
-            grids[gi] = (new_m, st)
+            found.grids[gi] = (new_m, st)
             for tid, a in g.members:
-                s = input_infos[tid].sizes[a]
-                s.min = new_m
-    return ProbeResult(inputs=input_infos, outputs=output_infos, notes=notes, seconds=time.perf_counter() - t0)
+                inputs[tid].sizes[a] = replace(inputs[tid].sizes[a], min=new_m)
 
 
-def _size_spec(value: Any, what: str) -> AxisSize:
-    if isinstance(value, AxisSize):
-        return AxisSize(value.min, value.step, source="override")
+def _size_spec(value: Any, what: str) -> ProbedSizes:
+    if isinstance(value, AxisSizes):
+        return ProbedSizes(value.min, value.step, source="override")
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if value < 1:
             raise ExportError(f"sizes override {what}: {value} is not a positive size")
-        return AxisSize(int(value), 0, source="override")
+        return ProbedSizes(int(value), 0, source="override")
     if isinstance(value, Mapping) and "min" in value:
         m, st = int(value["min"]), int(value.get("step", 0))
         if m < 1 or st < 0:
             raise ExportError(f"sizes override {what}: min must be >= 1 and step >= 0, got {dict(value)}")
-        return AxisSize(m, st, source="override")
+        return ProbedSizes(m, st, source="override")
     raise ExportError(f"sizes override {what}: expected an int or {{'min': m, 'step': s}}, got {value!r}")
 
 
 def _normalise_size_overrides(sizes: Mapping[str, Any] | None, ids: Sequence[str],
-                              axes: Mapping[str, str]) -> dict[tuple[str, str], AxisSize]:
-    out: dict[tuple[str, str], AxisSize] = {}
+                              axes: Mapping[str, str]) -> dict[tuple[str, str], ProbedSizes]:
+    out: dict[tuple[str, str], ProbedSizes] = {}
     if not sizes:
         return out
     for key, value in sizes.items():

@@ -6,15 +6,15 @@ weights file and builds the engine once.  :meth:`Model.predict` and
 
 1. each image is mapped onto the model's axes (:mod:`.axes`); axes the
    model lacks (a z stack through a 2D model) become separate samples;
-2. per-sample statistics for preprocessing are computed over the *whole*
-   sample, on the raw input (as bioimageio.core does), never per tile;
-3. the sample is cut into windows by a tile plan (:mod:`.plan`) — one
-   window when it fits — each window is padded where it reaches past the
-   image, preprocessed and queued;
-4. queued windows of equal shape, from one image or many, run through the
-   engine in batches;
-5. each window's trusted part is written into the sample's output, then
-   postprocessing runs on the whole stitched output.
+2. each sample is planned (:func:`.plan.plan_sample`: windows, halo,
+   padding, where each window's output goes; one plan per input shape);
+3. an executor (:mod:`.executor`) computes the per-sample statistics of
+   preprocessing over the *whole* sample, on the raw input (as
+   bioimageio.core does), cuts and preprocesses the windows, runs them
+   through the engine in batches (windows of equal shape, from one image or
+   many) and stitches each window's trusted part into the sample's output;
+4. postprocessing runs here on the whole stitched output, and the samples
+   of an image are unfolded back into the image's layout.
 
 Nothing reloads between images, and results stream out in input order.
 
@@ -24,7 +24,8 @@ a description declaring absurd sizes), never in numpy's ValueError or
 MemoryError: options are checked before any work, images are cast to
 float32 before statistics (float16 sums overflow), non-finite values are
 counted once per image (``nan_policy``), and no window or output buffer
-larger than :data:`MAX_WINDOW_ELEMENTS` / this machine's memory is allocated.
+larger than :data:`.plan.MAX_WINDOW_ELEMENTS` / this machine's memory is
+allocated.
 """
 
 from __future__ import annotations
@@ -34,34 +35,28 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..descr.axes import parse_axes
-from ..descr.sizes import AxisSizes, SizeRef, valid_size_at_least
-from ..descr.tensors import TensorSpec, output_scale, tensor_specs
+from ..descr.sizes import AxisSizes, SizeRef
+from ..descr.tensors import TensorSpec, tensor_specs
 from ..descr.weights import choose_weights, runnable_formats
 from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from . import engines as _engines
+from . import processing
 from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
 from .devices import resolve_device
-from .plan import AxisWindow, choose_tile_size, plan_tiles
+from .executor import InMemoryExecutor, Network, NumpySink, NumpySource, Sample
+from .executor.memory import MAX_BATCH
+from .plan import MAX_WINDOW_ELEMENTS, SamplePlan, plan_sample
 
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["Model"]
 
-#: default window edge (pixels per tiled axis) by number of tiled axes
-_TARGET_EDGE = {1: 1 << 16, 2: 1024, 3: 128, 4: 64}
-#: default number of voxels per engine batch (windows x window voxels)
-_BATCH_VOXELS = 1 << 20
-_MAX_BATCH = 64
-#: most values one window of one input may hold (4 GiB of float32): a larger window, from a
-#: description's fixed size or a tile= choice, is refused before numpy tries to allocate it
-MAX_WINDOW_ELEMENTS = 1 << 30
 #: numpy.pad modes that need no extra arguments (the others would fail on the first padded window)
 PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap", "linear_ramp", "maximum", "mean",
              "median", "minimum")
@@ -69,37 +64,9 @@ NAN_POLICIES = ("warn", "fail", "zero")
 
 
 @dataclass
-class _Plan:
-    """How one sample is cut into windows and where each window's output goes."""
-
-    tiled: tuple[str, ...]  # tiled axis ids of the primary input
-    tiles: list  # list[Tile]
-    window_shapes: dict[str, tuple[int, ...]]  # input id -> window shape (batch 1)
-    out_shapes: dict[str, tuple[int, ...] | None]  # output id -> full shape (None: as the engine returns)
-    # output id -> per output axis: (input axis id, factor, offset) when it follows a tiled axis
-    out_links: dict[str, dict[str, tuple[str, Fraction, int]]]
-    image_len: dict[str, int]  # primary tiled axis -> image length
-
-    @property
-    def key(self) -> tuple:
-        return tuple(sorted(self.window_shapes.items()))
-
-
-@dataclass
-class _SampleRun:
-    index: int  # position of its image in the call
-    part: int  # sample number within the image (folded axes)
-    raw: dict[str, np.ndarray]  # input id -> array (model layout, batch 1)
-    plan: _Plan
-    stats: dict
-    job: "_ImageJob"
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    remaining: int = 0
-    nonfinite: bool = False  # an input keeps NaN/inf (nan_policy "warn"): statistics skip them
-
-
-@dataclass
 class _ImageJob:
+    """One image of a predict call: how it was folded into samples, and the finished ones."""
+
     index: int
     foldings: dict[str, Folding]
     n_samples: int
@@ -118,8 +85,6 @@ class Model:
         self.weights_format = weights_format
         self.device = device
         self.inputs, self.outputs = tensor_specs(self.descr)
-        from . import processing
-
         ref_axes = {t.id: t.axis_ids for t in self.inputs + self.outputs}
         self._pre = [processing.compile_processing(t.preprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
                                                    reference_axes=ref_axes) for t in self.inputs]
@@ -127,11 +92,10 @@ class Model:
                                                     reference_axes=ref_axes) for t in self.outputs]
         measures = {m for c in self._pre + self._post for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
-        self._pre_sample = {m for c in self._pre for m in c.required_measures if m.scope == "sample"}
         self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
         #: per-dataset statistics fixed by set_dataset_statistics (else computed per predict call)
         self._dataset_stats: dict | None = None
-        self._batch_limit = min((t.batch_limit() or _MAX_BATCH) for t in self.inputs) if self.inputs else 1
+        self._batch_limit = min((t.batch_limit() or MAX_BATCH) for t in self.inputs) if self.inputs else 1
         _check_declared_sizes(self.inputs, self.outputs, self.name)
 
     # ------------------------------------------------------------------ loading
@@ -188,8 +152,6 @@ class Model:
     def _compute_dataset_statistics(self, images: Iterable[Any], axes: Any, *, nan_policy: str = "warn",
                                     report: bool = False, labelled: bool = True,
                                     names: Any = None) -> dict:
-        from . import processing
-
         if not self._dataset_measures:
             return {}
         inputs_only = {m for m in self._dataset_measures if m.tensor_id in {t.id for t in self.inputs}}
@@ -204,7 +166,7 @@ class Model:
             n = next(iter(job_inputs.values())).shape[0] if self.inputs[0].has_batch else 1
             for i in range(n):
                 sample = self._sample_slice(job_inputs, i)
-                acc.update(_finite_or_nan(sample, bad), ignore_nan=bool(bad))
+                acc.update(processing.nan_for_nonfinite(sample, bad), ignore_nan=bool(bad))
         return acc.finalize()
 
     # --------------------------------------------------------------- prediction
@@ -310,12 +272,71 @@ class Model:
                 # the prediction pass below reports non-finite values; this one only applies the policy
                 dataset_stats = self._compute_dataset_statistics(images, axes, nan_policy=nan_policy,
                                                                  labelled=labelled, names=names)
-            executor = _Executor(self, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                                 on_window=on_window, dataset_stats=dataset_stats or {}, nan_policy=nan_policy,
-                                 names=names, labelled=labelled)
-            yield from executor.run(images, axes)
+            # built per call: the engine is a public attribute a caller may have swapped
+            network = Network(self.engine, tuple(self.inputs), tuple(self.outputs), tuple(self._pre),
+                              self._batch_limit)
+            executor = InMemoryExecutor(network, batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
+            samples = self._samples(images, axes, tile=tile, halo=halo, dataset_stats=dataset_stats or {},
+                                    nan_policy=nan_policy, names=names, labelled=labelled)
+            # samples come back in order, so an image is complete when its last sample is
+            for sample in executor.run(samples):
+                job, part = sample.context
+                job.done[part] = self._postprocess(sample)
+                if len(job.done) == job.n_samples:
+                    yield self._unfold(job)
         except MemoryError as e:
             raise _memory_error(e) from e
+
+    def _samples(self, images: Iterable[Any], axes: Any, *, tile: Any, halo: Any, dataset_stats: Mapping,
+                 nan_policy: str, names: Any, labelled: bool) -> Iterator[Sample]:
+        """The samples of ``images``, one image read at a time, each with its plan."""
+        plans: dict[tuple, SamplePlan] = {}
+        for index, image in enumerate(images):
+            label = _label(names, index) if labelled else None
+            arrays, foldings = self._map_inputs(image, axes, label=label)
+            # one pass over each whole input, never per tile
+            arrays, bad = _screen_nonfinite(arrays, nan_policy, label, report=True)
+            n = next(iter(arrays.values())).shape[0] if self.inputs[0].has_batch else 1
+            job = _ImageJob(index, foldings, n, was_xarray=_is_xarray(image), single=not isinstance(image, Mapping))
+            for part in range(n):
+                raw = self._sample_slice(arrays, part)
+                shapes = {k: a.shape for k, a in raw.items()}
+                key = tuple(shapes.items())
+                plan = plans.get(key)
+                if plan is None:  # plans depend on shapes only: many same-size images share one
+                    plan = plans[key] = plan_sample(self.inputs, self.outputs, shapes, tile=tile, halo=halo)
+                yield Sample({k: NumpySource(a) for k, a in raw.items()}, {t.id: NumpySink() for t in self.outputs},
+                             plan, dict(dataset_stats), nonfinite=bad, context=(job, part))
+
+    def _postprocess(self, sample: Sample) -> dict[str, np.ndarray]:
+        """The postprocessed outputs of one completed sample (statistics over its whole outputs)."""
+        outputs = {k: sink.array for k, sink in sample.outputs.items()}
+        stats = sample.stats
+        if self._post_sample:
+            tensors = {**{k: src.array for k, src in sample.inputs.items()}, **outputs}
+            if sample.nonfinite:  # the outputs are non-finite where the bad inputs reached
+                tensors = processing.nan_for_nonfinite(tensors, list(tensors))
+            axis_map = {t.id: t.axis_ids for t in self.inputs + self.outputs}
+            stats = {**stats, **processing.compute_sample_measures(self._post_sample, tensors, axis_map,
+                                                                   ignore_nan=bool(sample.nonfinite))}
+        return {spec.id: chain(outputs[spec.id], stats) for spec, chain in zip(self.outputs, self._post)}
+
+    def _unfold(self, job: _ImageJob) -> Any:
+        """One image's result: its samples joined and laid out as the image was."""
+        result = {}
+        for spec in self.outputs:
+            parts = [job.done[i][spec.id] for i in range(job.n_samples)]
+            arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            folding = job.foldings[self.inputs[0].id]
+            out = from_model_layout(arr, folding, spec.axes)
+            if job.was_xarray:
+                import xarray as xr
+
+                out = xr.DataArray(out, dims=output_axes_ids(folding, spec.axes))
+            result[spec.id] = out
+        if len(self.outputs) == 1:
+            return result[self.outputs[0].id]
+        return result
 
     # ------------------------------------------------------------ input mapping
     def _map_inputs(self, data: Any, axes: Any, *, label: str | None = None
@@ -375,134 +396,6 @@ class Model:
         if not self.inputs[0].has_batch:
             return dict(arrays)
         return {k: a[i:i + 1] for k, a in arrays.items()}
-
-    # ---------------------------------------------------------------- planning
-    def _plan(self, sample: Mapping[str, np.ndarray], tile: Any, halo: Any) -> _Plan:
-        primary = next((t for t in self.inputs if any(a.kind in ("space", "time") for a in t.axes)), self.inputs[0])
-        shape_p = sample[primary.id].shape
-        tiled_candidates = [a.id for a in primary.axes if a.kind in ("space", "time")
-                            and isinstance(primary.sizes.get(a.id), AxisSizes)]
-        # which output axes follow which primary axes
-        links: dict[str, dict[str, tuple[str, Fraction, int]]] = {}
-        for out in self.outputs:
-            links[out.id] = {}
-            for a in out.axes:
-                link = output_scale(primary, out, a.id)
-                if link is not None:
-                    links[out.id][a.id] = (link[1], link[2], link[3])
-        in_halo: dict[str, int] = {}
-        for out in self.outputs:
-            for oa, (ia, f, off) in links[out.id].items():
-                h = out.halo.get(oa, 0) + max(0, -off)
-                if h:
-                    in_halo[ia] = max(in_halo.get(ia, 0), math.ceil(h / f))
-        for name, option in (("tile", tile), ("halo", halo)):
-            if isinstance(option, Mapping):
-                unknown = sorted(set(map(str, option)) - set(tiled_candidates))
-                if unknown:
-                    raise InputError(f"{name}= names axis {', '.join(map(repr, unknown))}, which input "
-                                     f"'{primary.id}' cannot tile; its tileable axes are "
-                                     f"{', '.join(tiled_candidates) or 'none'}")
-        if isinstance(halo, Mapping):  # the caller's halo wins where given
-            in_halo.update({str(a): int(v) for a, v in halo.items()})
-        elif halo is not None:
-            in_halo = {a: int(halo) for a in tiled_candidates}
-        target = _TARGET_EDGE.get(len(tiled_candidates), 64)
-        tile_sizes: dict[str, int] = {}
-        image_len: dict[str, int] = {}
-        for a in tiled_candidates:
-            n = shape_p[primary.axis_ids.index(a)]
-            sizes: AxisSizes = primary.sizes[a]
-            image_len[a] = n
-            want = tile.get(a) if isinstance(tile, Mapping) else tile
-            if want is not None:
-                want = int(want)
-                if not sizes.is_valid(want):
-                    valid = f"{sizes.min}" if sizes.step == 0 else f"{sizes.min} + k*{sizes.step}"
-                    raise InputError(f"tile size {want} is not valid for axis '{a}' of input '{primary.id}': "
-                                     f"the model accepts {valid}")
-                whole = valid_size_at_least(sizes, n)
-                if want > whole:  # a window past the whole image only adds padding (tile=10**9 is no bomb)
-                    log.info("tile %d on axis '%s' is larger than the image (%d): using %d", want, a, n, whole)
-                    want = whole
-                tile_sizes[a] = want
-            else:
-                tile_sizes[a] = choose_tile_size(n, sizes, halo=in_halo.get(a, 0), target=target)
-        tiled = tuple(a for a in tiled_candidates if tile_sizes[a] < image_len[a])
-        if tiled:
-            for out in self.outputs:
-                bad = [a.id for a in out.axes if a.kind in ("space", "time") and a.id not in links[out.id]]
-                non_spatial = not any(a.kind in ("space", "time") for a in out.axes)
-                if bad or non_spatial:
-                    raise InputError(
-                        f"the image ({', '.join(f'{a}={image_len[a]}' for a in tiled)}) is larger than the "
-                        f"model's input size ({', '.join(f'{a}={tile_sizes[a]}' for a in tiled)}) and output "
-                        f"'{out.id}' cannot be tiled (its size does not follow the input's): resize or crop the image")
-            for a in tiled:
-                if 2 * in_halo.get(a, 0) >= tile_sizes[a]:
-                    raise InputError(f"halo {in_halo.get(a, 0)} on axis '{a}' leaves nothing of {tile_sizes[a]}-pixel "
-                                     "tiles: pass a larger tile= or a smaller halo=")
-        aligns = {a: (primary.sizes[a].step or _pow2_divisor(tile_sizes[a], 64)) for a in tiled}
-        scales = {}
-        for a in tiled:
-            fs = [f for out in self.outputs for (ia, f, _o) in links[out.id].values() if ia == a]
-            scales[a] = min(fs, key=lambda f: f) if fs else Fraction(1)
-        tiles = plan_tiles({a: image_len[a] for a in tiled}, {a: tile_sizes[a] for a in tiled},
-                           halo={a: in_halo.get(a, 0) for a in tiled}, align=aligns, scale=scales)
-
-        # window shapes of every input
-        window_shapes: dict[str, tuple[int, ...]] = {}
-        for spec in self.inputs:
-            shape = list(sample[spec.id].shape)
-            for i, a in enumerate(spec.axes):
-                sz = spec.sizes.get(a.id)
-                if spec is primary and a.id in tile_sizes:
-                    shape[i] = tile_sizes[a.id]
-                elif isinstance(sz, SizeRef) and sz.tensor_id == primary.id and sz.axis_id in tile_sizes:
-                    f = primary.scale.get(sz.axis_id, 1.0) / spec.scale.get(a.id, 1.0)
-                    shape[i] = int(round(tile_sizes[sz.axis_id] * f)) + sz.offset
-                elif a.id in tiled and spec is not primary:
-                    if shape[i] != image_len[a.id]:
-                        raise InputError(f"input '{spec.id}' is {shape[i]} long on axis '{a.id}' but input "
-                                         f"'{primary.id}' is {image_len[a.id]}: tiled inputs must match in size")
-                    shape[i] = tile_sizes[a.id]
-                elif isinstance(sz, AxisSizes) and a.kind in ("space", "time"):
-                    shape[i] = valid_size_at_least(sz, shape[i])
-            window_shapes[spec.id] = tuple(shape)
-            elements = math.prod(shape)
-            if elements > MAX_WINDOW_ELEMENTS:
-                raise InputError(
-                    f"a window of input '{spec.id}' would hold {elements:,} values (shape {tuple(shape)}, "
-                    f"axes {''.join(_short(a) for a in spec.axis_ids)}), more than the limit of "
-                    f"{MAX_WINDOW_ELEMENTS:,}: pass a smaller tile= or crop the image (if neither helps, the "
-                    "model's declared sizes are broken)")
-
-        out_shapes: dict[str, tuple[int, ...] | None] = {}
-        for out in self.outputs:
-            shape = []
-            for a in out.axes:
-                sz = out.sizes.get(a.id)
-                if a.kind == "batch":
-                    shape.append(1)
-                elif a.id in links[out.id]:
-                    ia, f, off = links[out.id][a.id]
-                    shape.append(int(image_len.get(ia, sample[primary.id].shape[primary.axis_ids.index(ia)]) * f) + off)
-                elif isinstance(sz, AxisSizes) and sz.step == 0:
-                    shape.append(sz.min)
-                else:
-                    shape = None
-                    break
-            out_shapes[out.id] = tuple(shape) if shape is not None else None
-            if shape is not None:
-                _check_output_shape(out, tuple(shape))
-        if tiled and any(s is None for s in out_shapes.values()):
-            raise InputError("the model's output size depends on the data, so the image cannot be tiled: "
-                             "pass an image that fits in one window")
-        return _Plan(tiled, tiles, window_shapes, out_shapes, links, image_len)
-
-
-def _short(axis_id: str) -> str:
-    return {"batch": "b", "channel": "c", "index": "i"}.get(axis_id, axis_id)
 
 
 def _is_whole(value: Any) -> bool:
@@ -613,17 +506,6 @@ def _screen_nonfinite(arrays: dict[str, np.ndarray], policy: str, label: str | N
                         "0, or 'fail' to stop", where, what)
     return arrays, frozenset(bad)
 
-
-def _finite_or_nan(tensors: Mapping[str, np.ndarray], ids: Iterable[str]) -> dict[str, np.ndarray]:
-    """``tensors`` with inf set to NaN in ``ids`` (statistics then skip them, see ignore_nan)."""
-    out = dict(tensors)
-    for tid in ids:
-        a = out.get(tid)
-        if a is not None and a.dtype.kind in "fc":
-            out[tid] = np.where(np.isfinite(a), a, np.array(np.nan, a.dtype))
-    return out
-
-
 def _memory_error(e: MemoryError) -> InputError:
     return InputError(f"not enough memory to predict this image ({e}): pass a smaller tile= or batch_size=, "
                       "or crop the image")
@@ -634,27 +516,6 @@ def _memory_guard(fn: Callable[[], Any]) -> Any:
         return fn()
     except MemoryError as e:
         raise _memory_error(e) from e
-
-
-def _machine_elements() -> int:
-    """float32 values that fit in this machine's memory (a bound for one stitched output)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: assume a large machine
-        total = 1 << 40
-    return max(MAX_WINDOW_ELEMENTS, total // 4)
-
-
-def _check_output_shape(out: TensorSpec, shape: tuple[int, ...]) -> None:
-    if any(n < 1 for n in shape):
-        raise InputError(f"output '{out.id}' would have shape {shape} for this image: the image is too small for "
-                         "the model (its output shrinks by a fixed offset); pass a larger image")
-    elements = math.prod(shape)
-    if elements > _machine_elements():
-        raise InputError(f"output '{out.id}' would hold {elements:,} values (shape {shape}), more than this "
-                         "machine's memory: crop the image, or, if a small image gives this, the model's output "
-                         "sizes (scale, offset) are broken")
-
 
 def _check_declared_sizes(inputs: list[TensorSpec], outputs: list[TensorSpec], name: str) -> None:
     """Refuse, at load, a description whose smallest window or fixed output is absurdly large."""
@@ -677,14 +538,6 @@ def _check_declared_sizes(inputs: list[TensorSpec], outputs: list[TensorSpec], n
                     f"({shown}), more than the limit of {MAX_WINDOW_ELEMENTS:,} per window: the description "
                     "is broken or hostile; fix its axis sizes")
 
-
-def _pow2_divisor(n: int, cap: int) -> int:
-    d = 1
-    while d < cap and n % (d * 2) == 0:
-        d *= 2
-    return d
-
-
 def _check_dtype(array: np.ndarray, spec: TensorSpec) -> None:
     kind = array.dtype.kind
     if kind not in "biuf":
@@ -694,223 +547,5 @@ def _check_dtype(array: np.ndarray, spec: TensorSpec) -> None:
         raise InputError(f"input '{spec.id}' expects {spec.dtype} data and got {array.dtype}: converting would "
                          "lose the fractions; convert the image yourself if that is intended")
 
-
-class _Executor:
-    """Streams samples through windows, batches and stitching (one predict call)."""
-
-    def __init__(self, model: Model, *, tile: Any, halo: Any, batch_size: int | None, pad_mode: str,
-                 on_window: Callable[[int], None] | None, dataset_stats: Mapping, nan_policy: str = "warn",
-                 names: Any = None, labelled: bool = True):
-        self.m = model
-        self.dataset_stats = dataset_stats
-        self.nan_policy, self.names, self.labelled = nan_policy, names, labelled
-        self.tile, self.halo, self.pad_mode = tile, halo, pad_mode
-        if batch_size is not None:
-            if batch_size < 1:
-                raise InputError(f"batch_size must be at least 1, got {batch_size}")
-            limit = model._batch_limit
-            if limit == 1 and batch_size > 1:
-                log.info("this model takes one sample at a time: batch_size %d lowered to 1", batch_size)
-            batch_size = min(int(batch_size), limit)
-        self.batch_size = batch_size
-        self.on_window = on_window
-        self.plans: dict[tuple, _Plan] = {}
-        self.queue: list[tuple[_SampleRun, Any, dict[str, np.ndarray]]] = []
-        self.queue_key: tuple | None = None
-
-    def _batch_for(self, plan: _Plan) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        voxels = max(1, max(int(np.prod(s)) for s in plan.window_shapes.values()))
-        return max(1, min(self.m._batch_limit, _MAX_BATCH, _BATCH_VOXELS // voxels))
-
-    def run(self, images: Iterable[Any], axes: Any) -> Iterator[Any]:
-        from . import processing
-
-        m = self.m
-        pending: dict[int, _ImageJob] = {}
-        next_out = 0
-        axis_map = {t.id: t.axis_ids for t in m.inputs}
-        for index, image in enumerate(images):
-            label = _label(self.names, index) if self.labelled else None
-            arrays, foldings = m._map_inputs(image, axes, label=label)
-            # one pass over each whole input, never per tile
-            arrays, bad = _screen_nonfinite(arrays, self.nan_policy, label, report=True)
-            n = next(iter(arrays.values())).shape[0] if m.inputs[0].has_batch else 1
-            job = _ImageJob(index, foldings, n, was_xarray=_is_xarray(image), single=not isinstance(image, Mapping))
-            pending[index] = job
-            for part in range(n):
-                raw = m._sample_slice(arrays, part)
-                stats = dict(self.dataset_stats)
-                if m._pre_sample:
-                    # under nan_policy "warn" the statistics skip the bad values (inf too, as NaN)
-                    stats.update(processing.compute_sample_measures(
-                        m._pre_sample, _finite_or_nan(raw, bad) if bad else raw, axis_map, ignore_nan=bool(bad)))
-                shapes = tuple((k, a.shape) for k, a in raw.items())
-                plan = self.plans.get(shapes)
-                if plan is None:  # plans depend on shapes only: many same-size images share one
-                    plan = self.plans[shapes] = m._plan(raw, self.tile, self.halo)
-                run = _SampleRun(index, part, raw, plan, stats, job, nonfinite=bool(bad))
-                self._enqueue_sample(run)
-            # flush only when the next image could not share the batch; yield finished images in order
-            while next_out in pending and len(pending[next_out].done) == pending[next_out].n_samples:
-                yield self._finish(pending.pop(next_out))
-                next_out += 1
-        self._flush()
-        while next_out in pending:
-            job = pending.pop(next_out)
-            assert len(job.done) == job.n_samples
-            yield self._finish(job)
-            next_out += 1
-
-    # windows -------------------------------------------------------------
-    def _enqueue_sample(self, run: _SampleRun) -> None:
-        m = self.m
-        plan = run.plan
-        run.remaining = len(plan.tiles)
-        batch = self._batch_for(plan)
-        for tile in plan.tiles:
-            windows = {}
-            for spec, chain in zip(m.inputs, m._pre):
-                w = _extract(run.raw[spec.id], spec, tile.windows, plan, self.pad_mode)
-                if chain.steps:
-                    w = chain(w, run.stats)  # the network takes what preprocessing makes
-                elif w.dtype != spec.dtype:
-                    w = w.astype(spec.dtype)  # no preprocessing: the declared type is the network's
-                windows[spec.id] = w
-            if self.queue and (self.queue_key != plan.key or len(self.queue) >= batch):
-                self._flush()
-            self.queue_key = plan.key
-            self.queue.append((run, tile, windows))
-            if len(self.queue) >= batch:
-                self._flush()
-
-    def _flush(self) -> None:
-        if not self.queue:
-            return
-        m = self.m
-        queue, self.queue = self.queue, []
-        if len(queue) == 1:
-            feeds = [queue[0][2][t.id] for t in m.inputs]
-        else:
-            feeds = [np.concatenate([q[2][t.id] for q in queue], axis=0) for t in m.inputs]
-        outs = m.engine.run(feeds)
-        if len(outs) < len(m.outputs):
-            from ..errors import WeightsError
-
-            raise WeightsError(f"the network returned {len(outs)} outputs, the description declares {len(m.outputs)}")
-        for i, (run, tile, _w) in enumerate(queue):
-            for spec, arr in zip(m.outputs, outs):
-                part = arr[i:i + 1] if spec.has_batch else arr
-                _place(run, spec, part, tile.windows)
-            run.remaining -= 1
-            if run.remaining == 0:
-                self._complete(run)
-        if self.on_window:
-            self.on_window(len(queue))
-
-    def _complete(self, run: _SampleRun) -> None:
-        from . import processing
-
-        m = self.m
-        outputs = run.outputs
-        stats = run.stats
-        if m._post_sample:
-            tensors = {**run.raw, **outputs}
-            if run.nonfinite:  # the outputs are non-finite where the bad inputs reached
-                tensors = _finite_or_nan(tensors, list(tensors))
-            axis_map = {t.id: t.axis_ids for t in m.inputs + m.outputs}
-            stats = {**stats, **processing.compute_sample_measures(m._post_sample, tensors, axis_map,
-                                                                   ignore_nan=run.nonfinite)}
-        result = {}
-        for spec, chain in zip(m.outputs, m._post):
-            result[spec.id] = chain(outputs[spec.id], stats)
-        run.job.done[run.part] = result
-        run.raw = {}
-        run.outputs = {}
-
-    def _finish(self, job: _ImageJob) -> Any:
-        m = self.m
-        result = {}
-        for spec in m.outputs:
-            parts = [job.done[i][spec.id] for i in range(job.n_samples)]
-            arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            folding = job.foldings[m.inputs[0].id]
-            out = from_model_layout(arr, folding, spec.axes)
-            if job.was_xarray:
-                import xarray as xr
-
-                out = xr.DataArray(out, dims=output_axes_ids(folding, spec.axes))
-            result[spec.id] = out
-        if len(m.outputs) == 1:
-            return result[m.outputs[0].id]
-        return result
-
-
 def _is_xarray(x: Any) -> bool:
     return hasattr(x, "dims") and hasattr(x, "values") and not isinstance(x, Mapping)
-
-
-def _extract(arr: np.ndarray, spec: TensorSpec, windows: Mapping[str, AxisWindow], plan: _Plan,
-             pad_mode: str) -> np.ndarray:
-    """The window of ``arr`` for one tile, padded where it reaches past the image."""
-    target = plan.window_shapes[spec.id]
-    index, pads = [], []
-    need_pad = False
-    for i, a in enumerate(spec.axes):
-        n = arr.shape[i]
-        w = windows.get(a.id)
-        if w is not None and n >= w.stop:
-            index.append(slice(w.start, w.stop))
-            pads.append((0, 0))
-        elif w is not None:
-            index.append(slice(w.start, min(n, w.stop)))
-            pads.append((0, w.stop - max(n, w.start)))
-            need_pad = True
-        else:
-            index.append(slice(None))
-            extra = target[i] - n
-            pads.append((0, max(0, extra)))
-            need_pad = need_pad or extra > 0
-    out = arr[tuple(index)]
-    if need_pad:
-        mode = pad_mode
-        if mode in ("reflect", "symmetric") and any(p[1] >= s for p, s in zip(pads, out.shape) if p[1]):
-            mode = "symmetric" if all(p[1] <= s for p, s in zip(pads, out.shape) if p[1]) else "edge"
-        out = np.pad(out, pads, mode=mode)
-    return out
-
-
-def _place(run: _SampleRun, spec: TensorSpec, part: np.ndarray, windows: Mapping[str, AxisWindow]) -> None:
-    """Write the trusted part of one window's output into the sample's output."""
-    plan = run.plan
-    full = plan.out_shapes[spec.id]
-    if full is None:  # data-dependent size: single window, take as is
-        run.outputs[spec.id] = part
-        return
-    buf = run.outputs.get(spec.id)
-    if buf is None:
-        if len(plan.tiles) == 1 and part.shape == tuple(full):
-            run.outputs[spec.id] = part  # one window, no crop: no copy
-            return
-        buf = run.outputs[spec.id] = np.empty(full, dtype=part.dtype)
-    dst, src = [], []
-    links = plan.out_links[spec.id]
-    for i, a in enumerate(spec.axes):
-        link = links.get(a.id)
-        if link is None:
-            dst.append(slice(None))
-            src.append(slice(0, full[i]))
-            continue
-        ia, f, off = link
-        w = windows.get(ia)
-        if w is None:  # not tiled: the (padded) window covers the image: crop
-            dst.append(slice(None))
-            src.append(slice(0, full[i]))
-            continue
-        lo = int(w.inner_start * f)
-        hi = full[i] if w.inner_stop >= plan.image_len[ia] else int(w.inner_stop * f)
-        base = int(w.start * f)
-        dst.append(slice(lo, hi))
-        src.append(slice(lo - base, hi - base))
-    buf[tuple(dst)] = part[tuple(src)]

@@ -3,7 +3,10 @@
 Every standard op of format 0.5 (``binarize``, ``clip``, ``ensure_dtype``,
 ``fixed_zero_mean_unit_variance``, ``scale_linear``, ``scale_mean_variance``,
 ``scale_range``, ``sigmoid``, ``softmax``, ``zero_mean_unit_variance``) is
-compiled once per tensor into a :class:`Chain` of vectorized steps.  Format
+compiled once per tensor into a :class:`Chain` of vectorized steps.  As in
+bioimageio.core, each op builds itself from its description: :data:`OPS`
+maps an op id to its step class, whose ``from_descr(descr, ctx)`` checks the
+kwargs against the tensor (:class:`OpContext`) and returns the step.  Format
 0.4 descriptions reach this module upgraded to 0.5 by bioimageio.spec (which
 is what :func:`bioimgzoo.package.open_package` returns), so the 0.5 classes
 cover both generations.
@@ -125,7 +128,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -135,7 +138,10 @@ __all__ = [
     "Measure",
     "Chain",
     "compile_processing",
+    "OPS",
+    "OpContext",
     "compute_sample_measures",
+    "nan_for_nonfinite",
     "DatasetStatistics",
     "SUPPORTED_OPS",
     "FOLLOW_CORE_EPS",
@@ -145,18 +151,6 @@ MeasureKind = Literal["mean", "std", "var", "quantile"]
 Scope = Literal["sample", "dataset"]
 QuantileMethod = Literal["linear", "inverted_cdf"]
 
-SUPPORTED_OPS = (
-    "binarize",
-    "clip",
-    "ensure_dtype",
-    "fixed_zero_mean_unit_variance",
-    "scale_linear",
-    "scale_mean_variance",
-    "scale_range",
-    "sigmoid",
-    "softmax",
-    "zero_mean_unit_variance",
-)
 
 _BATCH = "batch"
 _FIXED_EPS = 1e-6  # core's FixedZeroMeanUnitVariance.eps (not part of the description)
@@ -329,6 +323,85 @@ def _einsum_reduce_sq(c: np.ndarray, red: tuple[int, ...]) -> np.ndarray:
     return np.reshape(s, [1 if i in red else n for i, n in enumerate(c.shape)])
 
 
+# --------------------------------------------------------------- building steps
+@dataclass(frozen=True)
+class OpContext:
+    """What an op needs, besides its description, to build itself for one tensor.
+
+    Passed to every ``from_descr``; its helpers check the description
+    against the tensor and raise :class:`InvalidDescriptionError` naming
+    the step (``where``).
+    """
+
+    op: str  # the op id, e.g. "scale_range"
+    where: str  # "processing step 2 ('scale_range') of tensor 'raw'", for messages
+    tensor_id: str
+    axes: tuple[str, ...]  # the processed tensor's axis ids
+    other_axes: Mapping[str, tuple[str, ...]]  # axis ids of reference tensors, by tensor id
+    references_given: bool  # reference_axes was passed: a reference tensor must be among them
+
+    def bad(self, msg: str) -> InvalidDescriptionError:
+        return InvalidDescriptionError(f"{self.where}: {msg}")
+
+    def axis_index(self, axis: Any) -> int:
+        a = str(axis)
+        if a not in self.axes:
+            raise self.bad(f"names axis {a!r}, but tensor {self.tensor_id!r} has axes ({', '.join(self.axes)}); "
+                           "fix `axis` in the description to one of those")
+        return self.axes.index(a)
+
+    def along(self, values: Any, axis: Any) -> np.ndarray:
+        """``values`` as float64, laid out along ``axis`` (length 1 on every other axis)."""
+        i = self.axis_index(axis)
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        shape = [1] * len(self.axes)
+        shape[i] = arr.size
+        return arr.reshape(shape)
+
+    def measure_axes(self, kw_axes: Any, of: str) -> tuple[str, ...] | None:
+        if kw_axes is None:
+            return None
+        a = tuple(str(x) for x in kw_axes)
+        known = self.other_axes.get(of, self.axes)
+        missing = [x for x in a if x not in known and not (x == _BATCH)]
+        if missing:
+            raise self.bad(f"reduces over axes {missing}, but tensor {of!r} has axes ({', '.join(known)}); "
+                           "fix `axes` in the description to name only axes of that tensor")
+        # "batch" is always allowed: it makes the statistic a dataset one, and a dataset
+        # statistic treats each sample as one batch element even without a batch axis
+        return a
+
+    def ref_id(self, ref: Any) -> str:
+        r = self.tensor_id if ref is None else str(ref)
+        if r != self.tensor_id and r not in self.other_axes and self.references_given:
+            raise self.bad(f"references tensor {r!r}, whose axes were not given in reference_axes; "
+                           "pass its axis ids, or fix `reference_tensor` to an existing tensor id")
+        return r
+
+
+#: op id -> the step class that builds itself from that op's description (``from_descr``)
+OPS: dict[str, type["_Step"]] = {}
+
+
+def _op(op_id: str, descr_class: str) -> Callable[[type], type]:
+    """Register a step class for ``op_id``, built from ``bioimageio.spec.model.v0_5.<descr_class>``.
+
+    Format 0.4 op names (``binarize``, ``clip``, ``scale_linear``,
+    ``sigmoid``, ``zero_mean_unit_variance``, ``scale_range``,
+    ``scale_mean_variance``) are 0.5 ids too, so one key serves both; a 0.4
+    ``zero_mean_unit_variance`` with ``mode: fixed`` is upgraded to
+    ``fixed_zero_mean_unit_variance`` by bioimageio.spec.  0.4 description
+    *objects* have other kwargs and are refused (upgrade them first).
+    """
+
+    def register(cls: type) -> type:
+        cls.descr_class = descr_class
+        OPS[op_id] = cls
+        return cls
+
+    return register
+
+
 # ------------------------------------------------------------------------- the steps
 class _Stats:
     """Statistics lookup for one chain call: checks presence, shapes and layouts."""
@@ -363,28 +436,54 @@ class _Stats:
 
 @dataclass
 class _Step:
+    """One processing op, ready to apply; each subclass builds itself with :meth:`from_descr`."""
+
     op: str
     where: str
     measures: tuple[Measure, ...] = ()
     fusable: bool = False  # can write its result straight into a following ensure_dtype's dtype
 
+    #: name of the bioimageio.spec.model.v0_5 description class (set by @_op)
+    descr_class: ClassVar[str] = ""
+
+    @classmethod
+    def from_descr(cls, descr: Any, ctx: OpContext) -> "_Step":
+        """The step for ``descr`` (an instance of ``v0_5.<descr_class>``) of the tensor in ``ctx``."""
+        raise NotImplementedError
+
     def apply(self, x: np.ndarray, stat: _Stats, *, owned: bool, final_dtype: np.dtype | None) -> np.ndarray:
         raise NotImplementedError
 
 
+@_op("ensure_dtype", "EnsureDtypeDescr")
 @dataclass
 class _EnsureDtype(_Step):
     dtype: np.dtype = field(default_factory=lambda: np.dtype("float32"))
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        return cls(ctx.op, ctx.where, dtype=np.dtype(str(descr.kwargs.dtype)))
 
     def apply(self, x, stat, *, owned, final_dtype):
         return x.astype(self.dtype, copy=False)
 
 
+@_op("binarize", "BinarizeDescr")
 @dataclass
 class _Binarize(_Step):
     threshold: Any = 0.0  # python float, or float64 array laid out along `axis`
     axis_index: int | None = None
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        from bioimageio.spec.model import v0_5
+
+        kw = descr.kwargs
+        if isinstance(kw, v0_5.BinarizeAlongAxisKwargs):
+            return cls(ctx.op, ctx.where, threshold=ctx.along(kw.threshold, kw.axis),
+                       axis_index=ctx.axis_index(kw.axis))
+        return cls(ctx.op, ctx.where, threshold=float(kw.threshold))
 
     def apply(self, x, stat, *, owned, final_dtype):
         if self.axis_index is not None:
@@ -392,12 +491,37 @@ class _Binarize(_Step):
         return _binary(np.greater, x, self.threshold, final_dtype=final_dtype)
 
 
+@_op("clip", "ClipDescr")
 @dataclass
 class _Clip(_Step):
     min: float | None = None
     max: float | None = None
     min_measure: Measure | None = None
     max_measure: Measure | None = None
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        kw = descr.kwargs
+        m_axes = ctx.measure_axes(kw.axes, ctx.tensor_id)
+        scope = _sample_or_dataset(m_axes, none_is_dataset=True)
+        method = "inverted_cdf" if scope == "sample" else None
+
+        def quantile(p: float) -> Measure:
+            return Measure(ctx.tensor_id, "quantile", m_axes, p / 100, scope, method)
+
+        lo = None if kw.min is not None or kw.min_percentile is None else quantile(kw.min_percentile)
+        hi = None if kw.max is not None or kw.max_percentile is None else quantile(kw.max_percentile)
+        mn = None if kw.min is None else float(kw.min)
+        mx = None if kw.max is None else float(kw.max)
+        if mn is None and mx is None and lo is None and hi is None:
+            raise ctx.bad("has neither min/max nor min_percentile/max_percentile; set at least one")
+        if mn is not None and mx is not None and mn >= mx:
+            raise ctx.bad(f"has min {mn} >= max {mx}; fix the description so that min < max")
+        if lo is not None and hi is not None and lo.q >= hi.q:
+            raise ctx.bad(f"has min_percentile {kw.min_percentile} >= max_percentile {kw.max_percentile}; "
+                          "fix the description so that min_percentile < max_percentile")
+        return cls(ctx.op, ctx.where, tuple(m for m in (lo, hi) if m is not None),
+                   min=mn, max=mx, min_measure=lo, max_measure=hi)
 
     def apply(self, x, stat, *, owned, final_dtype):
         reuse = x if owned else None
@@ -417,12 +541,29 @@ class _Clip(_Step):
         return x
 
 
+@_op("scale_linear", "ScaleLinearDescr")
 @dataclass
 class _ScaleLinear(_Step):
     gain: Any = 1.0
     offset: Any = 0.0
     axis_index: int | None = None
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        from bioimageio.spec.model import v0_5
+
+        kw = descr.kwargs
+        if not isinstance(kw, v0_5.ScaleLinearAlongAxisKwargs):
+            return cls(ctx.op, ctx.where, gain=float(kw.gain), offset=float(kw.offset))
+        gain, offset = kw.gain, kw.offset
+        n = max(len(v) if isinstance(v, list) else 1 for v in (gain, offset))
+        gain = gain if isinstance(gain, list) else [gain] * n
+        offset = offset if isinstance(offset, list) else [offset] * n
+        if len(gain) != len(offset):
+            raise ctx.bad(f"has {len(gain)} gain but {len(offset)} offset values; give as many of each")
+        return cls(ctx.op, ctx.where, gain=ctx.along(gain, kw.axis), offset=ctx.along(offset, kw.axis),
+                   axis_index=ctx.axis_index(kw.axis))
 
     def apply(self, x, stat, *, owned, final_dtype):
         if self.axis_index is not None:
@@ -431,12 +572,26 @@ class _ScaleLinear(_Step):
         return _binary(np.add, t, self.offset, reuse=t, final_dtype=final_dtype)
 
 
+@_op("fixed_zero_mean_unit_variance", "FixedZeroMeanUnitVarianceDescr")
 @dataclass
 class _FixedZeroMeanUnitVariance(_Step):
     mean: Any = 0.0
     std_eps: Any = 1.0  # std + eps, float64 like core's DataArray parameters
     axis_index: int | None = None
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        from bioimageio.spec.model import v0_5
+
+        kw = descr.kwargs
+        if isinstance(kw, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
+            if len(kw.mean) != len(kw.std):
+                raise ctx.bad(f"has {len(kw.mean)} mean but {len(kw.std)} std values; give as many of each")
+            return cls(ctx.op, ctx.where, mean=ctx.along(kw.mean, kw.axis),
+                       std_eps=ctx.along(kw.std, kw.axis) + _FIXED_EPS, axis_index=ctx.axis_index(kw.axis))
+        # core wraps the scalars in 0-d float64 DataArrays: strong float64 for numpy promotion
+        return cls(ctx.op, ctx.where, mean=np.float64(kw.mean), std_eps=np.float64(kw.std) + _FIXED_EPS)
 
     def apply(self, x, stat, *, owned, final_dtype):
         if self.axis_index is not None:
@@ -445,12 +600,22 @@ class _FixedZeroMeanUnitVariance(_Step):
         return _binary(np.divide, t, self.std_eps, reuse=t, final_dtype=final_dtype)
 
 
+@_op("zero_mean_unit_variance", "ZeroMeanUnitVarianceDescr")
 @dataclass
 class _ZeroMeanUnitVariance(_Step):
     mean: Measure | None = None
     std: Measure | None = None
     eps: float = 1e-6
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        kw = descr.kwargs
+        m_axes = ctx.measure_axes(kw.axes, ctx.tensor_id)
+        scope = _sample_or_dataset(m_axes, none_is_dataset=True)
+        mean = Measure(ctx.tensor_id, "mean", m_axes, None, scope)
+        std = Measure(ctx.tensor_id, "std", m_axes, None, scope)
+        return cls(ctx.op, ctx.where, (mean, std), mean=mean, std=std, eps=_described_or_core_eps(kw.eps))
 
     def apply(self, x, stat, *, owned, final_dtype):
         mean = stat(self, self.mean)
@@ -459,6 +624,7 @@ class _ZeroMeanUnitVariance(_Step):
         return _binary(np.divide, t, denom, reuse=t, final_dtype=final_dtype)
 
 
+@_op("scale_mean_variance", "ScaleMeanVarianceDescr")
 @dataclass
 class _ScaleMeanVariance(_Step):
     mean: Measure | None = None
@@ -467,6 +633,20 @@ class _ScaleMeanVariance(_Step):
     ref_std: Measure | None = None
     eps: float = 1e-6
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        kw = descr.kwargs
+        tid = ctx.tensor_id
+        ref = ctx.ref_id(kw.reference_tensor)
+        m_axes = ctx.measure_axes(kw.axes, tid)
+        if ref != tid:
+            ctx.measure_axes(kw.axes, ref)
+        # unlike the other ops, axes None means *sample* statistics here (core's ScaleMeanVariance)
+        scope = _sample_or_dataset(m_axes, none_is_dataset=False)
+        ms = (Measure(tid, "mean", m_axes, None, scope), Measure(tid, "std", m_axes, None, scope),
+              Measure(ref, "mean", m_axes, None, scope), Measure(ref, "std", m_axes, None, scope))
+        return cls(ctx.op, ctx.where, ms, mean=ms[0], std=ms[1], ref_mean=ms[2], ref_std=ms[3], eps=float(kw.eps))
 
     def apply(self, x, stat, *, owned, final_dtype):
         mean = stat(self, self.mean)
@@ -480,12 +660,27 @@ class _ScaleMeanVariance(_Step):
         return _binary(np.add, t, ref_mean, reuse=t, final_dtype=final_dtype)
 
 
+@_op("scale_range", "ScaleRangeDescr")
 @dataclass
 class _ScaleRange(_Step):
     lower: Measure | None = None
     upper: Measure | None = None
     eps: float = 1e-6
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        kw = descr.kwargs
+        ref = ctx.ref_id(kw.reference_tensor)
+        m_axes = ctx.measure_axes(kw.axes, ref)
+        scope = _sample_or_dataset(m_axes, none_is_dataset=True)
+        method = "linear" if scope == "sample" else None
+        if kw.min_percentile >= kw.max_percentile:
+            raise ctx.bad(f"has min_percentile {kw.min_percentile} >= max_percentile {kw.max_percentile}; "
+                          "fix the description so that min_percentile < max_percentile")
+        lower = Measure(ref, "quantile", m_axes, kw.min_percentile / 100, scope, method)
+        upper = Measure(ref, "quantile", m_axes, kw.max_percentile / 100, scope, method)
+        return cls(ctx.op, ctx.where, (lower, upper), lower=lower, upper=upper, eps=_described_or_core_eps(kw.eps))
 
     def apply(self, x, stat, *, owned, final_dtype):
         lower = stat(self, self.lower)
@@ -495,9 +690,14 @@ class _ScaleRange(_Step):
         return _binary(np.divide, t, denom, reuse=t, final_dtype=final_dtype)
 
 
+@_op("sigmoid", "SigmoidDescr")
 @dataclass
 class _Sigmoid(_Step):
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        return cls(ctx.op, ctx.where)
 
     def apply(self, x, stat, *, owned, final_dtype):
         # core: 1.0 / (1.0 + np.exp(-x))
@@ -507,10 +707,15 @@ class _Sigmoid(_Step):
         return _binary(np.divide, 1.0, t, reuse=t, final_dtype=final_dtype)
 
 
+@_op("softmax", "SoftmaxDescr")
 @dataclass
 class _Softmax(_Step):
     axis_index: int = 0
     fusable: bool = True
+
+    @classmethod
+    def from_descr(cls, descr, ctx):
+        return cls(ctx.op, ctx.where, axis_index=ctx.axis_index(descr.kwargs.axis))
 
     def apply(self, x, stat, *, owned, final_dtype):
         # scipy.special.softmax: e = exp(x - max(x)); e / sum(e)
@@ -602,6 +807,9 @@ def compile_processing(descrs: Sequence[Any], *, tensor_id: str, tensor_axes: Se
                        reference_axes: Mapping[str, Sequence[str]] | None = None) -> Chain:
     """Compile a tensor's ``preprocessing`` or ``postprocessing`` list into a :class:`Chain`.
 
+    Each description is built by the step class :data:`OPS` registers for
+    its op id (``from_descr``).
+
     Parameters
     ----------
     descrs : sequence of bioimageio.spec.model.v0_5 processing descriptions
@@ -627,153 +835,19 @@ def compile_processing(descrs: Sequence[Any], *, tensor_id: str, tensor_axes: Se
     axes = tuple(str(a) for a in tensor_axes)
     other_axes = {str(k): tuple(str(a) for a in v) for k, v in (reference_axes or {}).items()}
     steps: list[_Step] = []
-
     for index, descr in enumerate(descrs, start=1):
         op = _descr_id(descr)
         where = f"processing step {index} ({op!r}) of tensor {tensor_id!r}"
-        kw = getattr(descr, "kwargs", None)
-
-        def bad(msg: str) -> InvalidDescriptionError:
-            return InvalidDescriptionError(f"{where}: {msg}")
-
-        def axis_index(axis: Any) -> int:
-            a = str(axis)
-            if a not in axes:
-                raise bad(f"names axis {a!r}, but tensor {tensor_id!r} has axes ({', '.join(axes)}); "
-                          "fix `axis` in the description to one of those")
-            return axes.index(a)
-
-        def along(values: Any, axis: Any) -> np.ndarray:
-            i = axis_index(axis)
-            arr = np.asarray(values, dtype=np.float64).reshape(-1)
-            shape = [1] * len(axes)
-            shape[i] = arr.size
-            return arr.reshape(shape)
-
-        def measure_axes(kw_axes: Any, of: str) -> tuple[str, ...] | None:
-            if kw_axes is None:
-                return None
-            a = tuple(str(x) for x in kw_axes)
-            known = other_axes.get(of, axes)
-            missing = [x for x in a if x not in known and not (x == _BATCH)]
-            if missing:
-                raise bad(f"reduces over axes {missing}, but tensor {of!r} has axes ({', '.join(known)}); "
-                          "fix `axes` in the description to name only axes of that tensor")
-            # "batch" is always allowed: it makes the statistic a dataset one, and a dataset
-            # statistic treats each sample as one batch element even without a batch axis
-            return a
-
-        def ref_id(ref: Any) -> str:
-            r = tensor_id if ref is None else str(ref)
-            if r != tensor_id and r not in other_axes and reference_axes is not None:
-                raise bad(f"references tensor {r!r}, whose axes were not given in reference_axes; "
-                          "pass its axis ids, or fix `reference_tensor` to an existing tensor id")
-            return r
-
-        if isinstance(descr, v0_5.EnsureDtypeDescr):
-            steps.append(_EnsureDtype(op, where, dtype=np.dtype(str(kw.dtype))))
-
-        elif isinstance(descr, v0_5.BinarizeDescr):
-            if isinstance(kw, v0_5.BinarizeAlongAxisKwargs):
-                steps.append(_Binarize(op, where, threshold=along(kw.threshold, kw.axis),
-                                       axis_index=axis_index(kw.axis)))
-            else:
-                steps.append(_Binarize(op, where, threshold=float(kw.threshold)))
-
-        elif isinstance(descr, v0_5.ClipDescr):
-            m_axes = measure_axes(kw.axes, tensor_id)
-            scope = _sample_or_dataset(m_axes, none_is_dataset=True)
-            method = "inverted_cdf" if scope == "sample" else None
-
-            def quantile(p: float) -> Measure:
-                return Measure(tensor_id, "quantile", m_axes, p / 100, scope, method)
-
-            lo = None if kw.min is not None or kw.min_percentile is None else quantile(kw.min_percentile)
-            hi = None if kw.max is not None or kw.max_percentile is None else quantile(kw.max_percentile)
-            mn = None if kw.min is None else float(kw.min)
-            mx = None if kw.max is None else float(kw.max)
-            if mn is None and mx is None and lo is None and hi is None:
-                raise bad("has neither min/max nor min_percentile/max_percentile; set at least one")
-            if mn is not None and mx is not None and mn >= mx:
-                raise bad(f"has min {mn} >= max {mx}; fix the description so that min < max")
-            if lo is not None and hi is not None and lo.q >= hi.q:
-                raise bad(f"has min_percentile {kw.min_percentile} >= max_percentile {kw.max_percentile}; "
-                          "fix the description so that min_percentile < max_percentile")
-            steps.append(_Clip(op, where, tuple(m for m in (lo, hi) if m is not None),
-                               min=mn, max=mx, min_measure=lo, max_measure=hi))
-
-        elif isinstance(descr, v0_5.ScaleLinearDescr):
-            if isinstance(kw, v0_5.ScaleLinearAlongAxisKwargs):
-                gain, offset = kw.gain, kw.offset
-                n = max(len(v) if isinstance(v, list) else 1 for v in (gain, offset))
-                gain = gain if isinstance(gain, list) else [gain] * n
-                offset = offset if isinstance(offset, list) else [offset] * n
-                if len(gain) != len(offset):
-                    raise bad(f"has {len(gain)} gain but {len(offset)} offset values; give as many of each")
-                steps.append(_ScaleLinear(op, where, gain=along(gain, kw.axis), offset=along(offset, kw.axis),
-                                          axis_index=axis_index(kw.axis)))
-            else:
-                steps.append(_ScaleLinear(op, where, gain=float(kw.gain), offset=float(kw.offset)))
-
-        elif isinstance(descr, v0_5.FixedZeroMeanUnitVarianceDescr):
-            if isinstance(kw, v0_5.FixedZeroMeanUnitVarianceAlongAxisKwargs):
-                if len(kw.mean) != len(kw.std):
-                    raise bad(f"has {len(kw.mean)} mean but {len(kw.std)} std values; give as many of each")
-                mean = along(kw.mean, kw.axis)
-                std_eps = along(kw.std, kw.axis) + _FIXED_EPS
-                steps.append(_FixedZeroMeanUnitVariance(op, where, mean=mean, std_eps=std_eps,
-                                                        axis_index=axis_index(kw.axis)))
-            else:
-                # core wraps the scalars in 0-d float64 DataArrays: strong float64 for numpy promotion
-                steps.append(_FixedZeroMeanUnitVariance(op, where, mean=np.float64(kw.mean),
-                                                        std_eps=np.float64(kw.std) + _FIXED_EPS))
-
-        elif isinstance(descr, v0_5.ZeroMeanUnitVarianceDescr):
-            m_axes = measure_axes(kw.axes, tensor_id)
-            scope = _sample_or_dataset(m_axes, none_is_dataset=True)
-            mean = Measure(tensor_id, "mean", m_axes, None, scope)
-            std = Measure(tensor_id, "std", m_axes, None, scope)
-            steps.append(_ZeroMeanUnitVariance(op, where, (mean, std), mean=mean, std=std,
-                                               eps=_described_or_core_eps(kw.eps)))
-
-        elif isinstance(descr, v0_5.ScaleRangeDescr):
-            ref = ref_id(kw.reference_tensor)
-            m_axes = measure_axes(kw.axes, ref)
-            scope = _sample_or_dataset(m_axes, none_is_dataset=True)
-            method = "linear" if scope == "sample" else None
-            if kw.min_percentile >= kw.max_percentile:
-                raise bad(f"has min_percentile {kw.min_percentile} >= max_percentile {kw.max_percentile}; "
-                          "fix the description so that min_percentile < max_percentile")
-            lower = Measure(ref, "quantile", m_axes, kw.min_percentile / 100, scope, method)
-            upper = Measure(ref, "quantile", m_axes, kw.max_percentile / 100, scope, method)
-            steps.append(_ScaleRange(op, where, (lower, upper), lower=lower, upper=upper,
-                                     eps=_described_or_core_eps(kw.eps)))
-
-        elif isinstance(descr, v0_5.ScaleMeanVarianceDescr):
-            ref = ref_id(kw.reference_tensor)
-            m_axes = measure_axes(kw.axes, tensor_id)
-            if ref != tensor_id:
-                measure_axes(kw.axes, ref)
-            # unlike the other ops, axes None means *sample* statistics here (core's ScaleMeanVariance)
-            scope = _sample_or_dataset(m_axes, none_is_dataset=False)
-            ms = (Measure(tensor_id, "mean", m_axes, None, scope), Measure(tensor_id, "std", m_axes, None, scope),
-                  Measure(ref, "mean", m_axes, None, scope), Measure(ref, "std", m_axes, None, scope))
-            steps.append(_ScaleMeanVariance(op, where, ms, mean=ms[0], std=ms[1], ref_mean=ms[2], ref_std=ms[3],
-                                            eps=float(kw.eps)))
-
-        elif isinstance(descr, v0_5.SigmoidDescr):
-            steps.append(_Sigmoid(op, where))
-
-        elif isinstance(descr, v0_5.SoftmaxDescr):
-            steps.append(_Softmax(op, where, axis_index=axis_index(kw.axis)))
-
-        else:
+        cls = OPS.get(op)
+        # the id alone is not enough: a 0.4 object (or a look-alike) has other kwargs
+        if cls is None or not isinstance(descr, getattr(v0_5, cls.descr_class)):
             hint = ("upgrade the description to format 0.5 first (bioimgzoo.package.open_package does)"
                     if "v0_4" in type(descr).__module__ else
                     f"only {', '.join(SUPPORTED_OPS)} are supported; run the model without this step or "
                     "apply it yourself")
             raise InvalidDescriptionError(f"{where} is not supported here ({type(descr).__name__}); {hint}")
-
+        ctx = OpContext(op, where, tensor_id, axes, other_axes, references_given=reference_axes is not None)
+        steps.append(cls.from_descr(descr, ctx))
     relayout = {ref: _make_relayout(ref, ref_axes, axes, tensor_id)
                 for ref, ref_axes in other_axes.items() if ref != tensor_id and ref_axes != axes}
     return Chain(tensor_id, axes, steps, relayout)
@@ -799,7 +873,21 @@ def _make_relayout(ref: str, ref_axes: tuple[str, ...], axes: tuple[str, ...], t
     return relayout
 
 
+#: the op ids compile_processing builds (the keys of OPS)
+SUPPORTED_OPS = tuple(sorted(OPS))
+
+
 # ----------------------------------------------------------------- sample statistics
+def nan_for_nonfinite(tensors: Mapping[str, np.ndarray], ids: Iterable[str]) -> dict[str, np.ndarray]:
+    """``tensors`` with inf set to NaN in ``ids``, so that statistics with ``ignore_nan`` skip them."""
+    out = dict(tensors)
+    for tid in ids:
+        a = out.get(tid)
+        if a is not None and a.dtype.kind in "fc":
+            out[tid] = np.where(np.isfinite(a), a, np.array(np.nan, a.dtype))
+    return out
+
+
 def _tensor_for(m: Measure, tensors: Mapping[str, np.ndarray], axes: Mapping[str, Sequence[str]],
                 where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if m.tensor_id not in tensors:

@@ -73,7 +73,7 @@ def check_deepimagej(path: Path, *, expect_single_input: bool = True) -> list:
     results = dij(path)
     assert [r.rule for r in results] == list(range(1, 30))
     if expect_single_input:
-        failed = [(r.rule, r.name, r.message) for r in results if r.status == "fail"]
+        failed = [(r.rule, r.name, r.message) for r in results if r.status == "failed"]
         assert not failed, failed
     return results
 

@@ -12,7 +12,8 @@ images that look like fluorescence microscopy of nuclei:
   (the noise model Noise2Void assumes).
 
 :func:`load_folder` reads images (and optionally label images) from folders,
-matching files by stem, for the command line.
+matching files by stem, for the command line; each file is read by
+:func:`bioimgzoo.io.read_image`, the reader prediction uses.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io import IMAGE_SUFFIXES, read_image
 
 __all__ = ["synthetic_nuclei", "synthetic_noisy_pairs", "load_folder", "load_image", "IMAGE_SUFFIXES"]
 
-#: File suffixes :func:`load_folder` reads.
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
+# IMAGE_SUFFIXES (re-exported): the file suffixes :func:`load_folder` reads, bioimgzoo.io's list
 
 
 def _ellipse_instances(shape: tuple[int, int], rng: np.random.Generator, *, radius: tuple[float, float],
@@ -192,28 +193,14 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file (TIFF, PNG, JPEG or .npy) as a numpy array.
+    """Read one image file (TIFF, PNG, JPEG or .npy) as a numpy array (:func:`bioimgzoo.io.read_image`).
 
-    RGB(A) images from PNG/JPEG are returned as (channel, y, x).
+    RGB(A) images (the file says ``y, x, channel`` with 3 or 4 channels) are
+    returned as (channel, y, x), alpha dropped.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            import tifffile
-
-            arr = tifffile.imread(path)
-        else:
-            import imageio.v3 as iio
-
-            arr = np.asarray(iio.imread(path))
-            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-                arr = np.moveaxis(arr[..., :3], -1, 0)
-    except Exception as e:  # tifffile/imageio/numpy raise many kinds
-        raise InputError(f"cannot read image {path} ({type(e).__name__}: {e}): "
-                         "pass TIFF, PNG, JPEG or .npy files") from e
+    arr, axes = read_image(path)
+    if arr.ndim == 3 and axes == "yxc" and arr.shape[-1] in (3, 4):
+        arr = np.moveaxis(arr[..., :3], -1, 0)
     return np.asarray(arr)
 
 

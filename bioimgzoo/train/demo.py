@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -166,6 +166,138 @@ def _downsample(a: np.ndarray, size: int, *, labels: bool = False) -> np.ndarray
     return np.asarray(Image.fromarray(a.astype(np.float32)).resize((size, size), Image.BOX))
 
 
+class _Laps:
+    """Seconds per stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = now - self._t
+        self._t = now
+
+
+def _settings(steps: int | None, big_size: int | None, n_train: int | None) -> dict[str, Any]:
+    """:data:`DEMO_SETTINGS` with the caller's overrides."""
+    s = dict(DEMO_SETTINGS)
+    if steps is not None:
+        s["steps"] = int(steps)
+        s["eval_every"] = max(1, min(s["eval_every"], int(steps)))
+    if big_size is not None:
+        s["big_size"] = int(big_size)
+    if n_train is not None:
+        s["n_train"] = int(n_train)
+    return s
+
+
+def _default_echo(progress: bool) -> Callable[[str], None]:
+    """Stage messages: a rich console on stderr with ``progress``, else the log."""
+    if progress:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+
+        def echo(msg: str) -> None:
+            console.print(f"[bold cyan]demo[/] {msg}")
+    else:
+        def echo(msg: str) -> None:
+            log.info(msg)
+    return echo
+
+
+def _train(s: Mapping[str, Any], images, labels, *, device: str, progress: bool, echo: Callable[[str], None]):
+    """Step 2: train the demo U-Net (checkpoints in a temporary folder); returns the trainer."""
+    import torch
+
+    from .nets import UNet2d
+    from .tasks import SegmentationTask
+    from .trainer import Trainer
+
+    torch.manual_seed(s["seed"])
+    task = SegmentationTask(boundary=s["boundary"])
+    net = UNet2d(1, task.out_channels(1), depth=s["depth"], base=s["base"])
+    with tempfile.TemporaryDirectory(prefix="bioimgzoo-demo-ckpt-") as ckpt:
+        trainer = Trainer(net, task, patch_size=s["patch_size"], batch_size=s["batch_size"], lr=s["lr"],
+                          val_fraction=s["val_fraction"], seed=s["seed"], device=device, checkpoint_dir=ckpt,
+                          eval_every=s["eval_every"], checkpoint_every=s["eval_every"], progress=progress)
+        echo(f"training a 2D U-Net ({sum(p.numel() for p in net.parameters()):,} parameters) for {s['steps']} "
+             f"steps on {trainer.device}")
+        trainer.fit(images, labels, steps=s["steps"])
+    return trainer
+
+
+def _export(trainer, s: Mapping[str, Any], package: Path, heldout: Mapping[str, float]) -> Path:
+    """Step 4: the package, with the held-out metrics in its card (the project's card when there is one)."""
+    card = find_card("nuclei-unet2d.yaml")
+    # name, id, authors, tags and texts come from the project's model card when there is one
+    identity: dict[str, Any] = {} if card else {
+        "name": _MODEL_NAME, "description": _MODEL_DESCRIPTION, "authors": [{"name": "bioimgzoo demo"}],
+        "id": "bioimgzoo-demo-nuclei",
+        "tags": ["segmentation", "nuclei", "fluorescence-light-microscopy", "unet2d", "bioimgzoo-demo"]}
+    return trainer.export(package, card=str(card) if card else None, metrics=heldout,
+                          validation_data=f"{s['n_test']} synthetic held-out images {s['image_shape'][0]}x"
+                                          f"{s['image_shape'][1]} (seed {s['test_seed']}), not seen in training",
+                          **identity)
+
+
+def _check(package: Path, out: Path):
+    """Step 5: check the package; write check.md and check.json.  Returns (report, md path, json path)."""
+    from ..validation import check_package
+
+    report = check_package(package)
+    check_md, check_json = out / "check.md", out / "check.json"
+    with atomic_path(check_md) as tmp:
+        tmp.write_text(report.to_markdown(), "utf-8")
+    with atomic_path(check_json) as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str), "utf-8")
+    return report, check_md, check_json
+
+
+def _publish_and_predict(package: Path, zoo_dir: Path, big_image: np.ndarray, s: Mapping[str, Any], *,
+                         device: str, echo: Callable[[str], None], lap: _Laps) -> tuple[str, np.ndarray]:
+    """Steps 6-7: publish into the local zoo, load back by id over HTTP, predict in tiles.
+
+    Returns the zoo id and the (channel, y, x) probabilities.
+    """
+    from ..hub import publish
+    from ..runtime.model import Model
+
+    model_id = publish(package, zoo_dir, comment="published by the bioimgzoo demo")
+    echo(f"published as {model_id!r} in the local zoo {zoo_dir}; loading it back by id")
+    with serve_folder(zoo_dir) as url:
+        model = Model.load(model_id, hub=url, device=None if device == "auto" else device)
+        lap("publish_load")
+        echo(f"predicting a {s['big_size']}x{s['big_size']} image in {s['tile']}x{s['tile']} tiles")
+        prob = np.asarray(model.predict(big_image, axes="yx", tile=s["tile"]), np.float32)
+    if prob.ndim == 4:  # a batch axis kept by the runtime
+        prob = prob[0]
+    return model_id, prob
+
+
+def _write_overview(path: Path, big_image: np.ndarray, big_labels: np.ndarray, prob: np.ndarray,
+                    instances: np.ndarray, big_size: int) -> Path:
+    """The whole image (downsampled) above, a crop at full resolution (enlarged) below."""
+    from .plot import image_grid_png, label_colors, to_uint8
+
+    view, crop = 512, min(256, big_size)
+    c0 = (big_size - crop) // 2
+    win = (slice(c0, c0 + crop), slice(c0, c0 + crop))
+    n_pred, n_true = len(np.unique(instances)) - 1, len(np.unique(big_labels)) - 1
+    image_grid_png(path, [
+        [to_uint8(_downsample(big_image, view)),
+         (np.clip(_downsample(prob[0], view), 0, 1) * 255).astype(np.uint8),
+         label_colors(_downsample(instances.astype(np.int32), view, labels=True)),
+         label_colors(_downsample(big_labels.astype(np.int32), view, labels=True))],
+        [to_uint8(big_image[win]), (np.clip(prob[0][win], 0, 1) * 255).astype(np.uint8),
+         label_colors(instances[win]), label_colors(big_labels[win])],
+    ], [[f"input {big_size}x{big_size}", "prediction: foreground probability",
+         f"predicted nuclei ({n_pred})", f"labels: true nuclei ({n_true})"],
+        [f"centre {crop}x{crop} (input)", "foreground probability", "predicted nuclei", "true nuclei"]], size=view)
+    return path
+
+
 def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None, progress: bool = True,
              device: str = "auto", big_size: int | None = None, n_train: int | None = None,
              echo: Callable[[str], None] | None = None) -> DemoResult:
@@ -188,149 +320,58 @@ def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None
     echo : callable, optional
         Where stage messages go (default: a rich console when ``progress``).
     """
-    from ..runtime.model import Model
-    import tifffile
-    import torch
-
+    from ..io import write_image
     from .data import synthetic_nuclei
-    from .nets import UNet2d
-    from .plot import image_grid_png, label_colors, to_uint8
-    from .tasks import SegmentationTask
-    from .trainer import Trainer
 
-    s = dict(DEMO_SETTINGS)
-    if steps is not None:
-        s["steps"] = int(steps)
-        s["eval_every"] = max(1, min(s["eval_every"], int(steps)))
-    if big_size is not None:
-        s["big_size"] = int(big_size)
-    if n_train is not None:
-        s["n_train"] = int(n_train)
-    if echo is None:
-        if progress:
-            from rich.console import Console
-
-            console = Console(stderr=True)
-
-            def echo(msg: str) -> None:
-                console.print(f"[bold cyan]demo[/] {msg}")
-        else:
-            def echo(msg: str) -> None:
-                log.info(msg)
-
+    s = _settings(steps, big_size, n_train)
+    echo = echo or _default_echo(progress)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[stage] = now - t
-        t = now
+    lap = _Laps()
 
     # 1. data
     echo(f"generating {s['n_train']} synthetic nuclei images {s['image_shape']} (+{s['n_test']} held out)")
     images, labels = synthetic_nuclei(s["n_train"], s["image_shape"], seed=s["seed"])
     test_images, test_labels = synthetic_nuclei(s["n_test"], s["image_shape"], seed=s["test_seed"])
     lap("data")
-
     # 2. training
-    torch.manual_seed(s["seed"])
-    task = SegmentationTask(boundary=s["boundary"])
-    net = UNet2d(1, task.out_channels(1), depth=s["depth"], base=s["base"])
-    with tempfile.TemporaryDirectory(prefix="bioimgzoo-demo-ckpt-") as ckpt:
-        trainer = Trainer(net, task, patch_size=s["patch_size"], batch_size=s["batch_size"], lr=s["lr"],
-                          val_fraction=s["val_fraction"], seed=s["seed"], device=device, checkpoint_dir=ckpt,
-                          eval_every=s["eval_every"], checkpoint_every=s["eval_every"], progress=progress)
-        echo(f"training a 2D U-Net ({sum(p.numel() for p in net.parameters()):,} parameters) for {s['steps']} "
-             f"steps on {trainer.device}")
-        trainer.fit(images, labels, steps=s["steps"])
+    trainer = _train(s, images, labels, device=device, progress=progress, echo=echo)
+    task = trainer.task
     loss_curve = trainer.save_loss_curve(out / "loss_curve.png")
     lap("train")
-
     # 3. held-out metrics
     heldout = trainer.evaluate(test_images, test_labels)
     echo(f"held-out images: IoU {heldout['iou']:.3f}, instance F1 {heldout['instance_f1']:.3f}")
     lap("evaluate")
-
     # 4. export
     package = out / "nuclei-unet2d.zip"
     echo(f"exporting the package to {package}")
-    card = find_card("nuclei-unet2d.yaml")
-    # name, id, authors, tags and texts come from the project's model card when there is one
-    identity: dict[str, Any] = {} if card else {
-        "name": _MODEL_NAME, "description": _MODEL_DESCRIPTION, "authors": [{"name": "bioimgzoo demo"}],
-        "id": "bioimgzoo-demo-nuclei",
-        "tags": ["segmentation", "nuclei", "fluorescence-light-microscopy", "unet2d", "bioimgzoo-demo"]}
-    trainer.export(package, card=str(card) if card else None, metrics=heldout,
-                   validation_data=f"{s['n_test']} synthetic held-out images {s['image_shape'][0]}x"
-                                   f"{s['image_shape'][1]} (seed {s['test_seed']}), not seen in training",
-                   **identity)
+    _export(trainer, s, package, heldout)
     lap("export")
-
     # 5. check
     echo("checking the package (format, reproduction, DeepImageJ rules)")
-    from ..validation import check_package
-
-    report = check_package(package)
-    check_md, check_json = out / "check.md", out / "check.json"
-    with atomic_path(check_md) as tmp:
-        tmp.write_text(report.to_markdown(), "utf-8")
-    with atomic_path(check_json) as tmp:
-        tmp.write_text(json.dumps(report.to_dict(), indent=1, default=str), "utf-8")
+    report, check_md, check_json = _check(package, out)
     lap("check")
-
-    # 6. local zoo, load back by id
+    # 6.-7. local zoo, load back by id, tiled prediction
     zoo_dir = out / "zoo"
-    from ..hub import publish
-
-    model_id = publish(package, zoo_dir, comment="published by the bioimgzoo demo")
-    echo(f"published as {model_id!r} in the local zoo {zoo_dir}; loading it back by id")
     big_image, big_labels = synthetic_nuclei(1, (s["big_size"], s["big_size"]), seed=s["big_seed"])
     big_image, big_labels = big_image[0], big_labels[0]
-    with serve_folder(zoo_dir) as url:
-        model = Model.load(model_id, hub=url, device=None if device == "auto" else device)
-        lap("publish_load")
-        # 7. tiled prediction
-        echo(f"predicting a {s['big_size']}x{s['big_size']} image in {s['tile']}x{s['tile']} tiles")
-        prob = np.asarray(model.predict(big_image, axes="yx", tile=s["tile"]), np.float32)
-    if prob.ndim == 4:  # a batch axis kept by the runtime
-        prob = prob[0]
+    model_id, prob = _publish_and_predict(package, zoo_dir, big_image, s, device=device, echo=echo, lap=lap)
     instances = task.instances(prob)
     big_metrics = _segmentation_metrics(prob, big_labels, task)
     lap("predict")
-
     # 8. files
-    image_tif, pred_tif, labels_tif = out / "image.tif", out / "prediction.tif", out / "labels.tif"
-    for path, arr, meta in ((image_tif, big_image.astype(np.float32), {"axes": "YX"}),
-                            (pred_tif, prob, {"axes": "CYX"}),
-                            (labels_tif, instances.astype(np.int32), {"axes": "YX"})):
-        with atomic_path(path) as tmp:
-            tifffile.imwrite(tmp, arr, metadata=meta)
-    # the whole image (downsampled) above, a crop at full resolution (enlarged) below
-    view, crop = 512, min(256, s["big_size"])
-    c0 = (s["big_size"] - crop) // 2
-    win = (slice(c0, c0 + crop), slice(c0, c0 + crop))
-    overview = out / "overview.png"
-    n_pred, n_true = len(np.unique(instances)) - 1, len(np.unique(big_labels)) - 1
-    image_grid_png(overview, [
-        [to_uint8(_downsample(big_image, view)),
-         (np.clip(_downsample(prob[0], view), 0, 1) * 255).astype(np.uint8),
-         label_colors(_downsample(instances.astype(np.int32), view, labels=True)),
-         label_colors(_downsample(big_labels.astype(np.int32), view, labels=True))],
-        [to_uint8(big_image[win]), (np.clip(prob[0][win], 0, 1) * 255).astype(np.uint8),
-         label_colors(instances[win]), label_colors(big_labels[win])],
-    ], [[f"input {s['big_size']}x{s['big_size']}", "prediction: foreground probability",
-         f"predicted nuclei ({n_pred})", f"labels: true nuclei ({n_true})"],
-        [f"centre {crop}x{crop} (input)", "foreground probability", "predicted nuclei", "true nuclei"]], size=view)
+    image_tif = write_image(out / "image.tif", big_image.astype(np.float32), axes="yx")
+    pred_tif = write_image(out / "prediction.tif", prob, axes="cyx")
+    labels_tif = write_image(out / "labels.tif", instances.astype(np.int32), axes="yx")
+    overview = _write_overview(out / "overview.png", big_image, big_labels, prob, instances, s["big_size"])
     lap("write")
 
     result = DemoResult(out_dir=out, package=package, prediction=pred_tif, labels=labels_tif, image=image_tif,
                         check_markdown=check_md, check_json=check_json, overview=overview, loss_curve=loss_curve,
                         zoo_dir=zoo_dir, model_id=model_id, check_passed=bool(report.passed),
                         heldout_metrics=heldout, big_image_metrics=big_metrics, big_size=s["big_size"],
-                        timings=timings)
+                        timings=lap.timings)
     with atomic_path(out / "demo.json") as tmp:
         tmp.write_text(json.dumps(result.to_dict(), indent=1, default=str), "utf-8")
     return result

@@ -2,7 +2,9 @@
 
 :meth:`Trainer.export <bioimgzoo.train.trainer.Trainer.export>` calls
 :func:`export_trained`; :func:`bioimgzoo.train.finetune.finetune` too, with
-the parent package named in the card.  The card's ``validation`` section is
+the parent package named in the card.  This module does not import the
+trainer (the trainer imports it): it reads a trainer only through the public
+API that :class:`TrainedRun` names.  The card's ``validation`` section is
 merged: metrics measured now replace rows of the same name (keeping the
 card's descriptions), other rows stay; the ``training`` section gets the run's
 settings (steps, patch size, batch size, learning rate, optimiser, loss,
@@ -14,16 +16,40 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 
 from ..errors import TrainingError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+__all__ = ["export_trained", "metric_rows", "merge_validation", "TrainedRun"]
 
-__all__ = ["export_trained", "metric_rows", "merge_validation"]
+
+class TrainedRun(Protocol):
+    """What :func:`export_trained` reads of a trainer (:class:`~bioimgzoo.train.trainer.Trainer` has it all)."""
+
+    module: Any  #: the torch.nn.Module to export
+    task: Any  #: the :class:`~bioimgzoo.train.tasks.Task` (processing, loss description)
+    step: int  #: optimisation steps done
+    best: dict  #: ``{"value", "step", "metrics", "state"}`` of the best validated weights
+    train_seconds: float
+    in_channels: int
+
+    @property
+    def config(self) -> dict: ...  # noqa: E704
+
+    @property
+    def has_validation(self) -> bool: ...  # noqa: E704
+
+    @property
+    def val_images(self) -> list: ...  # noqa: E704
+
+    @property
+    def split(self) -> dict: ...  # noqa: E704
+
+    def evaluate(self) -> dict: ...  # noqa: E704
+
+    def example_input(self) -> np.ndarray: ...  # noqa: E704
 
 _DESCRIPTIONS = {
     "iou": "foreground IoU (probability > 0.5), pooled over the validation pixels",
@@ -78,22 +104,23 @@ def merge_validation(section: Any, metrics: Mapping[str, float], *, dataset: str
     return val
 
 
-def _training_section(trainer: "Trainer", card_training: Any) -> Any:
+def _training_section(trainer: TrainedRun, card_training: Any) -> Any:
+    cfg = trainer.config
     details = {
-        "task": trainer.task.name,
+        "task": cfg["task"],
         "training_steps": trainer.step,
         "best_step": int(trainer.best.get("step") or trainer.step),
-        "patch_size": list(trainer.patch_size),
-        "training_batch_size": trainer.batch_size,
-        "initial_learning_rate": trainer.lr,
-        "learning_rate_schedule": "constant",
-        "optimizer": "torch.optim.Adam",
+        "patch_size": list(cfg["patch_size"]),
+        "training_batch_size": cfg["batch_size"],
+        "initial_learning_rate": cfg["lr"],
+        "learning_rate_schedule": cfg["learning_rate_schedule"],
+        "optimizer": cfg["optimizer"],
         "loss_function": trainer.task.describe().get("loss", ""),
-        "augmentation": ", ".join(k for k, on in trainer.augment.items() if on) or "none",
-        "seed": trainer.seed,
+        "augmentation": ", ".join(k for k, on in cfg["augment"].items() if on) or "none",
+        "seed": cfg["seed"],
     }
-    if trainer.weight_decay:
-        details["regularization"] = f"weight decay {trainer.weight_decay}"
+    if cfg.get("weight_decay"):
+        details["regularization"] = f"weight decay {cfg['weight_decay']}"
     seconds = getattr(trainer, "train_seconds", None)
     if seconds:
         details["training_duration"] = round(seconds / 3600.0, 4)
@@ -104,7 +131,7 @@ def _training_section(trainer: "Trainer", card_training: Any) -> Any:
     return details
 
 
-def _default_channel_names(trainer: "Trainer") -> dict:
+def _default_channel_names(trainer: TrainedRun) -> dict:
     task = trainer.task
     names: dict[str, list[str]] = {}
     if task.name == "segmentation":
@@ -112,7 +139,7 @@ def _default_channel_names(trainer: "Trainer") -> dict:
     return names
 
 
-def export_trained(trainer: "Trainer", out: str | os.PathLike, *, name: str | None = None,
+def export_trained(trainer: TrainedRun, out: str | os.PathLike, *, name: str | None = None,
                    description: str | None = None, authors: Any = None,
                    card: Any = None, metrics: Mapping[str, float] | None = None,
                    example_input: np.ndarray | None = None, license: str | None = None,
@@ -121,7 +148,7 @@ def export_trained(trainer: "Trainer", out: str | os.PathLike, *, name: str | No
 
     Parameters
     ----------
-    trainer : Trainer
+    trainer : Trainer (or anything with the :class:`TrainedRun` API)
         A trainer after :meth:`~bioimgzoo.train.trainer.Trainer.fit`.
     out : path
         The ``.zip`` to write.
@@ -143,12 +170,12 @@ def export_trained(trainer: "Trainer", out: str | os.PathLike, *, name: str | No
     if trainer.step == 0:
         raise TrainingError("the network has not been trained: call fit() before export()")
     if metrics is None:
-        metrics = trainer.evaluate() if trainer._val else {}
+        metrics = trainer.evaluate() if trainer.has_validation else {}
     card_data, base = load_card(card)
     card_data = copy.deepcopy(card_data)
-    n_val = len(trainer._val)
+    n_val = len(trainer.val_images)
     if validation_data is None and n_val:
-        split = trainer._split.get("mode")
+        split = trainer.split.get("mode")
         validation_data = (f"{n_val} held-out image(s) not used for training" if split != "rows"
                            else "the held-out bottom rows of the training image")
     if metrics:

@@ -211,7 +211,37 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
     descr = package.descr
     in_ch, out_ch, step, smin = _io_layout(descr)
     module, winfo = load_trainable(package, weights=weights, trust_code=trust_code)
+    task = _task_for(task, targets, descr, in_ch, out_ch)
+    divisor = size_divisor or step or getattr(module, "size_divisor", None) or 16
+    _check_patch_size(patch_size, smin, step, descr.name)
+    trainer = Trainer(module, task, patch_size=patch_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+                      seed=seed, device=device, checkpoint_dir=checkpoint_dir, eval_every=eval_every,
+                      checkpoint_every=eval_every, patience=patience, progress=progress, size_divisor=divisor,
+                      in_channels=in_ch)
+    trainer.prepare(images, targets)
+    metrics_before = trainer.evaluate() if trainer.has_validation else {}
+    fit = trainer.fit(images, targets, steps=steps, resume=resume)
+    metrics = dict(fit.metrics)
 
+    parent, parent_text = _parent_info(source, descr, winfo)
+    name = name or _safe_name(f"{descr.name} fine-tuned")
+    description = description or (f"{parent['name']} fine-tuned with bioimgzoo for {fit.steps} steps "
+                                  f"({task.name}). Parent: {parent_text}.")[:1000]
+    if authors is None:
+        authors = [{k: v for k, v in {"name": a.name, "affiliation": a.affiliation, "orcid": str(a.orcid) if
+                                       a.orcid else None, "github_user": a.github_user}.items() if v}
+                   for a in descr.authors]
+    opts = _export_options(export_options, descr, winfo, parent, name)
+    training = _training_notes(parent, parent_text, fit.steps, trainer.primary_metric[0], metrics_before, metrics)
+    license_ = opts.pop("license", None) or str(descr.license or "CC-BY-4.0")
+    path = export_trained(trainer, out, name=name, description=description, authors=authors, card=card,
+                          metrics=metrics or None, license=license_, training=training, **opts)
+    return FinetuneResult(path=Path(path), metrics_before=metrics_before, metrics=metrics, parent=parent,
+                          trainer=trainer)
+
+
+def _task_for(task: Task | str | None, targets: Any, descr, in_ch: int, out_ch: int) -> Task:
+    """The fine-tuning task (default from the targets), fitted to the parent's channels and processing."""
     if task is None:
         task = SegmentationTask(boundary=out_ch >= 2) if targets is not None else Noise2VoidTask()
     task = get_task(task)
@@ -224,20 +254,17 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
         raise TrainingError(f"the {task.name} task needs {task.out_channels(in_ch)} output channel(s), "
                             f"{descr.name} has {out_ch}")
     task.use_processing(descr.inputs[0].preprocessing, descr.outputs[0].postprocessing)
+    return task
 
-    divisor = size_divisor or step or getattr(module, "size_divisor", None) or 16
+
+def _check_patch_size(patch_size: int, smin: int | None, step: int | None, model_name: Any) -> None:
     if smin is not None and (patch_size < smin or (patch_size - smin) % (step or 1)):
-        raise TrainingError(f"patch_size {patch_size} is not an input size {descr.name} accepts (min {smin}, step "
+        raise TrainingError(f"patch_size {patch_size} is not an input size {model_name} accepts (min {smin}, step "
                             f"{step}): use {max(smin, smin + -(-(patch_size - smin) // step) * step)}")
-    trainer = Trainer(module, task, patch_size=patch_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
-                      seed=seed, device=device, checkpoint_dir=checkpoint_dir, eval_every=eval_every,
-                      checkpoint_every=eval_every, patience=patience, progress=progress, size_divisor=divisor,
-                      in_channels=in_ch)
-    trainer.prepare(images, targets)
-    metrics_before = trainer.evaluate() if trainer._val else {}
-    fit = trainer.fit(images, targets, steps=steps, resume=resume)
-    metrics = dict(fit.metrics)
 
+
+def _parent_info(source: Any, descr, winfo: dict) -> tuple[dict[str, Any], str]:
+    """Who the parent is (name, id, version, source, weights) and one line naming it."""
     src_text = str(source)
     if not re.match(r"^https?://", src_text) and Path(src_text).expanduser().exists():
         src_text = Path(src_text).name  # a local path says nothing to others (and may say too much)
@@ -252,13 +279,11 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
     parent_text = f"{parent['name']}" + (f" (zoo id {parent['id']}" + (f", version {parent['version']}"
                                                                          if parent["version"] else "") + ")"
                                          if parent["id"] else f" ({parent['source']})")
-    name = name or _safe_name(f"{descr.name} fine-tuned")
-    description = description or (f"{parent['name']} fine-tuned with bioimgzoo for {fit.steps} steps "
-                                  f"({task.name}). Parent: {parent_text}.")[:1000]
-    if authors is None:
-        authors = [{k: v for k, v in {"name": a.name, "affiliation": a.affiliation, "orcid": str(a.orcid) if
-                                       a.orcid else None, "github_user": a.github_user}.items() if v}
-                   for a in descr.authors]
+    return parent, parent_text
+
+
+def _export_options(export_options: dict, descr, winfo: dict, parent: dict, name: str) -> dict:
+    """The exporter's options: the caller's, plus the parent's citations, architecture, id and rdf link."""
     opts = dict(export_options)
     opts.setdefault("cite", [{"text": c.text, **({"doi": str(c.doi)} if c.doi else {"url": str(c.url)})}
                              for c in descr.cite if c.doi or c.url] or None)
@@ -273,20 +298,22 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "fine-tuned"
         if slug == parent["id"]:
             opts["id"] = f"{slug}-fine-tuned"
+    if parent["id"] and "parent" not in opts:  # the rdf's own `parent` field links the zoo model
+        opts["parent"] = {"id": parent["id"], **({"version": parent["version"]} if parent["version"] else {})}
+    return opts
+
+
+def _training_notes(parent: dict, parent_text: str, steps: int, primary: str,
+                    metrics_before: dict[str, float], metrics: dict[str, float]) -> dict[str, str]:
+    """The card's training section additions: the parent and the metric before/after."""
     training = {
         "parent": parent_text,
         "parent_source": parent["source"],
         "parent_weights": f"{parent['weights']}" + (f" (sha256 {parent['weights_sha256']})"
                                                     if parent["weights_sha256"] else ""),
-        "fine_tuning": f"{fit.steps} steps from the parent's weights",
+        "fine_tuning": f"{steps} steps from the parent's weights",
     }
     if metrics_before:
-        pm, _ = trainer.primary_metric
-        training["parent_validation"] = f"{pm} {metrics_before[pm]:.4g} before fine-tuning, {metrics[pm]:.4g} after"
-    license_ = opts.pop("license", None) or str(descr.license or "CC-BY-4.0")
-    if parent["id"] and "parent" not in opts:  # the rdf's own `parent` field links the zoo model
-        opts["parent"] = {"id": parent["id"], **({"version": parent["version"]} if parent["version"] else {})}
-    path = export_trained(trainer, out, name=name, description=description, authors=authors, card=card,
-                          metrics=metrics or None, license=license_, training=training, **opts)
-    return FinetuneResult(path=Path(path), metrics_before=metrics_before, metrics=metrics, parent=parent,
-                          trainer=trainer)
+        training["parent_validation"] = (f"{primary} {metrics_before[primary]:.4g} before fine-tuning, "
+                                         f"{metrics[primary]:.4g} after")
+    return training

@@ -1,16 +1,22 @@
-"""The package pre/post-processing steps training needs, on single numpy images.
+"""The package pre/post-processing steps training needs, on single numpy images: an adapter, no maths.
 
 A trainer must feed the network exactly what a zoo consumer's runtime will
 feed it, so the tasks normalise their training images with the very steps
-they declare for the package.  This module applies those steps (as dicts
-``{"id": ..., "kwargs": {...}}`` or bioimageio.spec v0_5 descrs) to one
-sample of shape ``(channel, y, x)`` with the runtime's own implementation
-(:mod:`bioimgzoo.runtime.processing`, matched op by op with bioimageio.core).
+they declare for the package.  This module only *adapts*: it turns steps
+(dicts ``{"id": ..., "kwargs": {...}}`` or bioimageio.spec v0_5 descrs) into
+the spec's descrs, compiles them with the runtime
+(:func:`bioimgzoo.runtime.processing.compile_processing`), measures the
+statistics they need with the runtime
+(:func:`~bioimgzoo.runtime.processing.compute_sample_measures`,
+:class:`~bioimgzoo.runtime.processing.DatasetStatistics`) and runs the
+compiled chain on one sample of shape ``(channel, y, x)``.  No op is
+implemented here: every formula is the runtime's (matched op by op with
+bioimageio.core), so a new or fixed op reaches training with no change here.
 
-Supported: ``ensure_dtype``, ``zero_mean_unit_variance``,
-``fixed_zero_mean_unit_variance``, ``scale_linear``, ``scale_range``,
-``scale_mean_variance`` (reference = the input image), ``clip``, ``sigmoid``,
-``binarize``.  Anything else raises :class:`~bioimgzoo.errors.TrainingError`.
+Supported: the runtime's ops (:data:`SUPPORTED`, which is
+``bioimgzoo.runtime.processing.SUPPORTED_OPS``); ``scale_mean_variance``'s
+reference is the input image.  Anything else raises
+:class:`~bioimgzoo.errors.TrainingError`.
 """
 
 from __future__ import annotations
@@ -24,9 +30,16 @@ from ..errors import TrainingError
 
 __all__ = ["as_step_dict", "apply_processing", "SUPPORTED"]
 
-SUPPORTED = ("ensure_dtype", "zero_mean_unit_variance", "fixed_zero_mean_unit_variance", "scale_linear",
-             "scale_range", "scale_mean_variance", "clip", "sigmoid", "binarize")
 _DIMS = ("channel", "y", "x")
+
+
+def __getattr__(name: str) -> Any:
+    # SUPPORTED is the runtime's list, read lazily: importing the runtime is slow and train imports this early
+    if name == "SUPPORTED":
+        from ..runtime.processing import SUPPORTED_OPS
+
+        return SUPPORTED_OPS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def as_step_dict(step: Any) -> dict:
@@ -58,7 +71,7 @@ def _compiled(steps: list[dict], *, post: bool):
     from bioimageio.spec.model import v0_5
 
     from ..errors import BioimgzooError
-    from ..runtime.processing import compile_processing
+    from ..runtime.processing import SUPPORTED_OPS, compile_processing
 
     adapter = TypeAdapter(v0_5.PostprocessingDescr if post else v0_5.PreprocessingDescr)
     descrs = []
@@ -68,7 +81,7 @@ def _compiled(steps: list[dict], *, post: bool):
             descrs.append(adapter.validate_python(step if step["kwargs"] else {"id": step["id"]}))
         except ValidationError as e:
             raise TrainingError(f"the processing step {step['id']!r} is not supported for training "
-                                f"(supported: {', '.join(SUPPORTED)}): {str(e).splitlines()[0]}") from e
+                                f"(supported: {', '.join(SUPPORTED_OPS)}): {str(e).splitlines()[0]}") from e
     refs = frozenset(str(d.kwargs.reference_tensor) for d in descrs
                      if getattr(getattr(d, "kwargs", None), "reference_tensor", None))
     try:

@@ -11,6 +11,15 @@
     trainer.save_loss_curve("loss.png")
     trainer.export("nuclei.zip", name="Nuclei U-Net", description="...", authors=[{"name": "Me"}])
 
+:meth:`Trainer.export` hands the trainer to
+:func:`bioimgzoo.train.export.export_trained`; the import goes one way only
+(this module imports :mod:`.export`, never the reverse), and the exporter
+reads the trainer through its public API: :attr:`~Trainer.val_images`,
+:attr:`~Trainer.val_targets`, :attr:`~Trainer.split`,
+:attr:`~Trainer.has_validation`, :attr:`~Trainer.config`,
+:attr:`~Trainer.history`, :attr:`~Trainer.best`, :meth:`~Trainer.evaluate`
+and :meth:`~Trainer.example_input`.
+
 What a run does, step by step (all randomness comes from ``seed``):
 
 1. Images are split into training and validation images (``val_fraction``;
@@ -48,6 +57,7 @@ import numpy as np
 
 from .._files import atomic_path
 from ..errors import TrainingError
+from .export import export_trained
 from .tasks import Task, get_task
 
 __all__ = ["Trainer", "FitResult", "CHECKPOINT_NAME"]
@@ -267,6 +277,42 @@ class Trainer:
         self._data_ready = False
 
     # ------------------------------------------------------------------------------------------
+    # what the run holds, for export and reports (read-only views)
+
+    @property
+    def val_images(self) -> list[np.ndarray]:
+        """The raw (unnormalised) validation images, (channel, y, x) float32; [] before the data are set."""
+        return list(self._val)
+
+    @property
+    def val_targets(self) -> list[np.ndarray] | None:
+        """The validation targets (label or clean images), or None."""
+        return list(self._val_t) if self._val_t is not None else None
+
+    @property
+    def has_validation(self) -> bool:
+        """True when the data are set and hold validation images."""
+        return bool(self._val)
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """How the validation data were chosen: ``{"n", "mode", "val", ...}``.
+
+        ``mode``: ``"images"`` (``val`` lists the held-out image indices),
+        ``"rows"`` (one image; ``val`` holds the first validation row),
+        ``"given"`` (``val_images=`` was passed) or ``"none"``.
+        """
+        return dict(self._split)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's settings (JSON-able): what a checkpoint records and a model card reports."""
+        return {"patch_size": list(self.patch_size), "batch_size": self.batch_size, "lr": self.lr,
+                "seed": self.seed, "task": self.task.name, "augment": dict(self.augment),
+                "weight_decay": self.weight_decay, "optimizer": "torch.optim.Adam",
+                "learning_rate_schedule": "constant"}
+
+    # ------------------------------------------------------------------------------------------
     # data
 
     def prepare(self, images: Any, targets: Any = None, *, val_images: Any = None, val_targets: Any = None) -> None:
@@ -393,30 +439,35 @@ class Trainer:
             return self.module(t)[0].float().cpu().numpy()
 
     def predict_raw(self, x: np.ndarray, *, halo: int = 32) -> np.ndarray:
-        """Raw network output for a normalised (c, y, x) image of any size (padded; tiled when large)."""
+        """Raw network output for a normalised (c, y, x) image of any size (padded; tiled when large).
+
+        Images with a side over :attr:`tile` are cut by the runtime's tile plan
+        (:func:`bioimgzoo.runtime.plan.plan_tiles`): windows of ``tile``
+        aligned to the size divisor, ``halo`` pixels of context discarded at
+        inner window edges, each output pixel from exactly one window.
+        """
+        from ..runtime.plan import plan_tiles
+
         d = self.size_divisor
         c, h, w = x.shape
         H, W = -(-h // d) * d, -(-w // d) * d
         xp = _pad_to_at_least(x, H, W)[:, :H, :W] if (H, W) != (h, w) else x
+        T = self.tile - self.tile % d
+        halo = max(0, min(halo, (T - d) // 2))
+        tiles = plan_tiles({"y": H, "x": W}, {"y": min(T, H), "x": min(T, W)},
+                           halo={"y": halo, "x": halo}, align={"y": d, "x": d})
         was_training = self.module.training
         self.module.eval()
         try:
-            T = self.tile - self.tile % d
-            if H <= T and W <= T:
-                out = self._forward(xp)
-            else:
-                halo = min(halo, (T - d) // 2)
-                inner = T - 2 * halo
-                out = None
-                for y0 in range(0, H, inner):
-                    for x0 in range(0, W, inner):
-                        y1, x1 = min(y0 + inner, H), min(x0 + inner, W)
-                        ys = min(max(y0 - halo, 0), max(H - T, 0))
-                        xs = min(max(x0 - halo, 0), max(W - T, 0))
-                        o = self._forward(xp[:, ys:min(ys + T, H), xs:min(xs + T, W)])
-                        if out is None:
-                            out = np.empty((o.shape[0], H, W), np.float32)
-                        out[:, y0:y1, x0:x1] = o[:, y0 - ys:y1 - ys, x0 - xs:x1 - xs]
+            out = None
+            for tile in tiles:
+                wy, wx = tile.windows["y"], tile.windows["x"]
+                o = self._forward(xp[:, wy.start:wy.stop, wx.start:wx.stop])
+                if out is None:
+                    out = np.empty((o.shape[0], H, W), np.float32)
+                out[:, wy.inner_start:wy.inner_stop, wx.inner_start:wx.inner_stop] = \
+                    o[:, wy.inner_start - wy.start:wy.inner_stop - wy.start,
+                      wx.inner_start - wx.start:wx.inner_stop - wx.start]
         finally:
             self.module.train(was_training)
         return out[:, :h, :w]
@@ -485,8 +536,7 @@ class Trainer:
             "best": {k: v for k, v in self.best.items()},
             "bad_evals": self._bad_evals,
             "split": self._split,
-            "config": {"patch_size": list(self.patch_size), "batch_size": self.batch_size, "lr": self.lr,
-                       "seed": self.seed, "task": self.task.name, "augment": self.augment},
+            "config": self.config,
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -579,38 +629,13 @@ class Trainer:
 
         out_ch = self.task.out_channels(self.in_channels)
         self.module.to(self.device)
-        if resume:
-            path = self.checkpoint_path()
-            if path is None:
-                raise TrainingError("resume=True needs checkpoint_dir: pass the folder the first run wrote to")
-            if not path.is_file():
-                raise TrainingError(f"no checkpoint {path} to resume from: run without resume first")
-            self._load_checkpoint(path)
-            log.info("resumed from %s at step %d", path, self.step)
-        else:
-            torch.manual_seed(self.seed)
-            self._rng = np.random.default_rng(self.seed)
-            self._make_optimizer()
-            self.step = 0
-            self.history = {"step": [], "loss": [], "val_step": [], "val": []}
-            self.train_seconds = 0.0
-            self.best = {"value": None, "step": 0, "metrics": {}, "state": None}
-            self._bad_evals = 0
+        self._begin_run(resume)
         has_val = bool(self._val)
         stopped_early = False
         start_step = self.step
         metric_name, _ = self.primary_metric
 
-        bar = None
-        if self.progress and self.step < total:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            bar = Progress(TextColumn(f"[bold]train {self.task.name}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[metric]}"),
-                           TimeElapsedColumn(), TimeRemainingColumn())
-            bar_task = bar.add_task("train", total=total, completed=self.step, loss="-", metric="")
-            bar.start()
+        bar, bar_task = self._progress_bar(total) if self.progress and self.step < total else (None, None)
         try:
             self.module.train()
             checked_channels = False
@@ -665,6 +690,40 @@ class Trainer:
         return FitResult(steps=self.step, best_step=best_step, metrics=best_metrics, stopped_early=stopped_early,
                          seconds=seconds, checkpoint=self.checkpoint_path() if self.checkpoint_dir else None,
                          primary_metric=self.primary_metric if has_val else None, history=self.history)
+
+    def _begin_run(self, resume: bool) -> None:
+        """Load the checkpoint (``resume``) or reset the run: seeds, optimiser, step, history, best."""
+        import torch
+
+        if resume:
+            path = self.checkpoint_path()
+            if path is None:
+                raise TrainingError("resume=True needs checkpoint_dir: pass the folder the first run wrote to")
+            if not path.is_file():
+                raise TrainingError(f"no checkpoint {path} to resume from: run without resume first")
+            self._load_checkpoint(path)
+            log.info("resumed from %s at step %d", path, self.step)
+            return
+        torch.manual_seed(self.seed)
+        self._rng = np.random.default_rng(self.seed)
+        self._make_optimizer()
+        self.step = 0
+        self.history = {"step": [], "loss": [], "val_step": [], "val": []}
+        self.train_seconds = 0.0
+        self.best = {"value": None, "step": 0, "metrics": {}, "state": None}
+        self._bad_evals = 0
+
+    def _progress_bar(self, total: int):
+        """A started rich progress bar (loss, validation metric) and its task id."""
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        bar = Progress(TextColumn(f"[bold]train {self.task.name}"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[metric]}"),
+                       TimeElapsedColumn(), TimeRemainingColumn())
+        bar_task = bar.add_task("train", total=total, completed=self.step, loss="-", metric="")
+        bar.start()
+        return bar, bar_task
 
     def _validate(self, total: int) -> bool:
         """Measure, keep the best weights; True when early stopping should end the run."""
@@ -742,8 +801,6 @@ class Trainer:
         Path
             The written package (``.zip`` or folder, as ``out`` says).
         """
-        from .export import export_trained
-
         return export_trained(self, out, name=name, description=description, authors=authors, card=card,
                               metrics=metrics, example_input=example_input, license=license,
                               validation_data=validation_data, **overrides)

@@ -81,7 +81,7 @@ def test_export_from_card(tmp_path, files):
 
     report = json.loads(text)
     assert report["weights_formats"] == ["pytorch_state_dict", "onnx"]
-    assert not [r for r in report["deepimagej"] if r["status"] == "fail"]
+    assert not [r for r in report["deepimagej"] if r["status"] == "failed"]
     out = tmp_path / "out" / "card.zip"
     with zipfile.ZipFile(out) as zf:
         assert "my_nets.py" in zf.namelist()  # file architecture shipped

@@ -118,7 +118,7 @@ def test_upsampler_2x(tmp_path):
     assert rel.kind == "scale" and rel.scale == 2 and rel.halo % 2 == 0
     assert C.read_member(result.path, "test_output.npy").shape == (1, 1, 64, 64)
     results = C.check_deepimagej(result.path)
-    assert {r.rule: r.status for r in results}[18] == "warn"  # scaled size reference: flagged, not failed
+    assert {r.rule: r.status for r in results}[18] == "warning"  # scaled size reference: flagged, not failed
     _all_checks(result, module)
 
 
@@ -170,7 +170,7 @@ def test_two_inputs(tmp_path):
     C.check_spec(result.path)
     C.check_core(result.path)
     rules = {r.rule: r.status for r in C.check_deepimagej(result.path, expect_single_input=False)}
-    assert rules[5] == "fail"
+    assert rules[5] == "failed"
 
 
 @pytest.mark.slow
@@ -182,7 +182,7 @@ def test_two_outputs(tmp_path):
     C.check_spec(result.path)
     C.check_core(result.path)
     rules = {r.rule: r.status for r in C.check_deepimagej(result.path)}
-    assert rules[5] == "warn"
+    assert rules[5] == "warning"
 
 
 @pytest.mark.slow

@@ -24,6 +24,8 @@ from bioimgzoo import testing as T
 from bioimgzoo.cli import main
 from bioimgzoo.errors import InputError, LimitExceededError
 from bioimgzoo.runtime import model as model_mod
+from bioimgzoo.runtime import plan as plan_mod
+from bioimgzoo.runtime.executor import memory as executor_mod
 from bioimgzoo.runtime import processing
 
 s = pytest.importorskip("bioimageio.spec.model.v0_5")
@@ -318,7 +320,7 @@ def test_huge_tile_is_capped_to_the_image(sr_model):
 
 
 def test_window_over_the_limit_is_refused(sr_model, monkeypatch):
-    monkeypatch.setattr(model_mod, "MAX_WINDOW_ELEMENTS", 64 * 64)
+    monkeypatch.setattr(plan_mod, "MAX_WINDOW_ELEMENTS", 64 * 64)
     x = RNG.random((200, 200), dtype=np.float32)
     with pytest.raises(InputError, match=r"a window of input 'raw' would hold 9,216 values .*smaller tile="):
         sr_model.predict(x, tile=96)
@@ -359,7 +361,7 @@ def test_numpy_memory_error_becomes_one_message(sr_model, monkeypatch):
     def greedy(*args, **kwargs):
         return np.empty(1 << 50, np.float32)  # numpy refuses this (4 PiB): a real MemoryError
 
-    monkeypatch.setattr(model_mod, "_extract", greedy)
+    monkeypatch.setattr(executor_mod, "_extract", greedy)
     with pytest.raises(InputError, match=r"not enough memory to predict this image \(.*smaller tile="):
         sr_model.predict(RNG.random((64, 64), dtype=np.float32))
 

@@ -86,3 +86,17 @@ def test_load_folder_errors_name_the_problem(tmp_path):
     (tmp_path / "lab" / "z.tif").unlink()
     with pytest.raises(InputError, match="same height and width"):
         load_folder(tmp_path / "img", tmp_path / "lab")
+
+
+def test_load_folder_reads_with_bioimgzoo_io_and_puts_rgb_channels_first(tmp_path):
+    (tmp_path / "img").mkdir()
+    iio.imwrite(tmp_path / "img" / "a.png", np.zeros((8, 9, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "img" / "b.tif", np.zeros((8, 9, 4), np.uint8), photometric="rgb",
+                     extrasamples=["unassalpha"])
+    np.save(tmp_path / "img" / "c.npy", np.zeros((2, 8, 9), np.float32))
+    images, labels, names = load_folder(tmp_path / "img")
+    assert names == ["a", "b", "c"] and labels is None
+    assert [im.shape for im in images] == [(3, 8, 9), (3, 8, 9), (2, 8, 9)]
+    (tmp_path / "img" / "d.tif").write_bytes(b"not a tiff")
+    with pytest.raises(InputError, match="d.tif"):
+        load_folder(tmp_path / "img")

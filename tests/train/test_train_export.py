@@ -164,3 +164,19 @@ def test_demo_path_export_check_publish_load_predict(tmp_path):
     assert set(result.big_image_metrics) == {"iou", "dice", "instance_f1"}
     assert "held-out test images: IoU" in result.summary()
     shutil.rmtree(tmp_path / "demo")
+
+
+def test_export_reads_the_trainer_through_its_public_api_only():
+    import ast
+    import importlib
+    import inspect
+
+    export = importlib.import_module("bioimgzoo.train.export")
+    for mod in (export, importlib.import_module("bioimgzoo.train.finetune")):
+        tree = ast.parse(inspect.getsource(mod))
+        private = sorted({n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                          and isinstance(n.value, ast.Name) and n.value.id == "trainer" and n.attr.startswith("_")})
+        assert not private, f"{mod.__name__} reads private trainer members {private}"
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        if mod is export:
+            assert "trainer" not in imported  # one direction: the trainer imports export, never the reverse

@@ -109,3 +109,13 @@ def test_get_task_by_name():
     assert isinstance(get_task("n2v"), Noise2VoidTask)
     with pytest.raises(TrainingError, match="unknown task"):
         get_task("classification")
+
+
+def test_training_processing_is_the_runtimes():
+    from bioimgzoo.runtime.processing import SUPPORTED_OPS
+    from bioimgzoo.train import processing
+
+    assert processing.SUPPORTED == SUPPORTED_OPS
+    x = np.stack([np.zeros((3, 4)), np.ones((3, 4))]).astype(np.float32)
+    out = apply_processing([{"id": "softmax", "kwargs": {"axis": "channel"}}], x)
+    np.testing.assert_allclose(out.sum(axis=0), 1, rtol=1e-6)

@@ -133,3 +133,36 @@ def test_tiled_prediction_equals_whole(nuclei):
     tiled = trainer.predict(images[0])
     assert whole.shape == tiled.shape == (1, 96, 96)
     np.testing.assert_allclose(tiled, whole, atol=2e-3)
+
+
+def test_public_run_api_is_what_export_reads(noisy_pairs):
+    noisy, clean = noisy_pairs
+    trainer = tiny_trainer(Noise2VoidTask(), weight_decay=1e-4)
+    assert not trainer.has_validation and trainer.val_images == [] and trainer.val_targets is None
+    trainer.fit(noisy, clean, steps=2)
+    assert trainer.has_validation
+    assert trainer.split == trainer._split and trainer.split["mode"] == "images"
+    assert len(trainer.val_images) == len(trainer.split["val"]) == 1
+    assert trainer.val_images[0] is trainer._val[0] and trainer.val_targets[0] is trainer._val_t[0]
+    trainer.split["mode"] = "changed"  # views: the run's own records stay as they are
+    trainer.val_images.clear()
+    assert trainer._split["mode"] == "images" and trainer.has_validation
+    cfg = trainer.config
+    assert cfg["task"] == "n2v" and cfg["patch_size"] == [32, 32] and cfg["batch_size"] == 4
+    assert cfg["weight_decay"] == 1e-4 and cfg["optimizer"] == "torch.optim.Adam"
+
+
+def test_tiled_prediction_of_odd_sizes_uses_the_plan(nuclei):
+    images, labels = nuclei
+    trainer = tiny_trainer(SegmentationTask(), augment=False)
+    trainer.fit(images, labels, steps=2)
+    x = trainer.task.normalize(images[0][None, :90, :70])
+    whole = trainer.predict_raw(x)
+    trainer.tile = 40
+    calls = []
+    forward = trainer._forward
+    trainer._forward = lambda a: calls.append(a.shape) or forward(a)
+    tiled = trainer.predict_raw(x)
+    assert tiled.shape == whole.shape == (1, 90, 70)
+    assert len(calls) > 4 and all(s[1] <= 40 and s[2] <= 40 and s[1] % 4 == 0 for s in calls)
+    np.testing.assert_allclose(tiled, whole, atol=2e-3)

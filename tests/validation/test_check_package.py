@@ -55,3 +55,26 @@ def test_untrusted_architecture_file_is_skipped(tmp_path):
     assert report.reproduction["pytorch_state_dict"]["status"] == "skipped"
     assert "trust_code" in report.reproduction["pytorch_state_dict"]["errors"][0]
     assert not report.passed and not report.deepimagej_checked
+
+
+def test_refusal_holds_without_the_files_family(zoo_fixture, tmp_path, monkeypatch):
+    """Leaving out the files family must not let bioimageio.spec or core read a file outside the package."""
+    from bioimgzoo.validation import format as fmt
+    from bioimgzoo.validation import reproduction
+
+    folder = tmp_path / "pkg"
+    shutil.copytree(zoo_fixture, folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf["weights"]["onnx"].update(source="/etc/passwd", sha256=None)
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+
+    def never(*a, **k):
+        raise AssertionError("handed a package that names a file outside itself")
+
+    monkeypatch.setattr(fmt, "spec_findings", never)
+    monkeypatch.setattr(reproduction, "core_reproduction", never)
+    report = check_package(folder, families=["format", "reproduction"])
+    assert report.families == ["format", "reproduction"] and not report.passed
+    statuses = {f.check: f.status for f in report.findings}
+    assert statuses == {"format.open": "passed", "format.spec": "skipped", "reproduction.core": "skipped"}
+    assert "/etc/passwd" in next(f.message for f in report.findings if f.check == "format.spec")

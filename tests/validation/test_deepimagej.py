@@ -30,17 +30,17 @@ def test_one_result_per_rule_on_the_zoo_fixture(zoo_fixture):
     results = check_deepimagej(zoo_fixture)
     assert [r.rule for r in results] == list(range(1, 30))
     assert all(isinstance(r, RuleResult) and r.name == RULES[r.rule] and r.message for r in results)
-    assert {r.status for r in results} <= {"pass", "fail", "warn", "skip"}
+    assert {r.status for r in results} <= {"passed", "failed", "warning", "skipped", "not-applicable"}
     s = _statuses(results)
     # what the upstream example really gets wrong for DeepImageJ
-    assert s[3] == "fail"   # no id / nickname
-    assert s[7] == "warn"   # torchscript saved by torch 2.5
-    assert s[8] == "fail"   # opset 20
-    assert s[11] == "fail"  # x axis without explicit id
-    assert s[27] == "fail"  # sample tensor is a PNG
-    assert s[25] == "skip" and s[16] == "skip"  # no config.deepimagej, no {min, step}
+    assert s[3] == "failed"  # no id / nickname
+    assert s[7] == "warning"  # torchscript saved by torch 2.5
+    assert s[8] == "failed"  # opset 20
+    assert s[11] == "failed"  # x axis without explicit id
+    assert s[27] == "failed"  # sample tensor is a PNG
+    assert s[25] == "not-applicable" and s[16] == "not-applicable"  # no config.deepimagej, no {min, step}
     for rule in (1, 2, 4, 5, 6, 9, 10, 12, 13, 14, 15, 17, 19, 20, 21, 22, 23, 24, 26, 28, 29):
-        assert s[rule] == "pass", (rule, results[rule - 1].message)
+        assert s[rule] == "passed", (rule, results[rule - 1].message)
     assert has_failures(results)
     table = format_results(results)
     assert "ONNX opset" in table and "opset 20 > 18" in table
@@ -62,13 +62,13 @@ def test_nested_zip_fails_rule_1(zoo_fixture, tmp_path):
     with zipfile.ZipFile(z, "w") as zf:
         for f in zoo_fixture.iterdir():
             zf.write(f, "model/" + f.name)
-    assert _statuses(check_deepimagej(z))[1] == "fail"
+    assert _statuses(check_deepimagej(z))[1] == "failed"
 
 
 def test_bioimageio_yaml_name_fails_rule_1(zoo_fixture, tmp_path):
     folder = _variant(zoo_fixture, tmp_path, lambda rdf, f: None, rdf_name="bioimageio.yaml")
     r = check_deepimagej(folder)[0]
-    assert r.status == "fail" and "bioimageio.yaml" in r.message
+    assert r.status == "failed" and "bioimageio.yaml" in r.message
 
 
 def test_fixes_turn_failures_into_passes(zoo_fixture, tmp_path):
@@ -79,7 +79,7 @@ def test_fixes_turn_failures_into_passes(zoo_fixture, tmp_path):
         rdf["outputs"][0]["axes"][3]["id"] = "x"
 
     s = _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path, fix)))
-    assert s[3] == "pass" and s[8] == "pass" and s[11] == "pass"
+    assert s[3] == "passed" and s[8] == "passed" and s[11] == "passed"
 
 
 def test_file_in_subfolder_fails_rule_2(zoo_fixture, tmp_path):
@@ -89,7 +89,7 @@ def test_file_in_subfolder_fails_rule_2(zoo_fixture, tmp_path):
         rdf["covers"] = ["sub/cover0.png"]
 
     r = check_deepimagej(_variant(zoo_fixture, tmp_path, move))[1]
-    assert r.status == "fail" and "sub/cover0.png" in r.message
+    assert r.status == "failed" and "sub/cover0.png" in r.message
 
 
 def test_opset_18_warns_and_missing_covers_fail(zoo_fixture, tmp_path):
@@ -98,7 +98,7 @@ def test_opset_18_warns_and_missing_covers_fail(zoo_fixture, tmp_path):
         rdf["covers"] = []
 
     s = _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path, edit)))
-    assert s[8] == "warn" and s[4] == "fail"
+    assert s[8] == "warning" and s[4] == "failed"
 
 
 def test_state_dict_only_warns(zoo_fixture, tmp_path):
@@ -109,16 +109,16 @@ def test_state_dict_only_warns(zoo_fixture, tmp_path):
             "architecture": {"source": "arch.py", "callable": "Net"}}}
 
     s = _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path, edit)))
-    assert s[6] == "warn" and s[7] == "skip" and s[8] == "skip"
+    assert s[6] == "warning" and s[7] == "not-applicable" and s[8] == "not-applicable"
 
 
 @pytest.mark.parametrize("post, rule, status", [
-    ([{"id": "softmax", "kwargs": {"axis": "channel"}}], 20, "fail"),
+    ([{"id": "softmax", "kwargs": {"axis": "channel"}}], 20, "failed"),
     ([{"id": "scale_range", "kwargs": {"axes": ["x", "y"], "min_percentile": 1, "max_percentile": 99,
-                                       "eps": 1e-6}}], 21, "fail"),
-    ([{"id": "scale_linear", "kwargs": {"axis": "channel", "gain": [2.0], "offset": [0.5]}}], 23, "fail"),
-    ([{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["batch", "x", "y"]}}], 22, "fail"),
-    ([{"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}}], 21, "pass"),
+                                       "eps": 1e-6}}], 21, "failed"),
+    ([{"id": "scale_linear", "kwargs": {"axis": "channel", "gain": [2.0], "offset": [0.5]}}], 23, "failed"),
+    ([{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["batch", "x", "y"]}}], 22, "failed"),
+    ([{"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}}], 21, "passed"),
 ])
 def test_processing_rules(zoo_fixture, tmp_path, post, rule, status):
     def edit(rdf, folder):
@@ -137,7 +137,7 @@ def test_zmuv_over_xy_with_several_channels_is_flagged(zoo_fixture, tmp_path):
         rdf["outputs"][0]["data"] = [{"type": "float32"}, {"type": "float32"}]
 
     s = _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path, edit)))
-    assert s[24] == "warn" and s[26] == "fail"  # and the missing test output is a failure of rule 26
+    assert s[24] == "warning" and s[26] == "failed"  # and the missing test output is a failure of rule 26
 
 
 def test_config_deepimagej_allow_tiling(zoo_fixture, tmp_path):
@@ -147,8 +147,8 @@ def test_config_deepimagej_allow_tiling(zoo_fixture, tmp_path):
     def good(rdf, folder):
         rdf["config"] = {"deepimagej": {"allow_tiling": True}}
 
-    assert _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path / "a", bad)))[25] == "fail"
-    assert _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path / "b", good)))[25] == "pass"
+    assert _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path / "a", bad)))[25] == "failed"
+    assert _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path / "b", good)))[25] == "passed"
 
 
 def test_parameterized_input_rules(zoo_fixture, tmp_path):
@@ -157,7 +157,7 @@ def test_parameterized_input_rules(zoo_fixture, tmp_path):
             a["size"] = {"min": 72, "step": 48}  # 72 % 48 != 0; test input 512 is not a multiple of 48
 
     s = _statuses(check_deepimagej(_variant(zoo_fixture, tmp_path, edit)))
-    assert s[16] == "fail" and s[28] == "fail" and s[15] == "pass"
+    assert s[16] == "failed" and s[28] == "failed" and s[15] == "passed"
 
 
 def test_input_without_channel_axis(zoo_fixture, tmp_path):
@@ -166,5 +166,5 @@ def test_input_without_channel_axis(zoo_fixture, tmp_path):
 
     results = check_deepimagej(_variant(zoo_fixture, tmp_path, edit))
     s = _statuses(results)
-    assert s[13] == "fail" and "no channel axis" in results[12].message
-    assert s[26] == "fail"  # the 4D test tensor no longer fits 3 axes
+    assert s[13] == "failed" and "no channel axis" in results[12].message
+    assert s[26] == "failed"  # the 4D test tensor no longer fits 3 axes
