@@ -15,6 +15,7 @@ tools).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from . import config
@@ -23,12 +24,23 @@ from .errors import InvalidDescriptionError, LimitExceededError
 __all__ = ["load_yaml"]
 
 
+@functools.lru_cache(maxsize=1)
 def _loader_classes():
     import yaml
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: faster, same events
 
     class StrictLoader(base):  # type: ignore[misc, valid-type]
+        # YAML 1.2 core scalars, as bioimageio.spec's own parser reads them: PyYAML's 1.1 rules take
+        # "1:30" for a base-60 number (quadratic to build: megabytes of it take hours), "yes" for True
+        yaml_implicit_resolvers = _core_schema_resolvers(base)
+
+        def construct_yaml_int(self, node):  # 1.2: "017" is seventeen, octal is spelled "0o17"
+            text = self.construct_scalar(node)
+            if text[:2] in ("0o", "0x"):
+                return int(text[2:], 8 if text[1] == "o" else 16)
+            return int(text, 10)
+
         def construct_mapping(self, node, deep=False):
             if isinstance(node, yaml.MappingNode):
                 seen: dict = {}
@@ -45,7 +57,28 @@ def _loader_classes():
                         continue
             return super().construct_mapping(node, deep=deep)
 
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
     return yaml, base, StrictLoader
+
+
+def _core_schema_resolvers(base: Any) -> dict:
+    import re
+
+    core = {
+        "tag:yaml.org,2002:bool": re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        "tag:yaml.org,2002:int": re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+        "tag:yaml.org,2002:float": re.compile(
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    }
+    resolvers: dict = {}
+    for first, entries in base.yaml_implicit_resolvers.items():
+        kept = [(tag, rx) for tag, rx in entries if tag not in core]
+        if kept:
+            resolvers[first] = kept
+    for tag, rx in core.items():
+        for first in "-+0123456789.tTfF":
+            resolvers.setdefault(first, []).append((tag, rx))
+    return resolvers
 
 
 class _DuplicateKey(Exception):
@@ -130,5 +163,7 @@ def load_yaml(data: bytes | str, where: str) -> Any:
                                       "of them") from None
     except yaml.YAMLError as e:
         raise InvalidDescriptionError(f"{where} is not valid YAML: {e}".strip()) from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of more digits than Python converts
+        raise InvalidDescriptionError(f"{where} holds a value that cannot be read: {str(e)[:200]}") from None
     except RecursionError:  # pragma: no cover (the depth limit comes first)
         raise LimitExceededError(f"{where} nests too deeply to parse: refused") from None

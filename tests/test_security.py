@@ -384,3 +384,92 @@ def test_validation_reads_nothing_outside_the_package(zoo_fixture, tmp_path):
     report = check_package(folder, deepimagej=False)
     assert not report.passed and not report.reproduction
     assert any("/etc/passwd" in e and "unsafe path" in e for e in report.format_errors)
+
+
+# ------------------------------------------------------------------ found in review
+
+
+def test_zip_with_two_descriptions_is_refused(zoo_fixture, tmp_path):
+    # bioimageio.spec would pick "a.rdf.yaml" (sorted first), we would pick "rdf.yaml": never check one, run another
+    marker = tmp_path / "marker"
+    good = (zoo_fixture / "rdf.yaml").read_text()
+    evil = yaml.safe_load(good)
+    evil["weights"]["pytorch_state_dict"] = {"source": "weights.pt", "pytorch_version": "2.0",
+                                             "architecture": _shell_architecture(marker)}
+    z = tmp_path / "two.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in zoo_fixture.iterdir():
+            zf.write(f, f.name)
+        zf.writestr("a.rdf.yaml", yaml.safe_dump(evil))
+    with pytest.raises(PackageError, match="several model descriptions"):
+        open_package(z)
+    from bioimgzoo.validation import check_package
+
+    report = check_package(z, deepimagej=False)
+    assert not report.passed and not marker.exists()
+
+
+@pytest.mark.parametrize("field", ["icon", "training_data"])
+def test_validation_refuses_any_field_naming_a_file_outside(zoo_fixture, tmp_path, field):
+    from bioimgzoo.validation import check_package
+
+    secret = tmp_path / "secret.md"
+    secret.write_text("private")
+    folder = _copy_fixture(zoo_fixture, tmp_path / "pkg")
+
+    def edit(rdf):
+        if field == "icon":
+            rdf["icon"] = "../secret.md"
+        else:
+            rdf["training_data"] = {"type": "dataset", "format_version": "0.3.0", "name": "d", "description": "d",
+                                    "documentation": str(secret), "cite": [{"text": "x", "doi": "10.1/2"}],
+                                    "authors": [{"name": "a"}], "license": "MIT"}
+    _edit_rdf(folder, edit)
+    try:
+        pkg = open_package(folder)
+    except PackageError:
+        return  # refused at opening already: nothing read either
+    from bioimgzoo.validation.files import files_outside
+
+    assert files_outside(pkg), "a file outside the package went unnoticed"
+    report = check_package(folder, deepimagej=False)
+    assert not report.passed and not report.reproduction
+
+
+def test_validation_follows_symlinks_out_of_a_folder(zoo_fixture, tmp_path):
+    from bioimgzoo.validation import check_package
+    from bioimgzoo.validation.files import files_outside
+
+    secret = tmp_path / "weights.onnx"
+    shutil.copy(zoo_fixture / "weights.onnx", secret)
+    folder = _copy_fixture(zoo_fixture, tmp_path / "pkg")
+    (folder / "weights.onnx").unlink()
+    (folder / "weights.onnx").symlink_to(secret)
+    assert any("symbolic link" in m for m in files_outside(open_package(folder)))
+    report = check_package(folder, deepimagej=False)
+    assert not report.passed and not report.reproduction
+
+
+def test_zip_ratio_does_not_trust_the_declared_compressed_size(zoo_fixture, tmp_path):
+    z = tmp_path / "model.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in zoo_fixture.iterdir():
+            zf.write(f, f.name)
+    src = ZipSource(z)
+    info = src._members["weights.onnx"]
+    # what overlapping members look like from the central directory: a huge member, "compressed" to the
+    # same huge size, while the whole zip holds a few megabytes
+    info.file_size = info.compress_size = 6 << 30
+    with pytest.raises(LimitExceededError, match="zip bomb"):
+        src.fetch("weights.onnx", sha256=None)
+
+
+def test_yaml_numbers_read_as_yaml_1_2_and_stay_cheap():
+    from bioimgzoo._yaml import load_yaml
+
+    t = time.monotonic()
+    data = load_yaml("a: " + ":".join(["1"] * 40000) + "\nb: yes\nc: 017\n", "rdf.yaml")
+    assert time.monotonic() - t < 2
+    assert data == {"a": ":".join(["1"] * 40000), "b": "yes", "c": 17}  # as bioimageio.spec's parser reads them
+    with pytest.raises(InvalidDescriptionError, match="cannot be read"):
+        load_yaml("a: " + "9" * 6000, "rdf.yaml")

@@ -58,7 +58,7 @@ _RESERVED = {COLLECTION.lower()}
 def check_id(value: str, *, where: str, fix: str) -> str:
     """``value`` if it is safe as one folder name (see :data:`ID_PATTERN`), else a HubError naming ``fix``."""
     text = str(value)
-    if not ID_PATTERN.match(text) or ".." in text or text.lower() in _RESERVED:
+    if not ID_PATTERN.fullmatch(text) or ".." in text or text.lower() in _RESERVED:
         shown = text if len(text) <= 80 else text[:77] + "..."
         raise HubError(f"{where}: the id {shown!r} cannot be used as a mirror folder name: ids must be 1 to 128 "
                        "letters, digits, '.', '_' or '-', start with a letter or digit, contain no '..' and "
@@ -121,8 +121,11 @@ class MirrorResult:
 
 
 def _write_json(path: Path, data: object) -> None:
+    # served as index.html: a "<script>" in a package's description must not become markup in a browser
+    # (JSON readers decode \u003c back to "<")
+    text = json.dumps(data, indent=1, default=str).replace("<", "\\u003c").replace(">", "\\u003e")
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, default=str), "utf-8")
+        tmp.write_text(text, "utf-8")
 
 
 def _copy_if_changed(src: Path, dest: Path, sha256: str | None) -> None:

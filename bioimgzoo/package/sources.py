@@ -67,6 +67,13 @@ class PackageSource(Protocol):
         ...
 
 
+def _describes(file_name: str) -> bool:
+    """A file name bioimageio.spec would take for a package's description (``rdf.yaml``, ``x.rdf.yaml``, ...)."""
+    from bioimageio.spec._internal.io import ALL_BIOIMAGEIO_YAML_NAMES
+
+    return any(file_name == n or file_name.endswith("." + n) for n in ALL_BIOIMAGEIO_YAML_NAMES)
+
+
 def safe_relpath(path: str, where: str) -> str:
     """Reject absolute paths and ``..`` so a package cannot reach outside itself."""
     p = PurePosixPath(str(path).replace("\\", "/"))
@@ -121,7 +128,7 @@ class FolderSource:
         self.rdf_name = rdf_name
         self.name = f"folder {self.root}"
 
-    def _inside(self, rel: str) -> Path:
+    def resolve_inside(self, rel: str) -> Path:
         """``root/rel``, refused when a symlink on the way leads out of the package folder."""
         local = self.root / rel
         resolved = local.resolve()
@@ -132,7 +139,7 @@ class FolderSource:
         return local
 
     def read_rdf(self) -> tuple[bytes, str]:
-        path = self._inside(self.rdf_name)
+        path = self.resolve_inside(self.rdf_name)
         limit = config.max_rdf_bytes()
         try:
             size = path.stat().st_size
@@ -146,7 +153,7 @@ class FolderSource:
 
     def fetch(self, path: str, *, sha256: str | None) -> Path:
         rel = safe_relpath(path, self.name)
-        local = self._inside(rel)
+        local = self.resolve_inside(rel)
         if not local.is_file():
             raise PackageError(f"{self.name}: file {rel!r} named in {self.rdf_name} is missing")
         verify_sha256(local, sha256, what=f"{self.name}: {rel}")
@@ -224,6 +231,13 @@ class ZipSource:
         except (zipfile.BadZipFile, OSError) as e:
             raise PackageError(f"{self.path} is not a readable zip file ({e}): "
                                "re-download or re-export the package") from e
+        # bioimageio.spec (and so core, when validation hands it the zip) picks its description by its
+        # own rule, "rdf.yaml" or any "*.rdf.yaml", sorted: with two candidates we could check one
+        # description while core runs the other, so a zip may hold exactly one
+        candidates = sorted(m for m in self._members if _describes(PurePosixPath(m).name))
+        if len(candidates) > 1:
+            raise PackageError(f"{self.path} holds several model descriptions ({', '.join(candidates[:5])}): "
+                               "a package has exactly one rdf.yaml; remove the others")
         # rdf at the root, or inside one top-level folder (zips made by zipping a folder)
         self._prefix = ""
         for cand in RDF_NAMES:
@@ -239,6 +253,7 @@ class ZipSource:
             self._prefix = PurePosixPath(nested[0]).parent.as_posix() + "/"
             self.rdf_name = PurePosixPath(nested[0]).name
         st = self.path.stat()
+        self._zip_bytes = st.st_size
         self._dir = _extract_root() / f"{abs(hash((str(self.path), st.st_size, st.st_mtime_ns))):x}"
 
     def _member(self, rel: str, *, limit: int | None = None, setting: str = "BIOIMGZOO_MAX_FILE_BYTES"
@@ -251,7 +266,9 @@ class ZipSource:
             raise LimitExceededError(f"{self.name}: member {rel!r} declares {info.file_size} bytes, more than the "
                                      f"{limit} allowed: refused before extracting. If the package is genuine, "
                                      f"raise {setting}")
-        ratio = info.file_size / max(info.compress_size, 1)
+        # the declared compressed size can lie (members overlapping in the file): no member holds more
+        # compressed bytes than the whole zip
+        ratio = info.file_size / max(min(info.compress_size, self._zip_bytes), 1)
         max_ratio = config.max_zip_ratio()
         if info.file_size > config.ZIP_RATIO_EXEMPT_BYTES and ratio > max_ratio:
             raise LimitExceededError(f"{self.name}: member {rel!r} inflates {ratio:.0f} times ({info.compress_size} "

@@ -58,7 +58,7 @@ class Context:
 
     def open(self) -> None:
         """Open the package; on failure keep the reason in :attr:`open_error` (never raise)."""
-        from ..errors import InvalidDescriptionError, LimitExceededError
+        from ..errors import InvalidDescriptionError, LimitExceededError, PackageError, PackageNotFoundError
         from ..package import Package, open_package
 
         try:
@@ -70,6 +70,12 @@ class Context:
             self.refuse(str(e))
         except InvalidDescriptionError as e:
             self.open_error = str(e)
+        except PackageError as e:
+            if isinstance(e, PackageNotFoundError):
+                raise  # nothing to validate: the caller named no package
+            # unsafe or ambiguous (several descriptions, a damaged zip): reported, and nothing else reads it
+            self.open_error = str(e)
+            self.refuse(str(e))
 
     def refuse(self, reason: str) -> None:
         """Forbid every later check to read the package's files (the first reason is kept)."""

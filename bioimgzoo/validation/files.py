@@ -66,13 +66,50 @@ def _raw_tensors(raw: Mapping, kind: str) -> list[dict]:
     return [t for t in (raw.get(kind) or []) if isinstance(t, Mapping)]
 
 
+def _descr_file_refs(descr: Any) -> Iterator[tuple[str, str, bool]]:
+    """Every file reference anywhere in a parsed description: (where, text, is_absolute).
+
+    A generic walk over bioimageio.spec's objects, so no field is forgotten (icon,
+    ONNX external data, attachments, an inline training dataset's documentation...).
+    """
+    from pathlib import PurePath
+
+    from bioimageio.spec._internal.io import RelativeFilePath
+    from pydantic import BaseModel
+
+    stack: list[tuple[str, Any]] = [("", descr)]
+    seen: set[int] = set()
+    while stack:
+        where, obj = stack.pop()
+        if isinstance(obj, RelativeFilePath):
+            yield where, str(obj.path), False
+        elif isinstance(obj, PurePath):
+            yield where, str(obj), True
+        elif isinstance(obj, (BaseModel, list, tuple, dict)):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, BaseModel):
+                items = ((name, getattr(obj, name, None)) for name in type(obj).model_fields)
+            elif isinstance(obj, dict):
+                items = ((str(k), v) for k, v in obj.items())
+            else:
+                items = ((f"[{i}]", v) for i, v in enumerate(obj))
+            for key, value in items:
+                stack.append((f"{where}.{key}" if where and not key.startswith("[") else f"{where}{key}", value))
+
+
 def files_outside(pkg: Any) -> list[str]:
-    """Messages for every file the rdf names outside the package (absolute paths, ``..``, file:// URLs).
+    """Messages for every file the package names outside itself.
+
+    Checked: the raw rdf's file fields (absolute paths, ``..``, ``file://``), every
+    file reference anywhere in the parsed description, and, for a folder, where each
+    reference really leads (a symbolic link out of the folder is outside too).
 
     Parameters
     ----------
     pkg : Package
-        An opened package (its raw ``rdf.yaml`` is read).
+        An opened package.
 
     Returns
     -------
@@ -81,16 +118,22 @@ def files_outside(pkg: Any) -> list[str]:
         (http(s) URLs are allowed: they are downloaded, never read from this machine).
     """
     from ..errors import PackageError
-    from ..package import safe_relpath
+    from ..package import FolderSource, safe_relpath
 
-    out = []
-    for where, ref in raw_file_refs(pkg.raw):
-        if ref.lower().startswith(("http://", "https://")):
+    refs = [(where, ref) for where, ref in raw_file_refs(pkg.raw)]
+    refs += [(where, ref if not absolute else "/" + ref.lstrip("/"))
+             for where, ref, absolute in _descr_file_refs(pkg.descr)]
+    out, done = [], set()
+    for where, ref in refs:
+        if ref in done or ref.lower().startswith(("http://", "https://")):
             continue
+        done.add(ref)
         try:
             if "://" in ref or (len(ref) > 1 and ref[1] == ":"):
                 raise PackageError(f"{where} names {ref!r}, which is not a file of the package")
-            safe_relpath(ref, where)
+            rel = safe_relpath(ref, where)
+            if isinstance(pkg.source, FolderSource):
+                pkg.source.resolve_inside(rel)  # spec and core read the folder directly: follow links here
         except PackageError as e:
             out.append(f"{e} (refused: validation reads only the package's own files)")
     return out

@@ -583,3 +583,22 @@ def test_pull_and_cache_list_escape_a_hostile_version_name(cli, zoo_fixture, mon
         listed = cli("cache", "list")
         assert listed.exit_code == 0, listed.output
         assert "\x1b" not in listed.output and "\\x1b" in listed.output and "[red]" in listed.output
+
+
+def test_mirror_manifest_served_as_html_holds_no_markup(zoo_fixture, tmp_path):
+    import json
+
+    package = package_copy(zoo_fixture, tmp_path / "pkg", id="lab-nuclei")
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    rdf["description"] = "nuclei <script>alert(1)</script>"
+    (package / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    zoo = tmp_path / "zoo"
+    publish(package, zoo)
+    pages = list(zoo.rglob("index.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert "<" not in text and ">" not in text
+        json.loads(text)  # still the manifest a client reads
+    # the text itself survives for JSON readers: only its markup characters were escaped
+    assert any("<script>alert(1)</script>" in json.dumps(json.loads(p.read_text())) for p in pages)
