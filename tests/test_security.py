@@ -473,3 +473,15 @@ def test_yaml_numbers_read_as_yaml_1_2_and_stay_cheap():
     assert data == {"a": ":".join(["1"] * 40000), "b": "yes", "c": 17}  # as bioimageio.spec's parser reads them
     with pytest.raises(InvalidDescriptionError, match="cannot be read"):
         load_yaml("a: " + "9" * 6000, "rdf.yaml")
+
+
+def test_allow_listed_network_with_absurd_arguments_is_refused_before_allocating(zoo_fixture, tmp_path):
+    from bioimgzoo.errors import WeightsError
+
+    pkg = _state_dict_package(zoo_fixture, tmp_path / "pkg", {
+        "import_from": "bioimgzoo.train.nets", "callable": "UNet2d",
+        "kwargs": {"in_channels": 1, "out_channels": 1, "base": 1 << 20, "depth": 8}})
+    t = time.monotonic()
+    with pytest.raises(WeightsError, match="base must be a whole number from 1 to 1024"):
+        bioimgzoo.load(pkg, weights="pytorch_state_dict")
+    assert time.monotonic() - t < 10

@@ -64,6 +64,15 @@ class UNet2d(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
+        # a package may build this network without trust_code (bioimgzoo.trust's allow-list): its
+        # arguments come from the package, so they are bounded before any weight is allocated
+        for arg, value, most in (("in_channels", in_channels, 4096), ("out_channels", out_channels, 4096),
+                                 ("depth", depth, 8), ("base", base, 1024)):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ValueError(f"{arg} must be a whole number from 1 to {most}, got {value!r}")
+        if base << (depth - 1) > 8192:
+            raise ValueError(f"base * 2**(depth - 1) = {base << (depth - 1)} features at the deepest level: "
+                             "at most 8192")
         if final_activation not in (None, "sigmoid"):
             raise ValueError(f"final_activation must be None or 'sigmoid', got {final_activation!r}")
         # constructor arguments kept as attributes: exporters rebuild the network from them
