@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidDescriptionError, PackageError
-from .sources import PackageSource, resolve_source, resolver
+from ..errors import InvalidDescriptionError
+from .sources import PackageSource, resolve_source, resolver, safe_relpath
 
 __all__ = ["Package", "open_package", "build_model_description"]
 
@@ -85,12 +85,8 @@ class Package:
             # the source's own fetcher keeps its options (offline=, hub=); else the default client
             fetch = getattr(self.source, "fetch_url", None) or resolver("file_url")
             return fetch(text, sha256=sha256)
-        if not hasattr(ref, "path") and (Path(text).is_absolute() or re.match(r"^[a-z][a-z0-9+.-]*:", text, re.I)):
-            # an absolute local path (or file:// URL) would read whatever the package's author names
-            # on the user's disk, for every kind of source: a package uses only its own files
-            raise PackageError(f"{self.source.name} names the file {text!r} by an absolute path or URL "
-                               "scheme: refused, it could read anything on this machine. Package files must be relative paths inside the package (or http(s) URLs)")
-        return self.source.fetch(text, sha256=sha256)
+        # checked here for every kind of source (also one a caller wrote): a package uses only its own files
+        return self.source.fetch(safe_relpath(text, self.source.name), sha256=sha256)
 
 
 def open_package(source: Any, **hub_options: Any) -> Package:

@@ -25,16 +25,14 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from zlib import error as zlib_error
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Protocol, runtime_checkable
+from zlib import error as zlib_error
 
 from .. import config
 from .._files import sha256_file
 from ..errors import (
     IntegrityError,
-    InvalidDescriptionError,
     LimitExceededError,
     PackageError,
     PackageNotFoundError,
@@ -74,12 +72,21 @@ def _describes(file_name: str) -> bool:
     return any(file_name == n or file_name.endswith("." + n) for n in ALL_BIOIMAGEIO_YAML_NAMES)
 
 
+_SCHEME_OR_DRIVE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # file:///..., C:\\..., ftp:...
+
+
 def safe_relpath(path: str, where: str) -> str:
-    """Reject absolute paths and ``..`` so a package cannot reach outside itself."""
-    p = PurePosixPath(str(path).replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or not p.parts:
-        raise PackageError(f"{where} references the unsafe path {path!r}: package files must be "
-                           "plain relative paths inside the package")
+    """``path`` as a posix path inside the package; PackageError for anything that could leave it.
+
+    Refused: absolute paths, ``..``, and URL schemes or drive letters (``file:///etc``,
+    ``C:\\x``): an http(s) URL is fetched by the caller before it gets here.
+    """
+    text = str(path)
+    p = PurePosixPath(text.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or not p.parts or _SCHEME_OR_DRIVE.match(text):
+        raise PackageError(f"{where} references the unsafe path {path!r} (an absolute path, '..' or a URL "
+                           "scheme): refused, it could read anything on this machine. Package files must be "
+                           "plain relative paths inside the package (or http(s) URLs)")
     return p.as_posix()
 
 

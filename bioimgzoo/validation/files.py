@@ -129,8 +129,6 @@ def files_outside(pkg: Any) -> list[str]:
             continue
         done.add(ref)
         try:
-            if "://" in ref or (len(ref) > 1 and ref[1] == ":"):
-                raise PackageError(f"{where} names {ref!r}, which is not a file of the package")
             rel = safe_relpath(ref, where)
             if isinstance(pkg.source, FolderSource):
                 pkg.source.resolve_inside(rel)  # spec and core read the folder directly: follow links here
