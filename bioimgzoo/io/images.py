@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ._files import atomic_path
-from .errors import InputError
+from .._files import atomic_path
+from ..errors import InputError
 
 __all__ = ["read_image", "write_image", "output_path", "IMAGE_SUFFIXES", "find_images"]
 
