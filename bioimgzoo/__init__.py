@@ -16,6 +16,7 @@ __all__ = [
     "open_package",
     "errors",
     "export",
+    "validate",
 ]
 
 from . import errors
@@ -67,3 +68,20 @@ def export(module: Any, example_input: Any, out: Any, **options: Any) -> "Path":
     from .exporter import export_model
 
     return export_model(module, example_input, out, **options)
+
+
+def validate(source: Any, *, weights: str | None = None, trust_code: bool = False, static: bool = False,
+             reference: str | None = None, require: Any = (), **hub_options: Any) -> Any:
+    """Validate a model package as a reviewer would; returns a report (never raises for a broken package).
+
+    Thin wrapper of :func:`bioimgzoo.validation.check_package`: format, files, safety,
+    reproduction through bioimgzoo's runtime and agreement checks decide ``report.passed``;
+    the consumer tools' verdicts (``report.consumers``) fail it only when named in
+    ``require`` (e.g. ``["deepimagej", "ilastik"]``).  ``static=True`` checks the
+    description alone; ``reference="core"`` also runs bioimageio.core.  The report
+    renders itself: ``to_dict()``, ``to_markdown()``, ``to_html()``.
+    """
+    from .validation import check_package
+
+    return check_package(source, weights=weights, trust_code=trust_code, static=static, reference=reference,
+                         require=list(require), **hub_options)

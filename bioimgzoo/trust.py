@@ -29,7 +29,7 @@ from typing import Any, Iterator
 from .errors import UntrustedCodeError, WeightsError
 
 __all__ = ["TRUSTED_ARCHITECTURES", "CodeRef", "code_refs", "is_trusted", "check_trusted",
-           "untrusted_code", "load_architecture", "load_callable_from_file"]
+           "untrusted_code", "load_architecture", "load_custom_op", "load_callable_from_file"]
 
 #: (module, callable) of the network classes bioimgzoo ships; built without trust.
 TRUSTED_ARCHITECTURES: frozenset[tuple[str, str]] = frozenset({
@@ -149,6 +149,28 @@ def load_architecture(arch: Any, *, package: Any, trust_code: bool, where: str =
     except Exception as e:
         raise WeightsError(f"the architecture file {Path(src).name} fails to import: "
                            f"{(str(e).strip() or type(e).__name__).splitlines()[0][:300]}") from e
+
+
+def load_custom_op(op: Any, *, package: Any, trust_code: bool, where: str = "this package") -> Any:
+    """The factory a ``custom`` processing op names (``op.source``, ``op.callable``), after the trust check.
+
+    The file is fetched through ``package.file`` (sha256-verified) and
+    imported as by :func:`load_callable_from_file`.
+    """
+    target = f"{getattr(op, 'source', '?')}:{getattr(op, 'callable', '?')}"
+    check_trusted(CodeRef("custom op", "postprocessing", target), trust_code=trust_code, what=where)
+    src = package.file(op)
+    name = str(op.callable)
+    try:
+        factory = load_callable_from_file(src, name)
+    except AttributeError as e:
+        raise WeightsError(f"{Path(src).name} defines no {name!r}: the package names a wrong custom op") from e
+    except Exception as e:
+        raise WeightsError(f"the custom op file {Path(src).name} fails to import: "
+                           f"{(str(e).strip() or type(e).__name__).splitlines()[0][:300]}") from e
+    if not callable(factory):
+        raise WeightsError(f"{Path(src).name}: {name!r} is not callable: the package names a wrong custom op")
+    return factory
 
 
 def _is_shipped_class(module_name: str, name: str, obj: Any) -> bool:

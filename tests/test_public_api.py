@@ -5,7 +5,7 @@ import sys
 
 import bioimgzoo
 
-EXPECTED = {"__version__", "load", "open_package", "errors", "export"}
+EXPECTED = {"__version__", "load", "open_package", "errors", "export", "validate"}
 
 
 def test_all_is_the_public_surface():

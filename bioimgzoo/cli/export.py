@@ -37,35 +37,55 @@ def _json_option(text: str | None, what: str) -> Any:
 
 
 def _load_factory(spec: str):
-    """``pkg.mod:Callable`` or ``path/file.py:Callable`` -> the callable."""
+    """``pkg.mod:Callable`` or ``path/file.py:Callable`` -> (the callable, the architecture option, a folder to
+    remove after the export or None).
+
+    A ``.py`` file is never run: the callable is extracted from its source with the imports, helpers and
+    constants it uses (a training script would otherwise train again), and only that extract is loaded.
+    """
     import importlib
-    import importlib.util
 
     if ":" not in spec:
         raise ExportError(f"--module {spec!r}: write 'package.module:Callable' or 'path/to/file.py:Callable'")
     where, name = spec.rsplit(":", 1)
-    try:
-        if where.endswith(".py"):
-            path = Path(where).expanduser().resolve()
-            if not path.is_file():
-                raise ExportError(f"--module: {path} does not exist")
-            mod_spec = importlib.util.spec_from_file_location(f"_bioimgzoo_cli_{path.stem}", str(path))
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            # like `python -m`, resolve modules of the project the command runs in
-            import os
-            import sys
+    if where.endswith(".py"):
+        from ..exporter._source import SourceUnavailable, extract_from_file
+        from ..trust import load_callable_from_file
 
-            if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(where)
-    except ExportError:
-        raise
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ExportError(f"--module: {path} does not exist")
+        try:
+            extracted = extract_from_file(path, name)
+        except SourceUnavailable as e:
+            raise ExportError(f"--module {spec!r}: {name} cannot be taken from {path.name} without running the "
+                              f"file: {e}. Move it to a module of its own") from e
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="bioimgzoo-cli-arch-"))
+        arch = folder / f"{path.stem}_architecture.py"
+        arch.write_text(extracted.text, encoding="utf-8")
+        try:
+            factory = load_callable_from_file(arch, name)
+        except Exception as e:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ExportError(f"--module {spec!r}: the definition of {name} taken from {path.name} does not load "
+                              f"on its own ({type(e).__name__}: {e})") from e
+        return factory, {"callable": name, "source": str(path)}, folder
+    try:
+        # like `python -m`, resolve modules of the project the command runs in
+        import os
+        import sys
+
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        module = importlib.import_module(where)
     except Exception as e:
         raise ExportError(f"--module {spec!r}: cannot import {where} ({type(e).__name__}: {e})") from e
     try:
-        return getattr(module, name)
+        return getattr(module, name), spec, None
     except AttributeError as e:
         raise ExportError(f"--module {spec!r}: {where} has no {name!r}") from e
 
@@ -112,6 +132,49 @@ def _load_example(path: Path):
         raise ExportError(f"--example {path} cannot be read ({type(e).__name__}: {e})") from e
 
 
+def _example_layout(array, path: Path, axes: str | None) -> tuple[Any, str, str | None]:
+    """The example with batch and channel axes added where an image lacks them: (array, axes, what was done).
+
+    A 2D image is ``yx``; a 3D TIFF is ``zyx``, a 3D PNG (or a TIFF whose last axis holds 3-4 values) is
+    ``yxc``; ``--axes`` names what the file holds (``yx``, ``zyx``, ``cyx``, ...).  Batch and channel axes
+    are added in front, channels moved before the spatial axes (``bcyx``, ``bczyx``).
+    """
+    import numpy as np
+
+    image = path.suffix.lower() in (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+    if axes is None:
+        if not image or array.ndim not in (2, 3):
+            return array, "bcyx", None
+        if array.ndim == 2:
+            axes = "yx"
+        elif path.suffix.lower() not in (".tif", ".tiff"):
+            axes = "yxc"  # PNG/JPEG: colour channels last
+        else:
+            axes = "yxc" if array.shape[-1] in (3, 4) and array.shape[0] > 4 else "zyx"
+    axes = axes.lower()
+    if len(axes) != array.ndim:
+        raise ExportError(f"--axes {axes}: {len(axes)} letters for an example with {array.ndim} axes "
+                          f"{tuple(array.shape)}")
+    if set(axes) - set("bctzyx") or len(set(axes)) != len(axes):
+        raise ExportError(f"--axes {axes}: use each of the letters b, c, z, y, x at most once")
+    added = []
+    if "c" not in axes:
+        array, axes = array[None], "c" + axes
+        added.append("channel")
+    if "b" not in axes:
+        array, axes = array[None], "b" + axes
+        added.append("batch")
+    target = "bc" + "".join(a for a in axes if a not in "bc")
+    if axes != target:
+        array = np.transpose(array, [axes.index(a) for a in target])
+    what = None
+    if added or axes != target:
+        what = (f"--example {path.name}: {tuple(np.shape(array))} as {target}"
+                + (f" (added {' and '.join(reversed(added))} axes of size 1)" if added else "")
+                + (f" (moved the channel axis from {axes})" if axes != target and not added else ""))
+    return np.ascontiguousarray(array), target, what
+
+
 @click.command("export")
 @click.option("--card", "card_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Model card YAML (metadata, README sections; its export: section may name everything else).")
@@ -120,10 +183,15 @@ def _load_example(path: Path):
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="State dict (.pt).")
 @click.option("--example", type=click.Path(dir_okay=False, path_type=Path),
               help="Example input (.npy, .tif, .png); becomes the test input.")
-@click.option("--axes", help="Axes of the example, e.g. bcyx (default bcyx).")
+@click.option("--axes", help="Axes of the example, e.g. bcyx (default bcyx; a 2D/3D TIFF or PNG: yx, zyx or yxc, "
+                             "batch and channel axes added).")
 @click.option("--name", help="Model name.")
 @click.option("--description", help="One-paragraph description.")
-@click.option("--author", "authors", multiple=True, help="Author name (repeat for several).")
+@click.option("--author", "authors", multiple=True, help="Author name (repeat for several); required here or in "
+                                                        "the card.")
+@click.option("--maintainer", "maintainers", multiple=True, metavar="NAME:GITHUB_USER",
+              help="Maintainer with GitHub user (repeat); default: the authors with a github_user in the card.")
+@click.option("--task", help="What the model does, e.g. semantic-segmentation, denoising (sets BiaPy's workflow tag).")
 @click.option("--license", "license_", help="SPDX license id (default CC-BY-4.0).")
 @click.option("--preprocessing", help="JSON list of preprocessing steps.")
 @click.option("--postprocessing", help="JSON list of postprocessing steps.")
@@ -132,10 +200,10 @@ def _load_example(path: Path):
               help="Also run bioimageio.core's test_model before writing the package.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="The .zip to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Show the slow steps on stderr [default: on a terminal].")
 def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, name, description, authors,
-               license_, preprocessing, postprocessing, weights, run_test, out, as_json):
+               maintainers, task, license_, preprocessing, postprocessing, weights, run_test, out, as_json, progress):
     """Export a trained PyTorch network as a bioimage.io model package (.zip)."""
-    from ..exporter import export_package
     from ..exporter.card import load_card
 
     card, base = load_card(card_path) if card_path else ({}, None)
@@ -155,7 +223,7 @@ def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, n
     checkpoint = checkpoint or rel(section.get("checkpoint"))
     example = example or rel(section.get("example"))
     out = out or rel(section.get("out"))
-    axes = axes or section.get("axes") or "bcyx"
+    axes = axes or section.get("axes")
     for key in ("module", "kwargs", "checkpoint", "example", "out", "axes"):
         section.pop(key, None)
     if module_spec is None:
@@ -164,13 +232,32 @@ def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, n
         raise ExportError("give an example input: --example image.npy (or export: example: in the card)")
     if out is None:
         raise ExportError("give the package to write: --out model.zip (or export: out: in the card)")
+    if not authors and not card.get("authors"):  # a package names people, never the login name
+        raise ExportError("name the authors: --author 'First Last' (repeat for several), or authors: in --card")
     if not isinstance(factory_kwargs, dict):
         raise ExportError("--kwargs must be a JSON object")
     if module_spec.split(":")[0].endswith(".py") and base is not None and not Path(module_spec).is_absolute() \
             and not Path(module_spec.split(":")[0]).exists():
         module_spec = f"{base / module_spec.split(':')[0]}:{module_spec.rsplit(':', 1)[1]}"
 
-    factory = _load_factory(module_spec)
+    factory, architecture, extracted_to = _load_factory(module_spec)
+    try:
+        _export(factory, architecture, module_spec, factory_kwargs, checkpoint, example, axes, section, card,
+                maintainers, task, progress, preprocessing, postprocessing, weights, run_test, out, name,
+                description, authors, license_, as_json)
+    finally:  # the extracted definition was needed while exporting (TorchScript reads its source)
+        if extracted_to is not None:
+            import shutil
+
+            shutil.rmtree(extracted_to, ignore_errors=True)
+
+
+def _export(factory, architecture, module_spec, factory_kwargs, checkpoint, example, axes, section, card,
+            maintainers, task, progress, preprocessing, postprocessing, weights, run_test, out, name, description,
+            authors, license_, as_json) -> None:
+    """Build the network, load the checkpoint and the example, export; print the result."""
+    from ..exporter import export_package
+
     try:
         module = factory(**factory_kwargs)
     except Exception as e:
@@ -179,17 +266,29 @@ def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, n
 
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"{module_spec} returned a {type(module).__name__}, not a torch.nn.Module")
-    if checkpoint is not None:
+    if checkpoint is None:
+        click.secho(f"WARNING: no --checkpoint given: exporting {module_spec} with the random weights it was "
+                    "built with. Pass --checkpoint model.pt (torch.save(model.state_dict(), 'model.pt')) to "
+                    "share the trained network.", fg="red", bold=True, err=True)
+    else:
         state = _load_state_dict(checkpoint)
         try:
             module.load_state_dict(state, strict=True)
         except RuntimeError as e:
             raise ExportError(f"--checkpoint {checkpoint} does not fit {module_spec}({factory_kwargs}): "
                               f"{str(e).splitlines()[0]} ... (check --kwargs)") from e
-    example_array = _load_example(example)
+    example_array, axes, layout = _example_layout(_load_example(example), example, axes)
+    if layout:
+        click.echo(layout, err=True)
 
     options = dict(section)
-    options.setdefault("architecture", module_spec)
+    options.setdefault("architecture", architecture)
+    if maintainers:
+        options["maintainers"] = [_maintainer(m) for m in maintainers]
+    if task:
+        options["task"] = task
+    if progress is not None:
+        options["progress"] = progress
     options.setdefault("architecture_kwargs", factory_kwargs)
     if preprocessing is not None:
         options["preprocessing"] = _json_option(preprocessing, "--preprocessing")
@@ -206,6 +305,13 @@ def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, n
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         click.echo(result.summary())
+
+
+def _maintainer(text: str) -> dict:
+    name, sep, user = text.rpartition(":")
+    if not sep or not name.strip() or not user.strip():
+        raise ExportError(f"--maintainer {text!r}: write NAME:GITHUB_USER, e.g. 'Ada Lovelace:ada'")
+    return {"name": name.strip(), "github_user": user.strip()}
 
 
 COMMANDS = [export_cmd]

@@ -1,10 +1,71 @@
-"""``bioimgzoo predict``: run a model on image files."""
+"""``bioimgzoo predict``: run a model on image files, losing nothing.
+
+The command runs in steps, one helper each, so options slot in where they belong:
+
+1. :func:`_check_options`: every check of the command line, before the model
+   is opened (a download) or anything written;
+2. :func:`_plan_outputs`: one unique output path per image and output (same
+   names from different folders keep their folders under ``-o``), checked
+   against what exists (``--overwrite``, ``--skip-existing``) before any
+   prediction;
+3. :func:`_predict_all`: the images stream through one loaded model; an image
+   that cannot be read or does not fit the model is reported with its file
+   name and the run goes on;
+4. :func:`_write_outputs`: Fiji-ready TIFF (ImageJ hyperstack, the input's
+   calibration), OME-TIFF, PNG or ``.npy``, and instance labels (``--labels``);
+5. :func:`_write_manifest` and :func:`_summary`: ``bioimgzoo-results.csv``
+   next to the outputs, and a summary naming every failure (exit status 1).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
 import click
 
+from ._messages import cli_spelling
+from ._zarr_predict import pop_options, predict_files_on_cluster, predict_zarr, wants_zarr, zarr_options
 from ._options import _hub_kwargs, _hub_opts, _parse_tile, _writable_out_dir
+
+MANIFEST_NAME = "bioimgzoo-results.csv"
+FORMATS = ("tif", "ome-tiff", "png", "npy")
+RGB_CHOICES = ("luminance", "red", "green", "blue")
+#: axis letters --axes accepts (s: samples, read as channel; q: an unnamed axis of size 1)
+AXIS_LETTERS = "btczyxisq"
+
+
+@dataclass
+class ImageJob:
+    """One input file: where its outputs go, and what happened to it."""
+
+    path: Path
+    label: str  # how messages name it (the path as given)
+    outputs: dict[str, Path]  # output id (or "labels") -> file
+    status: str = "pending"  # pending | done | failed | skipped
+    message: str = ""
+    seconds: float = 0.0
+    written: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class PredictOptions:
+    """The command line, checked (see :func:`_check_options`)."""
+
+    tile: Any
+    channels: tuple[int, ...] | None
+    rgb: str | None
+    axes: str | None
+    fmt: str | None
+    labels: bool
+    threshold: float
+    overwrite: bool
+    skip_existing: bool
+    extra: dict = field(default_factory=dict)  # options of other steps, by name
 
 
 @click.command()
@@ -14,75 +75,520 @@ from ._options import _hub_kwargs, _hub_opts, _parse_tile, _writable_out_dir
 @click.option("--weights", default=None, help="Weight format: onnx, torchscript or pytorch_state_dict.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--axes", default=None, help="Layout of the images, e.g. yx, cyx, zyx (default: from the file).")
+@click.option("--channel", "channel", default=None, metavar="N[,M...]",
+              help="Channels of the images to use, counted from 0 (e.g. 1, or 0,2).")
+@click.option("--rgb", type=click.Choice(RGB_CHOICES), default=None,
+              help="Turn RGB images into one channel: luminance, or one colour.")
 @click.option("--tile", default=None, help="Window size: 512, or per axis y=256,x=512 (default: automatic).")
 @click.option("--halo", type=int, default=None, help="Input pixels dropped at inner window edges (default: the model's).")
 @click.option("--batch-size", type=int, default=None, help="Windows per engine call (default: automatic).")
-@click.option("--format", "fmt", type=click.Choice(["tif", "npy"]), default=None,
-              help="Output file type (default: tif, npy for .npy inputs).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Output file type: tif (ImageJ hyperstack), ome-tiff, png (2D or RGB, scaled), npy "
+                   "(default: tif; npy for .npy inputs).")
+@click.option("--labels", is_flag=True,
+              help="Also write instance labels ({image}_labels): foreground probabilities thresholded, touching "
+                   "objects split by the boundary channel or the distance transform.")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Foreground (and boundary) probability threshold for --labels.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
+@click.option("--skip-existing", is_flag=True, help="Skip images whose outputs all exist (resume a batch).")
 @click.option("--nan-policy", type=click.Choice(["warn", "fail", "zero"]), default="warn", show_default=True,
               help="NaN/inf pixels: warn (statistics skip them), fail, or zero (replace by 0).")
 @click.option("--trust-code", is_flag=True, help="Allow running Python code shipped in the package.")
+@click.option("--strict-sizes", is_flag=True,
+              help="Keep to the declared window sizes and halo (default: tiles of a package declaring no halo "
+                   "overlap by the network's measured receptive field, in larger windows where it takes them).")
+@click.option("--isolated", is_flag=True,
+              help="Run pytorch_state_dict weights in a virtual environment with the packages the model declares "
+                   "(built once, cached).")
 @_hub_opts
-def predict(source, inputs, out_dir, weights, device, axes, tile, halo, batch_size, fmt, nan_policy, trust_code,
-            hub, offline):
+@zarr_options
+def predict(source, inputs, out_dir, **options):
     """Run model SOURCE (folder, rdf.yaml, .zip, URL or zoo id) on INPUTS (files, folders, globs).
 
-    Writes OUT/{image}_{output_id}.tif for every image and output.
+    Writes OUT/{image}_{output_id}.tif for every image and output (ImageJ
+    hyperstacks with the input's pixel sizes), keeps the folders of inputs
+    whose names repeat, never replaces an existing file without --overwrite,
+    and lists every image in OUT/bioimgzoo-results.csv.  An image that fails
+    is reported and the others go on; the exit status is 1 if any failed.
     """
-    import logging
+    if wants_zarr(inputs, out_dir, options):  # images larger than memory: OME-Zarr out (cli/_zarr_predict.py)
+        return predict_zarr(source, inputs, out_dir, options)
+    cluster = pop_options(options)
+    if cluster.get("scheduler") or cluster.get("workers"):  # many files through a dask cluster
+        return predict_files_on_cluster(source, inputs, out_dir, options, cluster)
+    with cli_spelling(), _warnings_to_terminal():
+        jobs = _run(source, inputs, out_dir, options)
+    if any(j.status == "failed" for j in jobs):
+        raise SystemExit(1)
 
-    import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .. import load
-    from ..descr.weights import runnable_formats
-    from ..io import find_images, output_path, read_image, write_image
+def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict) -> list[ImageJob]:
+    from ..io import find_images
+    from ..package import open_package
 
-    # every check of the command line before the model is loaded (a download) or anything predicted
-    tile_arg = _parse_tile(tile)
+    opts = _check_options(options)
     files = find_images(inputs)
     out_root = _writable_out_dir(out_dir)
-    logging.getLogger("bioimgzoo").setLevel(logging.WARNING)
-    model = load(source, weights=weights, device=device, trust_code=trust_code, **_hub_kwargs(hub, offline))
-    if weights is None:
+    package = open_package(source, **_hub_kwargs(options.get("hub"), options.get("offline")))
+    labels_from = _labels_plan(package) if opts.labels else None
+    jobs = _plan_outputs(files, out_root, package, opts, labels=labels_from is not None)
+    todo = _check_existing(jobs, opts)
+    try:
+        if todo:
+            model = _load(package, options)
+            _predict_all(model, todo, opts, options, labels_from)
+    finally:
+        # also after an interruption or an error of the whole run: the record of what was done
+        # is what --skip-existing resumes from (a run that did nothing leaves the folder untouched)
+        if any(j.status != "pending" for j in jobs):
+            _write_manifest(out_root, jobs)
+    _summary(jobs, out_root)
+    return jobs
+
+
+# --------------------------------------------------------------------------- 1. options
+def _check_options(options: dict) -> PredictOptions:
+    """Everything the command line can get wrong, said before anything is opened or written."""
+    from ..errors import InputError
+    from ..runtime.channels import parse_channels
+
+    tile = _parse_tile(options.get("tile"))
+    axes = options.get("axes")
+    if axes is not None:
+        bad = sorted({ch for ch in axes.lower() if ch not in AXIS_LETTERS and not ch.isspace()})
+        if bad or not axes.strip():
+            raise InputError(f"--axes {axes!r}: unknown axis {', '.join(repr(b) for b in bad) or '(none given)'}; "
+                             "use one letter per image dimension: b (batch), c (channel), t (time), z, y, x")
+        if len(set(axes.lower())) != len(axes.lower()):
+            raise InputError(f"--axes {axes!r} repeats an axis: name each axis once, e.g. cyx")
+    channels = parse_channels(options.get("channel"), option="--channel ")
+    rgb = options.get("rgb")
+    if channels is not None and rgb is not None:
+        raise InputError("--channel and --rgb both choose channels: give one of them")
+    threshold = options.get("threshold", 0.5)
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"--threshold {threshold} is not valid: give a probability between 0 and 1 (e.g. 0.5)")
+    if options.get("overwrite") and options.get("skip_existing"):
+        raise InputError("--overwrite and --skip-existing contradict each other: give one of them")
+    known = {"tile", "axes", "channel", "rgb", "fmt", "labels", "threshold", "overwrite", "skip_existing"}
+    return PredictOptions(tile=tile, channels=channels, rgb=rgb, axes=axes, fmt=options.get("fmt"),
+                          labels=bool(options.get("labels")), threshold=float(threshold),
+                          overwrite=bool(options.get("overwrite")), skip_existing=bool(options.get("skip_existing")),
+                          extra={k: v for k, v in options.items() if k not in known})
+
+
+# --------------------------------------------------------------------------- 2. outputs
+@dataclass(frozen=True)
+class LabelsPlan:
+    """Which output --labels reads, its foreground/boundary channels, and the model's space axes."""
+
+    output: str
+    channels: Any  # runtime.labels.LabelChannels
+    spatial: tuple[str, ...]
+
+
+def _labels_plan(package) -> LabelsPlan:
+    """The output --labels turns into instances; an InputError before any work when there is none."""
+    from ..descr.sizes import AxisSizes
+    from ..descr.tensors import tensor_specs
+    from ..errors import InputError
+    from ..runtime.labels import find_probability_channels
+
+    _, outs = tensor_specs(package.descr)
+    problems = []
+    for spec in outs:
+        spatial = tuple(a.id for a in spec.axes if a.kind == "space")
+        if not spatial:
+            problems.append(f"'{spec.id}' has no space axes")
+            continue
+        n = None
+        if "channel" in spec.axis_ids:
+            sz = spec.sizes.get("channel")
+            n = sz.min if isinstance(sz, AxisSizes) else len(spec.channel_names) or None
+        try:
+            return LabelsPlan(spec.id, find_probability_channels(spec.channel_names, n, output=f"output "
+                                                                 f"'{spec.id}'"), spatial)
+        except InputError as e:
+            problems.append(str(e))
+    raise InputError("--labels needs an output of foreground (and optionally boundary) probabilities; this "
+                     f"model has none ({'; '.join(problems)}): drop --labels")
+
+
+def _plan_outputs(files: list[Path], out_root: Path, package, opts: PredictOptions, *,
+                  labels: bool) -> list[ImageJob]:
+    """One unique output path per image and output, or an InputError before anything is written.
+
+    Names stay flat (``out/x_probability.tif``) while every image's name is
+    unique; when two inputs share a name, every output keeps its input's
+    folder relative to the inputs' common folder (``out/a/x_...``, ``out/b/x_...``).
+    """
+    from ..descr.tensors import tensor_specs
+    from ..errors import InputError
+    from ..io import image_stem, output_path
+
+    _, outs = tensor_specs(package.descr)
+    keys = [o.id for o in outs] + (["labels"] if labels else [])
+    resolved = [f.resolve() for f in files]
+    seen: dict[Path, Path] = {}
+    for f, r in zip(files, resolved):
+        if r in seen:
+            raise InputError(f"{f} is given twice (also as {seen[r]}): name each image once")
+        seen[r] = f
+    stems = [image_stem(f).lower() for f in files]
+    keep_folders = len(set(stems)) != len(stems)
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if keep_folders else None
+    jobs, taken = [], {}
+    for f, r in zip(files, resolved):
+        sub = r.parent.relative_to(common) if common is not None else None
+        paths = {k: output_path(out_root, f, k, fmt=_extension(opts.fmt, f), subfolder=sub) for k in keys}
+        for k, p in paths.items():
+            key = str(p).lower()  # case-insensitive file systems (macOS, Windows) collide too
+            if key in taken:
+                raise InputError(f"{f} and {taken[key]} would both write {p}: rename one of them (nothing was "
+                                 "written)")
+            taken[key] = f
+        jobs.append(ImageJob(f, str(f), paths))
+    return jobs
+
+
+def _extension(fmt: str | None, image: Path) -> str:
+    if fmt is not None:
+        return fmt
+    return "npy" if image.name.lower().endswith(".npy") else "tif"
+
+
+def _check_existing(jobs: list[ImageJob], opts: PredictOptions) -> list[ImageJob]:
+    """The jobs to run: existing outputs are an error unless --overwrite or --skip-existing."""
+    from ..errors import InputError
+
+    existing = [(j, p) for j in jobs for p in j.outputs.values() if p.exists()]
+    if existing and not opts.overwrite and not opts.skip_existing:
+        shown = ", ".join(str(p) for _, p in existing[:3]) + (f" and {len(existing) - 3} more"
+                                                              if len(existing) > 3 else "")
+        raise InputError(f"{len(existing)} output file(s) already exist ({shown}): nothing was written. Pass "
+                         "--overwrite to replace them, --skip-existing to predict only the images without "
+                         "results, or choose another -o folder")
+    todo = []
+    for j in jobs:
+        if opts.skip_existing and all(p.exists() for p in j.outputs.values()):
+            j.status, j.message = "skipped", "outputs exist (--skip-existing)"
+            j.written = list(j.outputs.values())
+        else:
+            todo.append(j)
+    return todo
+
+
+# --------------------------------------------------------------------------- 3. prediction
+def _load(package, options: dict):
+    from .. import load
+    from ..descr.weights import runnable_formats
+
+    isolated = {"isolated": True} if options.get("isolated") else {}
+    model = load(package, weights=options.get("weights"), device=options.get("device"),
+                 trust_code=bool(options.get("trust_code")), **isolated)
+    model.strict_sizes = bool(options.get("strict_sizes"))
+    if options.get("weights") is None:
         avail = runnable_formats(model.descr)
         click.echo(f"Using {model.weights_format} weights on {model.device} "
                    f"(available: {', '.join(avail)}; choose with --weights).", err=True)
+    return model
 
-    class Images:
-        """Re-iterable, so per-dataset statistics can take a first pass without holding every image."""
 
-        def __iter__(self):
-            return _read_all()
+class _Reader:
+    """The jobs' images, read one at a time; re-iterable (per-dataset statistics take a first pass).
 
-    def _read_all():
-        import xarray as xr
+    ``fed`` lists the jobs handed to the model in the current pass, so a
+    failure inside the model's stream is pinned on the image it was reading.
+    """
 
-        for f in files:
-            array, file_axes = read_image(f)
-            ax = axes or file_axes
-            if ax is None:
-                yield array
-            else:
-                from ..descr.axes import parse_axes
+    def __init__(self, jobs: list[ImageJob], opts: PredictOptions, on_error: Callable[[ImageJob, str], None]):
+        self.jobs, self.opts, self.on_error = jobs, opts, on_error
+        self.fed: list[ImageJob] = []
 
-                yield xr.DataArray(array, dims=parse_axes(ax, ndim=array.ndim, what=f"image {f.name}"))
+    def __iter__(self) -> Iterator[Any]:
+        self.fed = []
+        for job in self.jobs:
+            if job.status == "failed":
+                continue
+            try:
+                image = _read(job.path, self.opts)
+            except Exception as e:  # noqa: BLE001 -- one bad file never stops the batch
+                self.on_error(job, _why(e))
+                continue
+            self.fed.append(job)
+            yield image
 
-    written = []
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True, disable=None) as bar:
-        task = bar.add_task("Predicting", total=len(files))
-        results = model.iter_predict(Images(), tile=tile_arg, halo=halo, batch_size=batch_size,
-                                     nan_policy=nan_policy, names=[f.name for f in files])
-        for f, result in zip(files, results):
-            outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
-            for oid, arr in outs.items():
-                dims = tuple(arr.dims) if hasattr(arr, "dims") else model.output_axes(oid)
-                dest = output_path(out_root, f, oid, fmt=fmt)
-                write_image(dest, np.asarray(arr), axes=dims)
-                written.append(dest)
-            bar.advance(task)
-    click.echo(f"Wrote {len(written)} file(s) for {len(files)} image(s) to {out_root}")
+
+def _read(path: Path, opts: PredictOptions) -> Any:
+    """One image as a DataArray in its file's (or --axes') layout, --rgb applied."""
+    import xarray as xr
+
+    from ..descr.axes import parse_axes
+    from ..errors import InputError
+    from ..io import read_image
+    from ..runtime.channels import rgb_to_one_channel
+
+    array, file_axes = read_image(path)
+    ax = opts.axes or file_axes
+    if ax is None:
+        if opts.rgb or opts.channels is not None:
+            raise InputError(f"{path}: the file does not say which axis holds the channels: pass --axes "
+                             f"(e.g. --axes cyx for {array.ndim} dimensions)")
+        return array
+    dims = parse_axes(ax, ndim=array.ndim, what=f"image {path.name}")
+    if opts.rgb:
+        array, dims = rgb_to_one_channel(array, dims, opts.rgb, what=str(path))
+    return xr.DataArray(array, dims=dims)
+
+
+def _why(e: BaseException) -> str:
+    from ..errors import BioimgzooError
+    from ._messages import to_cli
+
+    text = str(e) if isinstance(e, BioimgzooError) else f"{type(e).__name__}: {e}"
+    return to_cli(text)
+
+
+def _predict_all(model, jobs: list[ImageJob], opts: PredictOptions, options: dict, labels_from) -> None:
+    """Predict every job, writing each result as it comes; a failing image is reported and skipped.
+
+    The model's stream stops at an image that does not fit; the images after
+    it are fed again in a fresh stream, so one bad file costs only itself.
+    """
+    from ..errors import BioimgzooError
+
+    def fail(job: ImageJob, why: str) -> None:
+        why = why[len(job.label) + 2:] if why.startswith(job.label + ": ") else why
+        job.status, job.message = "failed", why
+        click.secho(f"Error: {why if job.label in why else f'{job.label}: {why}'}", fg="red", err=True)
+
+    with _Progress(len(jobs)) as progress:
+        pending = [j for j in jobs if j.status == "pending"]
+        while pending:
+            reader = _Reader(pending, opts, fail)
+            stream = model.iter_predict(reader, tile=opts.tile, halo=options.get("halo"),
+                                        batch_size=options.get("batch_size"),
+                                        nan_policy=options.get("nan_policy") or "warn",
+                                        channels=opts.channels, on_window=progress.windows,
+                                        names=_Names(reader))
+            done = 0
+            last = time.perf_counter()
+            try:
+                for result in stream:
+                    job = reader.fed[done]
+                    done += 1
+                    now = time.perf_counter()
+                    job.seconds, last = now - last, now
+                    try:
+                        _write_outputs(model, job, result, opts, labels_from)
+                        job.status = "done"
+                    except BioimgzooError as e:
+                        fail(job, _why(e))
+                    progress.image_done()
+            except BioimgzooError as e:
+                # the model maps each image as it pulls it: the one pulled last is the one that failed
+                culprit = reader.fed[-1] if len(reader.fed) > done else None
+                if culprit is None:
+                    raise  # not about one image (an option, the engine): the whole run stops
+                fail(culprit, _why(e))
+                progress.image_done()
+            pending = [j for j in pending if j.status == "pending"]
+
+
+class _Names:
+    """Labels for the model's messages: the file of the i-th image fed (the reader skips unreadable files)."""
+
+    def __init__(self, reader: _Reader):
+        self.reader = reader
+
+    def __getitem__(self, index: int) -> str:
+        return self.reader.fed[index].label
+
+
+class _Progress:
+    """Images and tiles done, with throughput, on stderr (nothing when not a terminal)."""
+
+    def __init__(self, n_images: int):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        console = Console(stderr=True)
+        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=console, transient=True, disable=not console.is_terminal)
+        self.images = self.bar.add_task("Images", total=n_images, rate="")
+        self.tiles = self.bar.add_task("Tiles", total=None, rate="")
+        self._t0 = time.perf_counter()
+        self._n_tiles = 0
+
+    def __enter__(self) -> "_Progress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def windows(self, n: int) -> None:
+        self._n_tiles += n
+        rate = self._n_tiles / max(time.perf_counter() - self._t0, 1e-9)
+        self.bar.update(self.tiles, advance=n, rate=f"{rate:.1f} tiles/s")
+
+    def image_done(self) -> None:
+        done = self.bar.tasks[self.images].completed + 1
+        rate = done / max(time.perf_counter() - self._t0, 1e-9)
+        self.bar.update(self.images, advance=1, rate=f"{rate:.2f} images/s" if rate < 1 else f"{rate:.1f} images/s")
+
+
+# --------------------------------------------------------------------------- 4. writing
+def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labels_from) -> None:
+    import numpy as np
+
+    from ..io import png_ready, read_calibration, write_image
+
+    outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
+    calibration = read_calibration(job.path)
+    arrays = {}
+    for oid, arr in outs.items():
+        dims = tuple(arr.dims) if hasattr(arr, "dims") else model.output_axes(oid)
+        arrays[oid] = (np.asarray(arr), dims)
+    if labels_from is not None:
+        from ..runtime.labels import output_to_labels
+
+        prob, dims = arrays[labels_from.output]
+        _warn_not_probabilities(prob, labels_from.output, job.label)
+        lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial, channels=labels_from.channels,
+                                         threshold=opts.threshold)
+        arrays["labels"] = (lab, lab_dims)
+    for key, (arr, dims) in arrays.items():
+        dest = job.outputs[key]
+        cal = _output_calibration(model, key if key != "labels" else labels_from.output, calibration,
+                                  channels=key != "labels")
+        if dest.suffix.lower() == ".png":
+            arr, how = png_ready(arr, dims)
+            if key != "labels":
+                logging.getLogger("bioimgzoo").info("%s: %s", dest.name, how)
+                job.message = (job.message + "; " if job.message else "") + f"PNG {dest.name}: {how}"
+            dims = "yxc" if arr.ndim == 3 else "yx"
+        write_image(dest, arr, axes=dims, calibration=cal)
+        job.written.append(dest)
+
+
+def _warn_not_probabilities(prob, output: str, label: str) -> None:
+    import numpy as np
+
+    finite = prob[np.isfinite(prob)]
+    if finite.size and (finite.min() < -1e-3 or finite.max() > 1 + 1e-3):
+        logging.getLogger("bioimgzoo").warning(
+            "%s: output '%s' holds values from %.3g to %.3g, not probabilities in 0..1: --threshold may not "
+            "mean what it should", label, output, float(finite.min()), float(finite.max()))
+
+
+def _output_calibration(model, output_id: str, calibration, *, channels: bool):
+    """The input's pixel sizes carried to an output (scaled as the model scales that axis), else the model's."""
+    from ..io import Calibration
+
+    out = next(t for t in model.outputs if t.id == output_id)
+    primary = model.inputs[0]
+    sizes, unit = {}, calibration.unit
+    for a in out.axes:
+        if a.kind not in ("space", "time"):
+            continue
+        ratio = out.scale.get(a.id, 1.0) / (primary.scale.get(a.id, 1.0) or 1.0)
+        if a.id in calibration.pixel_size:
+            sizes[a.id] = calibration.pixel_size[a.id] * ratio
+    for a in ("t", "z"):  # axes a 2D model folds carry over unchanged
+        if a in calibration.pixel_size and a not in sizes:
+            sizes[a] = calibration.pixel_size[a]
+    if not {"x", "y"} <= set(sizes):
+        declared = _declared_scales(model, output_id)
+        if declared:
+            sizes, unit = {**declared[0], **{k: v for k, v in sizes.items() if k in "tz"}}, declared[1]
+    names = tuple(out.channel_names) if channels else ()
+    return Calibration(sizes, unit, calibration.time_unit, names)
+
+
+def _declared_scales(model, output_id: str):
+    """The output's space scales and unit as the description declares them, when it declares a unit."""
+    for t in model.descr.outputs:
+        if str(t.id) != output_id:
+            continue
+        sizes, unit = {}, None
+        for a in t.axes:
+            u = getattr(a, "unit", None)
+            if u is not None and str(getattr(a, "type", "")) == "space":
+                sizes[str(a.id)] = float(getattr(a, "scale", 1.0))
+                unit = str(u)
+        if {"x", "y"} <= set(sizes) and unit:
+            from ..io.images import normalize_unit
+
+            return sizes, normalize_unit(unit)
+    return None
+
+
+# --------------------------------------------------------------------------- 5. record
+def _write_manifest(out_root: Path, jobs: list[ImageJob]) -> Path:
+    """``bioimgzoo-results.csv``: input, status, outputs, seconds, message; written atomically."""
+    import csv
+
+    from .._files import atomic_path
+
+    path = out_root / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["input", "status", "outputs", "seconds", "message"])
+            for j in jobs:
+                w.writerow([str(j.path), j.status, ";".join(str(p) for p in j.written),
+                            f"{j.seconds:.3f}" if j.status == "done" else "", j.message])
+    return path
+
+
+def _summary(jobs: list[ImageJob], out_root: Path) -> None:
+    done = [j for j in jobs if j.status == "done"]
+    skipped = [j for j in jobs if j.status == "skipped"]
+    failed = [j for j in jobs if j.status == "failed"]
+    n_files = sum(len(j.written) for j in done)
+    line = f"Wrote {n_files} file(s) for {len(done)} image(s) to {out_root}"
+    if skipped:
+        line += f"; skipped {len(skipped)} with existing outputs"
+    click.echo(line + f" (list: {out_root / MANIFEST_NAME})")
+    for j in done:
+        if "PNG" in j.message:
+            click.echo(f"  {j.label}: {j.message}")
+            break
+    if failed:
+        click.secho(f"{len(failed)} of {len(jobs)} image(s) failed:", fg="red", err=True)
+        for j in failed:
+            click.secho(f"  {j.message if j.label in j.message else f'{j.label}: {j.message}'}", fg="red", err=True)
+
+
+class _warnings_to_terminal:
+    """bioimgzoo's warnings (padding, NaN pixels, ...) as ``Warning: ...`` lines on stderr."""
+
+    class _Echo(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            from ._messages import to_cli
+
+            click.secho(f"Warning: {to_cli(record.getMessage())}", fg="yellow", err=True)
+
+    def __enter__(self):
+        self.logger = logging.getLogger("bioimgzoo")
+        self.handler = self._Echo(level=logging.WARNING)
+        self.level = self.logger.level
+        self.logger.setLevel(logging.WARNING)
+        self.logger.addHandler(self.handler)
+        self.propagate = self.logger.propagate
+        self.logger.propagate = False
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+        self.logger.propagate = self.propagate
+        return False
 
 
 COMMANDS = [predict]

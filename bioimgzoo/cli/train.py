@@ -29,7 +29,10 @@ def _common_training_options(f):
         click.option("--eval-every", type=int, default=100, show_default=True, help="Steps between validations."),
         click.option("--name", default=None, help="Model name in the package [default: from OUT]."),
         click.option("--description", default=None, help="Model description [default: generated]."),
-        click.option("--author", "authors", multiple=True, help="Author name (repeat for several) [default: you]."),
+        click.option("--author", "authors", multiple=True,
+                     help="Author name (repeat for several); required here or as authors: in --card."),
+        click.option("--maintainer", "maintainers", multiple=True, metavar="NAME:GITHUB_USER",
+                     help="Maintainer and GitHub user (repeat) [default: the card's, or authors with github_user]."),
         click.option("--card", type=click.Path(dir_okay=False, exists=True), default=None,
                      help="Model card YAML (model_cards/README.md); its validation metrics are updated."),
         click.option("--loss-curve", type=click.Path(dir_okay=False), default=None,
@@ -48,15 +51,27 @@ def _check_out(out: str) -> Path:
     return path
 
 
-def _default_authors(authors) -> list[str]:
+def _authors(authors, card) -> list[str] | None:
+    """The authors given; None when the card names them.  Never the login name: a package names people."""
     if authors:
         return list(authors)
-    import getpass
+    if card:
+        from ..exporter.card import load_card
 
-    try:
-        return [getpass.getuser()]
-    except Exception:  # no user name in some containers
-        return ["bioimgzoo user"]
+        if load_card(card)[0].get("authors"):
+            return None
+    raise InputError("name the authors: --author 'First Last' (repeat for several), or authors: in --card; "
+                     "the package is published under their names")
+
+
+def _maintainers(maintainers) -> list[dict] | None:
+    out = []
+    for text in maintainers or ():
+        name, sep, user = text.rpartition(":")
+        if not sep or not name.strip() or not user.strip():
+            raise InputError(f"--maintainer {text!r}: write NAME:GITHUB_USER, e.g. 'Ada Lovelace:ada'")
+        out.append({"name": name.strip(), "github_user": user.strip()})
+    return out or None
 
 
 def _default_name(out: Path, what: str) -> str:
@@ -86,7 +101,8 @@ def _report(fit, trainer, out: Path, curve: Path) -> None:
 def _train_and_export(task, images, targets, *, out: str, steps: int | None, patch: int, batch_size: int,
                       lr: float | None, val_fraction: float, seed: int, device: str, checkpoint_dir,
                       resume: bool, patience, eval_every: int, name: str | None, description: str | None,
-                      authors, card, loss_curve, quiet: bool, depth: int, base: int, defaults: dict) -> None:
+                      authors, maintainers, card, loss_curve, quiet: bool, depth: int, base: int,
+                      defaults: dict) -> None:
     """Train ``task`` on the images and export the package; ``defaults`` fill what the user left out
     (``steps``, ``lr``, ``what``: the kind of model, ``description``: a function of the image count)."""
     out = _check_out(out)
@@ -95,7 +111,8 @@ def _train_and_export(task, images, targets, *, out: str, steps: int | None, pat
     lr = lr or defaults["lr"]
     name = name or _default_name(out, defaults["what"])
     description = description or defaults["description"](len(images))
-    authors = _default_authors(authors)
+    authors = _authors(authors, card)
+    extra = {"maintainers": m} if (m := _maintainers(maintainers)) else {}
 
     import torch
 
@@ -111,7 +128,7 @@ def _train_and_export(task, images, targets, *, out: str, steps: int | None, pat
     fit = trainer.fit(images, targets, steps=steps, resume=resume)
     curve = Path(loss_curve) if loss_curve else out.with_name(out.stem + ".loss.png")
     trainer.save_loss_curve(curve)
-    trainer.export(out, name=name, description=description, authors=authors, card=card)
+    trainer.export(out, name=name, description=description, authors=authors, card=card, **extra)
     _report(fit, trainer, out, curve)
 
 
@@ -191,10 +208,14 @@ def n2v(images, clean, mask_fraction, **options):
 @click.option("--name", default=None, help="Name of the new model [default: '<parent> fine-tuned'].")
 @click.option("--description", default=None, help="Description of the new model.")
 @click.option("--author", "authors", multiple=True, help="Author name (repeat) [default: the parent's authors].")
+@click.option("--maintainer", "maintainers", multiple=True, metavar="NAME:GITHUB_USER",
+              help="Maintainer and GitHub user (repeat) [default: the parent's maintainers].")
+@click.option("--task", type=click.Choice(["segmentation", "n2v"]), default=None,
+              help="What to train [default: the parent's task, from its description; needed when it says none].")
 @click.option("--hub", default=None, help="Zoo server or mirror URL for an id SOURCE.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def finetune(source, images, labels, out, steps, patch, batch_size, lr, val_fraction, seed, device, weights,
-             trust_code, checkpoint_dir, resume, name, description, authors, hub, quiet):
+             trust_code, checkpoint_dir, resume, name, description, authors, maintainers, task, hub, quiet):
     """Fine-tune the zoo model SOURCE (folder, .zip, URL or id) on your images; write a new package OUT.
 
     The new package keeps the parent's pre/post-processing and names the parent in its card.
@@ -210,7 +231,8 @@ def finetune(source, images, labels, out, steps, patch, batch_size, lr, val_frac
                        authors=list(authors) or None, weights=weights, trust_code=trust_code, patch_size=patch,
                        batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed, device=device,
                        checkpoint_dir=checkpoint_dir or out_path.with_name(out_path.stem + ".checkpoints"),
-                       resume=resume, progress=not quiet, hub=hub)
+                       resume=resume, progress=not quiet, hub=hub, task=task,
+                       **({"maintainers": m} if (m := _maintainers(maintainers)) else {}))
     if result.metrics_before:
         click.echo("parent:      " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics_before.items()))
         click.echo("fine-tuned:  " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))

@@ -1,17 +1,24 @@
-"""``bioimgzoo validate``: run the registered checks on packages and report, one line per family."""
+"""``bioimgzoo validate``: the reviewer's tool: every check family, the consumer tools beside, reports.
+
+Prints, per package, its status, one line per check family and per consumer
+tool, and each failure with its fix; writes JSON (a list for several
+packages), Markdown and a self-contained HTML page (an index page with one
+page per package for several).
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-#: failures shown per package in the terminal; the --json / --md reports hold them all
+#: failures shown per package in the terminal; the --json / --md / --html reports hold them all
 MAX_FAILURES = 20
 
 
 def _summary(report, family: str) -> str:
-    """``"passed  2 passed, 1 warning"``: the family's status and its findings counted by status."""
+    """``"2 passed, 1 warning"``: the family's findings counted by status."""
     from ..validation import STATUSES
 
     statuses = [f.status for f in report.of_family(family)]
@@ -22,51 +29,109 @@ def _echo_report(report) -> None:
     from .._text import terminal_safe
 
     name = terminal_safe(report.name or report.source, single_line=True)
-    click.echo(f"{report.status.upper():<7} {name}")
-    for family in report.families:
+    click.echo(f"{report.status.upper():<7} {name}" + ("  (description only)" if report.static else ""))
+    for family in report.own_families:
         click.echo(f"  {family:<14} {report.family_status(family):<15} {_summary(report, family)}")
-    failures = report.failures
+    for tool, v in report.consumers.items():
+        req = " (required)" if tool in report.required else ""
+        rules = ", ".join(v.get("failed_rules") or [])
+        click.echo(f"  tool {tool:<9} {v.get('status'):<15} " + (f"failed rules: {rules}" if rules else "") + req)
+    failures = [f for f in report.failures if f.family not in report.consumers]
     for f in failures[:MAX_FAILURES]:
         # messages quote the package's author and the spec: no raw control sequences to the terminal
-        # a multi-line message (the spec lists one field a line) keeps its lines, indented under the check
         lines = [terminal_safe(line) for line in f.message.splitlines() or [""]]
         click.echo(f"  FAILED {f.check}: " + "\n      ".join(lines))
         if f.fix:
             click.echo(f"    fix: {f.fix}")
     if len(failures) > MAX_FAILURES:
-        click.echo(f"  ... and {len(failures) - MAX_FAILURES} more failures (see --json or --md)")
+        click.echo(f"  ... and {len(failures) - MAX_FAILURES} more failures (see --json, --md or --html)")
+    for tool in report.required:
+        v = report.consumers.get(tool, {})
+        for fix in (v.get("fixes") or [])[:5]:
+            click.echo(f"  {tool} fix: {terminal_safe(fix)}")
+
+
+def _validate_one(args: tuple) -> object:
+    """One package in a worker process (``--jobs``): module level, so that it pickles."""
+    src, options = args
+    from ..validation import check_package
+
+    return check_package(src, **options)
+
+
+def _write(path: str, text: str) -> None:
+    from .._files import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, "utf-8")
 
 
 @click.command()
 @click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option("--weights", default=None, metavar="FORMAT", help="Test only this weight format (default: all).")
 @click.option("--trust-code", is_flag=True, help="Allow tests that run code the package names.")
-@click.option("--no-deepimagej", is_flag=True, help="Leave out the DeepImageJ rules.")
+@click.option("--static", is_flag=True, help="Check the descriptions alone: no file is read, nothing runs.")
+@click.option("--reference", type=click.Choice(["core"]), default=None,
+              help="Also run bioimageio.core's test and report where it and bioimgzoo disagree.")
+@click.option("--require", default="", metavar="TOOLS",
+              help="Consumer tools that must pass, comma-separated (deepimagej,ilastik,...).")
+@click.option("--no-deepimagej", is_flag=True, help="Leave out the DeepImageJ tool.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Packages validated in parallel (processes).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the report(s) as JSON (a list when several sources are given).")
-@click.option("--md", "md_out", type=click.Path(dir_okay=False), default=None, help="Write a Markdown report.")
-def validate(sources, weights, trust_code, no_deepimagej, json_out, md_out):
+@click.option("--md", "md_out", type=click.Path(dir_okay=False), default=None,
+              help="Write a Markdown report (a summary table first for several).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML report (for several: an index page, one page per package "
+                   "beside it).")
+def validate(sources, weights, trust_code, static, reference, require, no_deepimagej, jobs, json_out, md_out,
+             html_out):
     """Validate model packages; exit 0 when every one passes, 1 otherwise.
 
-    Prints, per package, its status, one line per check family (status and
-    findings counted by status) and each failure with its fix.
+    A package passes when no format, files, safety, reproduction or agreement check
+    fails (warnings allowed).  The consumer tools' verdicts are reported beside the
+    status and fail it only when named in --require.
     """
-    from .._files import atomic_path
     from ..descr.weights import canonical_format
-    from ..validation import check_package
+    from ..errors import InputError
+    from ..validation import CONSUMER_TOOLS
+    from ..validation import report as render
 
     fmt = canonical_format(weights, option="--weights") if weights else None
-    reports = [check_package(src, weights=fmt, trust_code=trust_code, deepimagej=not no_deepimagej)
-               for src in sources]
+    required = [t.strip().lower() for t in require.split(",") if t.strip()]
+    unknown = [t for t in required if t not in CONSUMER_TOOLS]
+    if unknown:
+        raise InputError(f"--require names unknown tools {', '.join(unknown)}: choose among "
+                         f"{', '.join(CONSUMER_TOOLS)}")
+    options = dict(weights=fmt, trust_code=trust_code, deepimagej=not no_deepimagej, static=static,
+                   reference=reference, require=required, keep_artifacts=bool(html_out))
+    work = [(src, options) for src in sources]
+    if jobs > 1 and len(sources) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(sources))) as pool:
+            reports = list(pool.map(_validate_one, work))
+    else:
+        reports = [_validate_one(w) for w in work]
     for r in reports:
         _echo_report(r)
+    if len(reports) > 1:
+        click.echo(f"{sum(r.passed for r in reports)} of {len(reports)} packages pass")
     if json_out:
         data = [r.to_dict() for r in reports]
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps(data[0] if len(data) == 1 else data, indent=2, default=str), "utf-8")
+        _write(json_out, json.dumps(data[0] if len(data) == 1 else data, indent=2, default=str))
     if md_out:
-        with atomic_path(md_out) as tmp:
-            tmp.write_text("\n".join(r.to_markdown() for r in reports), "utf-8")
+        _write(md_out, reports[0].to_markdown() if len(reports) == 1 else render.summary_markdown(reports))
+    if html_out:
+        if len(reports) == 1:
+            _write(html_out, reports[0].to_html())
+        else:
+            out = Path(html_out)
+            links = [f"{out.stem}-{i + 1}.html" for i in range(len(reports))]
+            for link, r in zip(links, reports):
+                _write(str(out.with_name(link)), r.to_html())
+            _write(html_out, render.index_html(reports, links))
     if not all(r.passed for r in reports):
         raise SystemExit(1)
 

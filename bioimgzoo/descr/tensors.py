@@ -6,7 +6,7 @@ runtime reads them once, at load time, into these small frozen records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Mapping
 
@@ -96,9 +96,32 @@ def _tensor_spec(t: Any, *, is_input: bool) -> TensorSpec:
 
 
 def tensor_specs(descr: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs of a 0.5 model description, in declaration order."""
-    return ([_tensor_spec(t, is_input=True) for t in descr.inputs],
-            [_tensor_spec(t, is_input=False) for t in descr.outputs])
+    """Input and output specs of a 0.5 model description, in declaration order.
+
+    An output whose fixed sizes equal an input's fixed sizes on every space
+    and time axis (a fixed-size export: 64x64 in, 64x64 out) follows that
+    input with scale 1: its axes read as references to the input's, so a
+    larger image is tiled as for any same-size output.
+    """
+    inputs = [_tensor_spec(t, is_input=True) for t in descr.inputs]
+    return inputs, [_follow_fixed_input(_tensor_spec(t, is_input=False), inputs) for t in descr.outputs]
+
+
+def _fixed(sz: Any) -> int | None:
+    return sz.min if isinstance(sz, AxisSizes) and sz.step == 0 else None
+
+
+def _follow_fixed_input(out: TensorSpec, inputs: list[TensorSpec]) -> TensorSpec:
+    spatial = [a.id for a in out.axes if a.kind in ("space", "time")]
+    fixed = [a for a in spatial if _fixed(out.sizes.get(a)) is not None]
+    if not fixed or any(not isinstance(out.sizes.get(a), SizeRef) for a in spatial if a not in fixed):
+        return out
+    for spec in inputs:
+        if all(_fixed(spec.sizes.get(a)) == _fixed(out.sizes[a]) for a in fixed):
+            sizes = {**out.sizes, **{a: SizeRef(spec.id, a, 0) for a in fixed}}
+            scale = {**out.scale, **{a: spec.scale.get(a, 1.0) for a in fixed}}  # pixel for pixel
+            return replace(out, sizes=sizes, scale=scale)
+    return out
 
 
 def output_scale(spec_in: TensorSpec, spec_out: TensorSpec, out_axis: str) -> tuple[str, str, Fraction, int] | None:

@@ -2,10 +2,13 @@
 
 ``export_model(module, example_input, out, *, name, description, authors, ...)``
 probes the module (valid sizes, output relations, halo), writes
-``pytorch_state_dict``, ``torchscript`` and ``onnx`` weights checked against
-it, test/sample tensors made by the declared pipeline, a cover and a README
-rendered from a model card, and saves a validated zip.  ``export_package``
-does the same and returns an :class:`ExportResult` with what was found.
+``pytorch_state_dict`` (its architecture from an installed package or written
+from the class's source: the user's script is never run again),
+``torchscript`` and ``onnx`` weights checked against it, test/sample tensors
+made by the declared pipeline, a cover and a README rendered from a model
+card, and saves a validated zip laid out as every consumer tool reads it.  It
+returns an :class:`ExportResult` (``print`` it: what was written and checked,
+each tool's verdict); ``export_package`` is the same function.
 
 Importing this package is cheap; torch and bioimageio load on first use.
 """
@@ -20,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._export import ExportResult
 
 
-def export_model(module: Any, example_input: Any, out: Any, **kwargs: Any):
+def export_model(module: Any, example_input: Any, out: Any, **kwargs: Any) -> "ExportResult":
     """Export a PyTorch module as a zoo package; see :func:`bioimgzoo.exporter._export.export_model`."""
     from ._export import export_model as _impl
 

@@ -1,7 +1,7 @@
 """Phase 5 of an export, *build*: the package's files and its final description.
 
-:func:`build_package` writes the test tensors (``.npy``), sample tensors
-(``.tif``), the cover and the README into the staging folder, builds the
+:func:`build_package` writes the test tensors (``.npy``), ImageJ-hyperstack
+sample TIFFs equal to them, the cover and the README into the staging folder, builds the
 description with bioimageio.spec's classes (:mod:`._describe`), validated
 with I/O checks, and runs the DeepImageJ rules on it as it will be written;
 a package that passes them is tagged ``deepimagej``.
@@ -61,19 +61,51 @@ def build_package(plan: ExportPlan, ref: Reference, staging: Path) -> Built:
 
 
 def _stage_tensors(ref: Reference, staging: Path) -> dict[str, Path]:
-    """``test_<id>.npy`` and ``sample_<id>.tif`` for every tensor; keys ``test:<id>`` and ``sample:<id>``."""
+    """``test_<id>.npy`` and ``sample_<id>.tif`` for every tensor; keys ``test:<id>`` and ``sample:<id>``.
+
+    The sample is an ImageJ hyperstack TIFF holding exactly the test tensor's values: the zoo's DeepImageJ
+    CI feeds the sample instead of the test input and compares with the test output (consumer-rules.md
+    D27), and bioimageio.spec asks for a sample (FAIR).
+    """
     import tifffile
 
     files: dict[str, Path] = {}
+    axes = {**{t: ref.contents.probe.inputs[t].axes for t in ref.test_inputs},
+            **{t: ref.contents.probe.outputs[t].axes for t in ref.test_outputs}}
     for tid, arr in list(ref.test_inputs.items()) + list(ref.test_outputs.items()):
         p = staging / f"test_{tid}.npy"
-        np.save(p, arr, allow_pickle=False)
+        np.save(p, np.ascontiguousarray(arr), allow_pickle=False)
         files[f"test:{tid}"] = p
-        sample = arr if str(arr.dtype) in ("float32", "uint8", "uint16") else arr.astype(np.float32)
-        sp = staging / f"sample_{tid}.tif"
-        tifffile.imwrite(sp, sample)
-        files[f"sample:{tid}"] = sp
+        hyperstack = _imagej_hyperstack(arr, axes[tid])
+        if hyperstack is not None:
+            sp = staging / f"sample_{tid}.tif"
+            data, ij_axes = hyperstack
+            tifffile.imwrite(sp, data, imagej=True, metadata={"axes": ij_axes})
+            files[f"sample:{tid}"] = sp
     return files
+
+
+def _imagej_hyperstack(arr: np.ndarray, axes: str) -> tuple[np.ndarray, str] | None:
+    """The tensor as ImageJ wants it (axes in TZCYX order, batch of 1 dropped, float32/uint8/uint16), or None
+    when ImageJ cannot hold it exactly (a batch of several, or values float32 does not represent)."""
+    if "b" in axes:
+        b = axes.index("b")
+        if arr.shape[b] != 1:
+            return None
+        arr, axes = np.take(arr, 0, axis=b), axes.replace("b", "")
+    if any(a not in "tzcyx" for a in axes):
+        return None
+    if "y" not in axes or "x" not in axes:  # e.g. class scores: ImageJ images have y and x, so one row
+        flat = np.ascontiguousarray(arr.reshape(1, -1))
+        return (flat if str(flat.dtype) in ("float32", "uint8", "uint16") else flat.astype(np.float32)), "YX"
+    if str(arr.dtype) not in ("float32", "uint8", "uint16"):
+        as_float = arr.astype(np.float32)
+        if not np.array_equal(as_float.astype(arr.dtype), arr):
+            return None
+        arr = as_float
+    order = [axes.index(a) for a in "tzcyx" if a in axes]
+    ij_axes = "".join(a for a in "tzcyx" if a in axes).upper()
+    return np.ascontiguousarray(np.transpose(arr, order)), ij_axes
 
 
 def _cover(ref: Reference, staging: Path) -> Path:
@@ -113,6 +145,8 @@ def _technical_lines(c: Contents) -> list[str]:
         lines.append(f"Output `{oid}`: axes `{t.axes}`, {t.channels or 1} channel(s); "
                      + (f"size {rel}" if rel else "no spatial axes") + f"; postprocessing: {procs}.")
     lines.append("Weights: " + ", ".join(f"{w.format} ({w.comment})" for w in c.weights) + ".")
+    for fmt, why in c.weights_left_out.items():
+        lines.append(f"No {fmt} weights: {why}")
     lines.append(f"Parameters: {c.parameter_count:,}.")
     halos = {i.halo for t in probe.outputs.values() for i in t.sizes.values() if i.reference is not None}
     if any(halos):

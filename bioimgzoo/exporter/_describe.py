@@ -38,9 +38,12 @@ class Contents:
     channel_names: dict[str, Sequence[str]] = field(default_factory=dict)
     #: ``config.bioimageio.reproducibility_tolerance`` entries (keyword dicts)
     tolerances: list[dict] = field(default_factory=list)
+    #: weights formats left out, with the reason (the README says it)
+    weights_left_out: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def first(cls, plan: ExportPlan, probed: Probed, weights: list[WeightsFile]) -> "Contents":
+    def first(cls, plan: ExportPlan, probed: Probed, weights: list[WeightsFile],
+              left_out: Mapping[str, str] | None = None) -> "Contents":
         """The contents before the pipeline ran: float32 outputs, no tolerances yet."""
         ids, oids = plan.input_ids, probed.output_ids
         descriptions = {**{tid: plan.input_description.get(tid, "input image") for tid in ids},
@@ -51,7 +54,7 @@ class Contents:
                    preprocessing={tid: list(plan.preprocessing[tid]) for tid in ids},
                    postprocessing={oid: list(probed.postprocessing[oid]) for oid in oids},
                    parameter_count=probed.parameter_count, descriptions=descriptions,
-                   channel_names=dict(plan.channel_names))
+                   channel_names=dict(plan.channel_names), weights_left_out=dict(left_out or {}))
 
 
 def describe(contents: Contents, files: Mapping[str, Path] | None, *, root: Path, io_checks: bool):
@@ -126,10 +129,12 @@ def _axes_descrs(kind: str, tid: str, info: TensorInfo, channel_names: Sequence[
 
     descrs = []
     for a in info.axes:
+        # every id written explicitly: the spec leaves out ids equal to its defaults, and DeepImageJ (JDLL)
+        # and QuPath then find no axis id (consumer-rules.md D12, Q3)
         if a == "b":
-            descrs.append(v0_5.BatchAxis())
+            descrs.append(v0_5.BatchAxis(id=v0_5.AxisId("batch")))
         elif a == "c":
-            descrs.append(v0_5.ChannelAxis(channel_names=_channel_names(kind, tid, info, channel_names)))
+            descrs.append(v0_5.ChannelAxis(id=v0_5.AxisId("channel"), channel_names=_channel_names(kind, tid, info, channel_names)))
         elif kind == "input":
             descrs.append(_input_axis(a, info.sizes[a]))
         else:

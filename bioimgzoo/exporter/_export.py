@@ -21,7 +21,8 @@ reference outputs  the declared pipeline (bioimageio.core's machinery) on the   
 build              test/sample tensors, cover, README; the description built      :class:`Built`
                    with bioimageio.spec classes; DeepImageJ rules (``_build``)
 finish             the zip saved atomically, validated, optionally tested with    :class:`ExportResult`
-                   bioimageio.core's ``test_model`` (``_finish``)
+                   bioimageio.core's ``test_model``; every consumer tool's
+                   verdict read from the zip (``_finish``, ``_verdicts``)
 =================  ==============================================================  =====================
 """
 
@@ -45,7 +46,7 @@ from ._write_weights import WrittenWeights, write_weights
 
 __all__ = ["export_model", "export_package", "ExportResult", "EXPORT_OPTIONS",
            # the phases' outputs, for readers of the code
-           "ExportPlan", "Probed", "WrittenWeights", "Reference", "Built"]
+           "ExportPlan", "Probed", "WrittenWeights", "Reference", "Built", "Progress"]
 
 log = logging.getLogger("bioimgzoo.exporter")
 
@@ -62,12 +63,14 @@ def export_package(module: Any, example_input: Any, out: Any, *, name: str | Non
         raise ExportError("exporting needs PyTorch: pip install torch") from e
     if not isinstance(module, torch.nn.Module):
         raise ExportError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    progress = overrides.pop("progress", None)
     plan = plan_export(example_input, out, name=name, description=description, authors=authors, license=license,
                        axes=axes, preprocessing=preprocessing, postprocessing=postprocessing, card=card,
                        overrides=overrides)
     try:
-        with _in_eval_on_cpu(module), tempfile.TemporaryDirectory(prefix="bioimgzoo-export-") as tmp:
-            result = _run_phases(plan, module, Path(tmp))
+        with _in_eval_on_cpu(module), tempfile.TemporaryDirectory(prefix="bioimgzoo-export-") as tmp, \
+                Progress(progress) as steps:
+            result = _run_phases(plan, module, Path(tmp), steps)
     except BioimgzooError:
         raise
     except Exception as e:  # a foreign library failed somewhere unforeseen: still one clear message
@@ -76,26 +79,70 @@ def export_package(module: Any, example_input: Any, out: Any, *, name: str | Non
                           "the module and example are fine") from e
     result.timings["total"] = time.perf_counter() - t_all
     log.info("exported %s in %.1f s\n%s", plan.out, result.timings["total"], result.probe.summary())
+    for w in result.warnings:
+        log.warning("%s", w)
     return result
 
 
-def _run_phases(plan: ExportPlan, module: Any, staging: Path) -> ExportResult:
+def _run_phases(plan: ExportPlan, module: Any, staging: Path, steps: "Progress") -> ExportResult:
     """Phases 2 to 6 on an eval-mode, CPU module; files are staged in ``staging``."""
+    from ._verdicts import reviewer_warnings
+
+    warnings = reviewer_warnings(module=module, meta=plan.meta, card=plan.card)
     runner = ModuleRunner(module, plan.input_ids)
+    steps.step("probing valid sizes, output relations and halo")
     probed = probe_phase(plan, module, runner)
     t = time.perf_counter()
+    steps.step("writing and checking " + ", ".join(plan.weights.formats))
     weights = write_weights(plan, probed, module, runner, staging)
     weights.timings["weights"] = time.perf_counter() - t
+    steps.step("making the test tensors with the declared pipeline")
     ref = reference_outputs(plan, probed, weights, runner, staging)
     notes = plan.notes + probed.notes + weights.notes + ref.notes
     with github_users_trusted(plan.meta, notes):
         t = time.perf_counter()
+        steps.step("building and validating the package")
         built = build_package(plan, ref, staging)
         build_time = {"package_files": time.perf_counter() - t}
+        steps.step("writing the zip; checking it for every consumer tool")
         result = finish_export(plan, ref, built)
+    result.warnings = warnings + result.warnings
     result.notes = notes + result.notes
     result.timings = {**probed.timings, **weights.timings, **ref.timings, **build_time, **result.timings}
     return result
+
+
+class Progress:
+    """A one-line progress display of the export's slow steps, on stderr.
+
+    Shown when ``enabled`` is True, or when it is None (the default) and stderr is a terminal; uses rich's
+    status spinner.  Nothing is printed otherwise (scripts, tests, pipes).
+    """
+
+    def __init__(self, enabled: bool | None):
+        import sys
+
+        self.enabled = bool(sys.stderr.isatty()) if enabled is None else bool(enabled)
+        self._status = None
+        self._t0 = time.perf_counter()
+
+    def __enter__(self) -> "Progress":
+        if self.enabled:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+            self._status = self._console.status("export: planning")
+            self._status.__enter__()
+        return self
+
+    def step(self, text: str) -> None:
+        if self._status is not None:
+            self._console.log(f"export: {text}")
+            self._status.update(f"export: {text} ({time.perf_counter() - self._t0:.0f} s)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._status is not None:
+            self._status.__exit__(*exc)
 
 
 @contextlib.contextmanager
@@ -121,8 +168,13 @@ def _in_eval_on_cpu(module: Any) -> Iterator[None]:
 def export_model(module: Any, example_input: Any, out: Any, *, name: str | None = None,
                  description: str | None = None, authors: Any = None, license: str | None = None,
                  axes: Any = "bcyx", preprocessing: Any = None, postprocessing: Any = None, card: Any = None,
-                 **overrides: Any) -> Path:
+                 **overrides: Any) -> ExportResult:
     """Export a PyTorch module as a bioimage.io model package (a ``.zip``).
+
+    The module's class is never imported from a script, notebook or function (that would run the program
+    again): when it is not in an installed package, an architecture file is written from its source and
+    checked to rebuild the module in a fresh process; when that is impossible, only TorchScript and ONNX
+    are written and the result and README say why.
 
     Parameters
     ----------
@@ -154,8 +206,10 @@ def export_model(module: Any, example_input: Any, out: Any, *, name: str | None 
 
     Returns
     -------
-    Path
-        ``out``.
+    ExportResult
+        What was written and checked; ``print(result)`` shows :meth:`ExportResult.summary` (weights and
+        their tolerance, valid sizes, halo, test tensors, each consumer tool's verdict, the path).  It is
+        also path-like: ``os.fspath(result)`` is ``out``.
 
     Raises
     ------
@@ -166,4 +220,4 @@ def export_model(module: Any, example_input: Any, out: Any, *, name: str | None 
     """
     return export_package(module, example_input, out, name=name, description=description, authors=authors,
                           license=license, axes=axes, preprocessing=preprocessing, postprocessing=postprocessing,
-                          card=card, **overrides).path
+                          card=card, **overrides)

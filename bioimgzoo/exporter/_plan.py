@@ -51,6 +51,7 @@ EXPORT_OPTIONS: dict[str, str] = {
     "tolerance": "{relative: 1e-3, absolute_fraction: 1e-3} or {relative, absolute}",
     "validation": "{dataset, description, metrics} for the README's Validation section",
     "test": "also run bioimageio.core's test_model on the package before writing it (default False)",
+    "progress": "show the slow steps on stderr (default: when stderr is a terminal)",
     "intended_use": "card field", "out_of_scope_use": "card field", "limitations": "card field",
     "training_data": "card field", "training": "card field", "task": "card field", "modality": "card field",
     "target_structure": "card field", "architecture_type": "card field",
@@ -65,6 +66,15 @@ _CONFIG_FIELDS = ("task", "modality", "architecture_type", "out_of_scope_use", "
 #: card fields the README renders from the caller's options too
 _CARD_TEXT = ("intended_use", "out_of_scope_use", "limitations", "training_data", "training")
 _TAG_DIMS = {1: "2d", 2: "2d", 3: "3d"}
+#: the card's ``task`` -> the workflow tag BiaPy routes by (consumer-rules.md B3)
+WORKFLOW_TAGS = {
+    "semantic-segmentation": "semantic-segmentation", "segmentation": "semantic-segmentation",
+    "instance-segmentation": "instance-segmentation", "detection": "detection", "denoising": "denoising",
+    "n2v": "denoising", "noise2void": "denoising", "restoration": "image-restoration",
+    "image-restoration": "image-restoration", "super-resolution": "super-resolution",
+    "self-supervision": "self-supervision", "classification": "classification", "image-to-image": "image-to-image",
+    "pix2pix": "pix2pix",
+}
 _ZOO_CITE = {"text": "Ouyang, W. et al. BioImage Model Zoo: A Community-Driven Resource for Accessible Deep "
                      "Learning in BioImage Analysis. bioRxiv (2022).",
              "doi": "10.1101/2022.06.07.495102"}
@@ -423,8 +433,15 @@ def _meta(src: Mapping, *, name: str, description: str, authors: list[dict], lic
           notes: list[str]) -> Meta:
     tags = [str(t) for t in (src.get("tags") or [])]
     n_space = len([a for a in in_axes if a in "zyx"])
-    for t in ("pytorch", _TAG_DIMS.get(n_space, "2d") + ("-t" if "t" in in_axes else "")):
-        if t not in tags:
+    workflow = WORKFLOW_TAGS.get(str(src.get("task") or "").strip().lower())
+    if src.get("task") and workflow is None:
+        notes.append(f"task {src.get('task')!r} names no workflow BiaPy knows ({', '.join(sorted(set(WORKFLOW_TAGS.values())))}"
+                     "): no workflow tag written, so BiaPy will not offer the model")
+    elif not src.get("task"):
+        notes.append("no task= given (e.g. 'semantic-segmentation', 'denoising'): no workflow tag written, so BiaPy "
+                     "will not offer the model")
+    for t in ("pytorch", _TAG_DIMS.get(n_space, "2d") + ("-t" if "t" in in_axes else ""), workflow):
+        if t and t not in tags:
             tags.append(t)
     cite = list(src.get("cite") or [])
     for c in cite:
@@ -441,8 +458,6 @@ def _meta(src: Mapping, *, name: str, description: str, authors: list[dict], lic
         for m in maintainers:
             if not m.get("github_user"):
                 raise ExportError(f"maintainer {m.get('name')!r} needs a github_user")
-    if not maintainers:
-        notes.append("no maintainer with a github_user: the zoo asks for one (give an author a github_user)")
     model_id = str(src.get("id") or _slug(name))
     if not re.fullmatch(r"[a-z0-9_.\-/]+", model_id) or model_id.startswith("/") or model_id.endswith("/"):
         raise ExportError(f"id {model_id!r}: use lower-case letters, digits, '-', '_', '.'")

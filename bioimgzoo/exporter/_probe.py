@@ -31,6 +31,7 @@ import numpy as np
 from ..descr.axes import SPATIAL_LETTERS, parse_axis_letters
 from ..descr.sizes import AxisSizes
 from ..errors import ExportError
+from ..runtime.receptive_field import perturbation_change
 
 __all__ = ["ProbedSizes", "OutputAxisInfo", "TensorInfo", "ProbeResult", "ModuleRunner", "probe_module"]
 
@@ -326,33 +327,24 @@ def _receptive_field(prober: _Prober, sizes: list[int], out_index: int, out_axes
     """
     base_inputs = prober.random_inputs(sizes)
     ref = prober.run(base_inputs)[out_index].astype(np.float64)
-    # any change above float32 rounding noise counts: far contributions are small but real, and a
-    # halo cut at a relative threshold would let tiles differ from whole-image prediction
-    noise_floor = 1e-9 * max(float(np.abs(ref).max()), 1e-12)
     radius: dict[str, int] = {}
     touched: set[str] = set()
     member_group = {m: g_i for g_i, g in enumerate(prober.groups) for m in g.members}
     for k in range(positions):
         centers = [min(sizes[g] // 2 + k, sizes[g] - 1) for g in range(len(sizes))]
+        indices = [tuple(centers[member_group[(tid, a)]] if (tid, a) in member_group else slice(None)
+                         for a in prober.axes[tid]) for tid in prober.ids]
         for sign in (1.0, -1.0):
-            perturbed = []
-            for tid, arr in zip(prober.ids, base_inputs):
-                arr = arr.copy()
-                index = tuple(centers[member_group[(tid, a)]] if (tid, a) in member_group else slice(None)
-                              for a in prober.axes[tid])
-                arr[index] += sign * (10.0 + 10.0 * float(np.abs(arr).max()))
-                perturbed.append(arr)
-            diff = np.abs(prober.run(perturbed)[out_index].astype(np.float64) - ref)
-            changed = diff > max(noise_floor, 1e-9 * float(diff.max()))
+            changed = perturbation_change(prober.run, base_inputs, indices, ref, out_index=out_index, sign=sign)
             if not changed.any():
                 continue
             for d, letter in enumerate(out_axes):
                 rel = relations.get(letter)
                 if rel is None or rel.reference is None:
                     continue
-                other = tuple(i for i in range(diff.ndim) if i != d)
+                other = tuple(i for i in range(changed.ndim) if i != d)
                 hit = np.nonzero(changed.any(axis=other))[0]
-                n = diff.shape[d]
+                n = changed.shape[d]
                 c_in = centers[group_of[letter]]
                 # an output pixel j sits over input (j - offset/2) / scale (offsets crop both sides)
                 c_out = float(rel.scale) * (c_in + 0.5) + rel.offset / 2 - 0.5

@@ -54,11 +54,26 @@ def probe_phase(plan: ExportPlan, module: Any, runner: ModuleRunner) -> Probed:
     timings["probe"] = time.perf_counter() - t
     notes = list(probe.notes)
 
+    _min_multiple_of_step(probe, notes)
     test_inputs = {}
     for tid in ids:
         test_inputs[tid] = _valid_test_shape(plan.inputs[tid], probe.inputs[tid], notes)
     return Probed(output_ids=oids, probe=probe, test_inputs=test_inputs, postprocessing=plan.postprocessing_for(oids),
                   parameter_count=int(sum(p.numel() for p in module.parameters())), notes=notes, timings=timings)
+
+
+def _min_multiple_of_step(probe: ProbeResult, notes: list[str]) -> None:
+    """Raise every ``min`` to a multiple of its ``step``: QuPath grows tiles from ``min`` by ``min`` and
+    DeepImageJ floors tiles to multiples of ``step`` (consumer-rules.md D16, Q4)."""
+    from dataclasses import replace
+
+    for t in probe.inputs.values():
+        for a, s in list(t.sizes.items()):
+            if s.reference is None and s.step > 0 and s.min % s.step:
+                new_min = -(-s.min // s.step) * s.step
+                t.sizes[a] = replace(s, min=new_min)
+                notes.append(f"{t.id}.{a}: min raised from {s.min} to {new_min}, a multiple of the step {s.step} "
+                             "(QuPath and DeepImageJ tile in multiples of it)")
 
 
 def _run_example(plan: ExportPlan, runner: ModuleRunner) -> list[np.ndarray]:

@@ -47,7 +47,7 @@ def reference_outputs(plan: ExportPlan, probed: Probed, weights: WrittenWeights,
                       staging: Path) -> Reference:
     """Test outputs through the declared pipeline, tolerances, and every format checked against them."""
     t = time.perf_counter()
-    contents = Contents.first(plan, probed, weights.files)
+    contents = Contents.first(plan, probed, weights.files, weights.left_out)
     test_inputs = probed.test_inputs
     contents, test_outputs, pipe = _pipeline_outputs(contents, test_inputs, runner, staging)
     timings = {"test_tensors": time.perf_counter() - t}

@@ -1,17 +1,21 @@
 """Write a module's weights in the zoo's PyTorch-family formats and run them back.
 
 * ``pytorch_state_dict``: ``torch.save(module.state_dict())`` plus an
-  *architecture*: a callable that rebuilds the module, named either as an
-  importable library callable (``package.module:Callable``) or by shipping the
-  Python file that defines it.  Constructor arguments are taken from the
-  caller or read back from same-named attributes of the module.  The rebuilt
-  module must load the state dict strictly and reproduce the outputs.
+  *architecture*: a callable that rebuilds the module, named either as a
+  callable of an installed package (``package.module:Callable``) or by an
+  ``architecture.py`` written from the class's own source (:mod:`._source`:
+  never by importing a script, notebook or any file that is not an installed
+  module, which would run the user's program again).  Constructor arguments
+  are taken from the caller or read back from same-named attributes of the
+  module.  The rebuilt module must load the state dict strictly and reproduce
+  the outputs (a written file: in a fresh process, from that file alone).
 * ``torchscript``: ``torch.jit.script`` first (keeps shape-dependent control
   flow), else ``torch.jit.trace`` at one size; either is accepted only when it
   reproduces the module on several input sizes.
 * ``onnx``: the TorchScript-based exporter (``dynamo=False``) at opset 17
-  (what the ONNX Runtime inside DeepImageJ reads) with dynamic batch and
-  spatial axes, run back with onnxruntime.
+  with IR version 8 (what the onnxruntime 1.12 inside DeepImageJ reads) and
+  dynamic batch and spatial axes, declared as the file says, run back with
+  onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
-import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -163,11 +166,12 @@ def _parse_architecture(architecture: Any) -> dict:
     if callable(architecture):
         mod = getattr(architecture, "__module__", None)
         name = getattr(architecture, "__qualname__", getattr(architecture, "__name__", ""))
-        if not mod or "." in name or "<" in name:
-            raise ExportError(f"architecture={architecture!r} is not a top-level importable callable")
-        if mod == "__main__":
-            src = inspect.getsourcefile(architecture)
-            return {"callable": name, "source": src}
+        if not mod:
+            raise ExportError(f"architecture={architecture!r} has no module")
+        if "." in name or "<" in name:  # nested: only its source can describe it
+            return {"callable": getattr(architecture, "__name__", name), "extract": architecture}
+        if mod == "__main__" or mod not in sys.modules:
+            return {"callable": name, "extract": architecture}
         return {"callable": name, "import_from": mod}
     if isinstance(architecture, str):
         text = architecture.strip()
@@ -205,46 +209,60 @@ def _local_imports(path: Path) -> list[str]:
     return sorted(n for n in names if n.startswith(".") or n not in installed)
 
 
+def _candidates(module: Any, architecture: Any) -> tuple[list[dict], list[str]]:
+    """Where the architecture may come from, best first, and why others were not tried.
+
+    Only modules that can be imported without running a program are imported (an installed package, or a
+    callable named ``package.module:Callable``); a class in ``__main__`` (a script, a notebook), in a function,
+    or in a file that is not an installed package, and any ``file.py:Callable``, is *extracted* from its source
+    instead (:mod:`._source`): the file is never executed.
+    """
+    cls = type(module)
+    if architecture is not None:
+        parsed = _parse_architecture(architecture)
+        if "import_from" in parsed and parsed["import_from"] != "__main__":
+            return [parsed], []
+        if "source" in parsed:
+            return [{"callable": parsed["callable"], "extract_file": parsed["source"],
+                     **({"kwargs": parsed["kwargs"]} if "kwargs" in parsed else {})}], []
+        return [{"callable": parsed["callable"], "extract": parsed.get("extract", architecture)}], []
+    mod_name = cls.__module__
+    top = mod_name.split(".")[0]
+    nested = "<locals>" in cls.__qualname__
+    if mod_name != "__main__" and not nested and top in _installed_top_levels() and mod_name in sys.modules:
+        return [{"callable": cls.__name__, "import_from": mod_name},
+                {"callable": cls.__name__, "extract": cls}], []
+    return [{"callable": cls.__name__, "extract": cls}], []
+
+
+def _constructor(cand: dict, module: Any) -> Callable | None:
+    """The callable whose signature names the constructor arguments (the live class when extracting)."""
+    if "extract" in cand:
+        return cand["extract"]
+    if "extract_file" in cand:
+        return type(module) if type(module).__name__ == cand["callable"] else None
+    return getattr(importlib.import_module(cand["import_from"]), cand["callable"])
+
+
 def write_state_dict(module: Any, folder: Path, *, architecture: Any, architecture_kwargs: Mapping | None,
                      check_cases: Sequence[Sequence[np.ndarray]], reference: Runner, rtol: float,
                      atol_rel: float) -> WeightsFile:
     """Save the state dict and find an architecture that rebuilds the module; raise ExportError if none."""
     import torch
 
-    tried: list[str] = []
-    candidates: list[dict] = []
-    cls = type(module)
-    if architecture is not None:
-        candidates.append(_parse_architecture(architecture))
-    else:
-        mod_name = cls.__module__
-        top = mod_name.split(".")[0]
-        try:
-            src_file = inspect.getsourcefile(cls)
-        except TypeError:
-            src_file = None
-        if mod_name != "__main__" and top in _installed_top_levels():
-            candidates.append({"callable": cls.__name__, "import_from": mod_name})
-        if src_file:
-            candidates.append({"callable": cls.__name__, "source": src_file})
-        if mod_name != "__main__" and top not in _installed_top_levels():
-            candidates.append({"callable": cls.__name__, "import_from": mod_name})
+    from ._source import SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
 
-    if "<locals>" in cls.__qualname__ and architecture is None:
-        tried.append(f"{cls.__qualname__} is defined inside a function, so nothing can import it: define the "
-                     "class at module level")
-        candidates = []
+    candidates, tried = _candidates(module, architecture)
     for cand in candidates:
         name = cand["callable"]
-        label = f"{cand.get('import_from') or Path(cand.get('source')).name}:{name}"
+        if "import_from" in cand:
+            label = f"{cand['import_from']}:{name}"
+        elif "extract_file" in cand:
+            label = f"{Path(cand['extract_file']).name}:{name} (extracted)"
+        else:
+            label = f"{getattr(cand['extract'], '__qualname__', name)} (extracted from its source)"
         try:
-            if "import_from" in cand:
-                func = getattr(importlib.import_module(cand["import_from"]), name)
-            else:
-                src = Path(cand["source"])
-                if not src.is_file():
-                    raise FileNotFoundError(f"{src} does not exist")
-                func = load_callable_from_file(src, name)
+            func = _constructor(cand, module)
         except Exception as e:
             tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
             continue
@@ -252,53 +270,73 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
             kwargs, missing = dict(architecture_kwargs), []
         elif "kwargs" in cand:
             kwargs, missing = dict(cand["kwargs"]), []
+        elif func is None:
+            kwargs, missing = {}, ["<pass architecture_kwargs=>"]
         else:
             kwargs, missing = _infer_kwargs(func, module)
         if missing:
-            tried.append(f"{label}: constructor arguments {missing} are not attributes of the module")
+            tried.append(f"{label}: constructor arguments {missing} are not attributes of the module "
+                         "(pass architecture_kwargs={...})")
             continue
         if not _jsonable(kwargs):
             tried.append(f"{label}: architecture_kwargs must be plain YAML values (numbers, strings, lists)")
             continue
-        try:
-            rebuilt = func(**kwargs)
-            if not isinstance(rebuilt, torch.nn.Module):
-                raise TypeError(f"returned a {type(rebuilt).__name__}, not a torch.nn.Module")
-            rebuilt.load_state_dict(module.state_dict(), strict=True)
-            rebuilt.eval()
-            _check_against(ModuleRunner(rebuilt, []), reference, check_cases[:2], rtol=rtol, atol_rel=atol_rel,
-                           what=f"the module rebuilt by {label}({json.dumps(kwargs)})")
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [""])[0][:160]
-            tried.append(f"{label} with kwargs {json.dumps(kwargs)}: {type(e).__name__}: {first}")
-            continue
-        path = folder / "weights.pt"
-        torch.save(module.state_dict(), path)
         fields = {"pytorch_version": torch_version(), "callable": name, "kwargs": kwargs}
         extra: list[Path] = []
         if "import_from" in cand:
+            try:
+                rebuilt = func(**kwargs)
+                if not isinstance(rebuilt, torch.nn.Module):
+                    raise TypeError(f"returned a {type(rebuilt).__name__}, not a torch.nn.Module")
+                rebuilt.load_state_dict(module.state_dict(), strict=True)
+                rebuilt.eval()
+                _check_against(ModuleRunner(rebuilt, []), reference, check_cases[:2], rtol=rtol,
+                               atol_rel=atol_rel, what=f"the module rebuilt by {label}({json.dumps(kwargs)})")
+            except Exception as e:
+                first = (str(e).strip().splitlines() or [""])[0][:160]
+                tried.append(f"{label} with kwargs {json.dumps(kwargs)}: {type(e).__name__}: {first}")
+                continue
             fields["import_from"] = cand["import_from"]
+            runner: Runner = ModuleRunner(rebuilt, [])
+            comment = f"state dict; architecture {label}"
         else:
-            arch_path = folder / Path(cand["source"]).name
-            if arch_path.name in ("weights.pt", "rdf.yaml", "README.md"):
-                arch_path = folder / f"architecture_{arch_path.name}"
-            shutil.copyfile(cand["source"], arch_path)
+            try:
+                extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
+                             else extract_architecture(cand["extract"]))
+                cases = list(check_cases[:2])
+                outputs = rebuild_outputs(extracted.text, name, kwargs, module.state_dict(), cases)
+                for case, got in zip(cases, outputs):
+                    ok, _, msg = compare_outputs(got, reference(case), rtol=rtol, atol_rel=atol_rel)
+                    if not ok:
+                        raise SourceUnavailable(f"the module rebuilt from the written file in a fresh process "
+                                                f"computes something else: {msg}")
+            except SourceUnavailable as e:
+                tried.append(f"{label}: {e}")
+                continue
+            arch_path = folder / "architecture.py"
+            arch_path.write_text(extracted.text, encoding="utf-8")
             fields["source"] = arch_path
             extra.append(arch_path)
-            local = _local_imports(Path(cand["source"]))
+            rebuilt = load_callable_from_file(arch_path, name)(**kwargs)  # only the written file runs
+            rebuilt.load_state_dict(module.state_dict(), strict=True)
+            rebuilt.eval()
+            runner = ModuleRunner(rebuilt, [])
+            comment = (f"state dict; architecture {name} in architecture.py, written from the source of "
+                       f"{extracted.origin} and checked to rebuild the module in a fresh process")
+            local = _local_imports(arch_path)
             if local:
-                fields["note"] = (f"the architecture file {arch_path.name} imports {', '.join(local)}, which is not "
-                                  "an installed package: the pytorch_state_dict weights load only where that is "
-                                  "importable; make the file self-contained or pass architecture='pkg.mod:Callable'")
-        rebuilt_runner = ModuleRunner(rebuilt, [])
-        return WeightsFile("pytorch_state_dict", path, rebuilt_runner, fields=fields, extra_files=extra,
-                           comment=f"state dict; architecture {label}")
+                fields["note"] = (f"the architecture file imports {', '.join(local)}, which is not an installed "
+                                  "package: the pytorch_state_dict weights load only where that is importable; "
+                                  "make it a package or pass architecture='pkg.mod:Callable'")
+        path = folder / "weights.pt"
+        torch.save(module.state_dict(), path)
+        return WeightsFile("pytorch_state_dict", path, runner, fields=fields, extra_files=extra, comment=comment)
     reasons = "; ".join(tried) if tried else "no candidate found"
     raise ExportError(
         "cannot describe the architecture for pytorch_state_dict weights (" + reasons + "). Fix: pass "
         "architecture='package.module:Callable' (an importable callable returning the module) or "
-        "architecture='path/to/file.py:Callable' (a self-contained file), plus architecture_kwargs={...} "
-        "with its constructor arguments; or leave 'pytorch_state_dict' out of weights=")
+        "architecture='path/to/file.py:Callable' (a file whose class is extracted without running it), plus "
+        "architecture_kwargs={...} with its constructor arguments; or leave 'pytorch_state_dict' out of weights=")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -396,23 +434,30 @@ def write_onnx(module: Any, folder: Path, *, trace_case: Sequence[np.ndarray], i
         raise ExportError(f"ONNX export (opset {opset}) failed: {type(e).__name__}: {msg[0] if msg else ''}. "
                           "Fix: replace the unsupported operation, pass opset_version= (DeepImageJ reads <= 18), "
                           "or leave 'onnx' out of weights=") from e
-    _lower_ir_version(path, opset)
+    ir_version, file_opset = _lower_ir_version(path, opset)
     try:
-        runner = OnnxRunner(path)
+        runner = OnnxRunner(path)  # onnxruntime still loads it after the IR version was lowered
     except Exception as e:
         raise ExportError(f"onnxruntime cannot load the exported ONNX file: {type(e).__name__}: {e}") from e
     _check_against(runner, reference, check_cases, rtol=rtol, atol_rel=atol_rel, what="the ONNX export")
-    return WeightsFile("onnx", path, runner, fields={"opset_version": opset},
-                       comment=f"torch.onnx.export (TorchScript-based exporter), opset {opset}, dynamic axes")
+    declared = file_opset if file_opset is not None else opset  # declared equal to the file (D9)
+    return WeightsFile("onnx", path, runner, fields={"opset_version": declared},
+                       comment=f"torch.onnx.export (TorchScript-based exporter), opset {declared}, IR version "
+                               f"{ir_version}, dynamic axes")
 
 
-def _lower_ir_version(path: Path, opset: int) -> None:
-    """Write IR version 8 when the opset allows it: older ONNX Runtimes (DeepImageJ's 1.13) read <= 8."""
+def _lower_ir_version(path: Path, opset: int) -> tuple[int | None, int | None]:
+    """Write IR version 8 when the opset allows it: DeepImageJ's onnxruntime 1.12 reads IR <= 8.
+
+    Returns the file's (IR version, default-domain opset) as written.
+    """
     try:
         import onnx
     except ImportError:  # pragma: no cover
-        return
+        return None, None
     model = onnx.load(str(path))
     if opset <= 17 and model.ir_version > 8:
         model.ir_version = 8
         onnx.save(model, str(path))
+    file_opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    return int(model.ir_version), file_opset

@@ -3,8 +3,9 @@
 :func:`write_weights` makes random network inputs at several valid sizes
 (:func:`check_cases`), then writes each format the plan asks for with the
 writers of :mod:`._weights`, which check the written file on those inputs.
-A ``pytorch_state_dict`` whose architecture cannot be described is left out
-with a note unless the caller asked for it.
+A ``pytorch_state_dict`` whose architecture cannot be described (or extracted
+from its source and rebuilt in a fresh process) is left out with the reason,
+unless the caller chose the formats.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class WrittenWeights:
     cases: list[list[np.ndarray]]
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: formats the plan asked for that could not be written, with the reason (said in the result and README)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def formats(self) -> list[str]:
@@ -61,8 +64,10 @@ def write_weights(plan: ExportPlan, probed: Probed, module: Any, runner: ModuleR
                 w = write_onnx(module, staging, trace_case=trace_case, input_names=ids, output_names=oids,
                                dynamic_axes=_dynamic_axes(probe, ids, oids), opset=opts.opset, **check)
         except ExportError as e:
-            if fmt == "pytorch_state_dict" and not opts.explicit and opts.architecture is None:
+            if fmt == "pytorch_state_dict" and not opts.explicit:
+                # TorchScript and ONNX need no Python code: the package still runs everywhere but in BiaPy
                 written.notes.append(f"pytorch_state_dict weights left out: {e}")
+                written.left_out[fmt] = str(e)
                 continue
             raise
         if w.fields.get("note"):

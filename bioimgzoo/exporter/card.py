@@ -111,13 +111,43 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+#: units of the training section's numbers (bioimageio.spec's TrainingDetails and bioimgzoo.train's keys)
+_UNITS = {"training_steps": "optimisation steps", "best_step": "(optimisation step)", "patch_size": "pixels",
+          "training_batch_size": "patches per step", "training_epochs": "epochs",
+          "initial_learning_rate": "(per optimisation step)", "seed": "(random seed)"}
+
+
+def _duration(hours: Any) -> str:
+    """``training_duration`` (the spec's hours) with its unit, and in seconds or minutes when short."""
+    try:
+        h = float(hours)
+    except (TypeError, ValueError):
+        return str(hours)
+    seconds = h * 3600.0
+    if seconds < 120:
+        return f"{h:.4g} h ({seconds:.0f} s)"
+    if seconds < 7200:
+        return f"{h:.4g} h ({seconds / 60:.1f} min)"
+    return f"{h:.4g} h"
+
+
+def _with_unit(key: str, value: Any) -> str:
+    if key == "training_duration":
+        return _duration(value)
+    unit = _UNITS.get(key)
+    if unit and isinstance(value, (int, float, list, tuple)) and not isinstance(value, bool):
+        text = " x ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        return f"{text} {unit}"
+    return str(value)
+
+
 def _as_text(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, (list, tuple)):
         return "\n".join(f"- {x}" for x in v)
     if isinstance(v, Mapping):
-        return "\n".join(f"- **{k}**: {x}" for k, x in v.items())
+        return "\n".join(f"- **{k}**: {_with_unit(str(k), x)}" for k, x in v.items())
     return str(v).strip()
 
 

@@ -7,6 +7,7 @@ validates it with bioimageio.spec and upgrades it to format 0.5;
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ from ..errors import InvalidDescriptionError
 from .sources import PackageSource, resolve_source, resolver, safe_relpath
 
 __all__ = ["Package", "open_package", "build_model_description"]
+
+log = logging.getLogger("bioimgzoo")
 
 _URL = re.compile(r"^https?://", re.I)
 
@@ -33,17 +36,52 @@ def build_model_description(content: dict, *, root: Any, file_name: str, where: 
     """Validate ``content`` with bioimageio.spec and upgrade it to the latest format (0.5).
 
     No file is read or downloaded (``perform_io_checks=False``): sha256
-    checks happen when a file is actually fetched.
+    checks happen when a file is actually fetched.  A description the
+    upgrade rejects only for metadata (or for a 0.4 halo on a fixed-size
+    output) is refused here: :func:`build_runnable_description` repairs it.
+    """
+    return build_runnable_description(content, root=root, file_name=file_name, where=where, repair=False)[0]
+
+
+def build_runnable_description(content: dict, *, root: Any, file_name: str, where: str,
+                               repair: bool = True) -> tuple[Any, tuple[str, ...]]:
+    """The 0.5 description of ``content`` and the warnings of what was repaired to get it.
+
+    As :func:`build_model_description`; with ``repair`` (default), a
+    description whose upgrade fails for what cannot affect a run is taken
+    through :func:`bioimgzoo.package.repair.repair_description` (metadata
+    dropped with a warning each), never guessing its tensors.
     """
     from bioimageio.spec import InvalidDescr, build_description
     from bioimageio.spec._internal.validation_context import ValidationContext
     from bioimageio.spec.model.v0_5 import ModelDescr
+    from pydantic_core import to_jsonable_python
 
-    ctx = ValidationContext(root=root, file_name=file_name, perform_io_checks=False)
-    try:
-        descr = build_description(content, context=ctx, format_version="latest")
-    except Exception as e:  # spec raises plain exceptions for some malformed inputs
-        raise InvalidDescriptionError(f"{where}: cannot parse the description ({type(e).__name__}: {e})") from e
+    def build(data: dict, format_version: str):
+        ctx = ValidationContext(root=root, file_name=file_name, perform_io_checks=False)
+        try:
+            return build_description(data, context=ctx, format_version=format_version)
+        except Exception as e:  # spec raises plain exceptions for some malformed inputs
+            raise InvalidDescriptionError(f"{where}: cannot parse the description ({type(e).__name__}: {e})") from e
+
+    descr = build(content, "latest")
+    warnings: tuple[str, ...] = ()
+    if isinstance(descr, InvalidDescr) and repair and content.get("type", "model") == "model":
+        from .repair import repair_description
+
+        def convert(data: dict) -> None:
+            try:
+                with ValidationContext(root=root, file_name=file_name, perform_io_checks=False):
+                    ModelDescr.convert_from_old_format_wo_validation(data)
+                converted = to_jsonable_python(data)  # plain data, as if read from a 0.5 rdf.yaml
+            except Exception as e:  # the converter raises plain exceptions (NotImplementedError, ...)
+                raise InvalidDescriptionError(f"{where}: bioimageio.spec cannot convert the description to format "
+                                              f"0.5 ({type(e).__name__}: {e})") from e
+            data.clear()
+            data.update(converted)
+
+        descr, warnings = repair_description(content, build=build, convert=convert, where=where,
+                                             is_valid=lambda d: not isinstance(d, InvalidDescr))
     if isinstance(descr, InvalidDescr):
         errors = descr.validation_summary.errors if descr.validation_summary else []
         lines = [f"  - {'.'.join(map(str, err.loc))}: {err.msg}" for err in errors[:10]]
@@ -53,7 +91,7 @@ def build_model_description(content: dict, *, root: Any, file_name: str, where: 
             + "\nFix these fields (bioimgzoo validate shows the full report).")
     if not isinstance(descr, ModelDescr):
         raise InvalidDescriptionError(f"{where} describes a {getattr(descr, 'type', '?')}, not a model")
-    return descr
+    return descr, warnings
 
 
 @dataclass
@@ -66,6 +104,9 @@ class Package:
     #: The format version the package was written in (e.g. ``"0.4.10"``).
     original_format_version: str
     raw: dict = field(repr=False, default_factory=dict)
+    #: what was repaired to open the description (metadata dropped, a 0.4 rule restated), one line each;
+    #: nothing here changes a prediction (``info`` and validation show them)
+    warnings: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -105,5 +146,7 @@ def open_package(source: Any, **hub_options: Any) -> Package:
     content = _parse_yaml(data, where)
     fv = str(content.get("format_version", "?"))
     root = getattr(src, "root", None) or getattr(src, "base_url", None) or Path.cwd()
-    descr = build_model_description(content, root=root, file_name=file_name, where=where)
-    return Package(source=src, descr=descr, original_format_version=fv, raw=content)
+    descr, warnings = build_runnable_description(content, root=root, file_name=file_name, where=where)
+    for line in warnings:
+        log.info("%s: %s", src.name, line)
+    return Package(source=src, descr=descr, original_format_version=fv, raw=content, warnings=warnings)

@@ -384,13 +384,58 @@ def resolve_source(source: Any, **hub_options: Any) -> PackageSource:
             return ZipSource(path)
         if path.suffix.lower() in (".yaml", ".yml"):
             return FolderSource(path.parent, path.name)
+        if path.suffix.lower() == ".zip" or _starts_like_zip(path):
+            raise PackageError(f"{path} is a damaged zip file (truncated or corrupt: its table of contents "
+                               "cannot be read): re-download or re-export the package")
         raise PackageError(f"{path} is neither a zip package nor an rdf.yaml: pass a model package folder, "
                            "its rdf.yaml, a .zip, a URL or a zoo id")
     looks_like_path = (os.sep in source and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)) or \
         source.lower().endswith((".zip", ".yaml", ".yml")) or source.startswith((".", "~"))
+    similar = _similar_local_names(path)
     if looks_like_path:
-        raise PackageNotFoundError(f"{source} does not exist: check the path "
-                                   "(or pass an http(s) URL or a zoo id)")
-    return resolver("id")(source, **hub_options)
+        raise PackageNotFoundError(f"{source} does not exist: check the path" + _did_you_mean(similar) +
+                                   " (or pass an http(s) URL or a zoo id)")
+    if similar:  # a typo of a local name is far likelier than a zoo id: no network, both readings named
+        raise PackageNotFoundError(
+            f"{source!r} is not a file or folder in {path.parent.resolve()} ({_did_you_mean(similar).strip()}), "
+            "and it was not looked up as a zoo id, since a local name is so close: check the path, or pass "
+            f"bioimage-io/{source} to open the zoo model of that id")
+    from ..errors import DownloadError, ModelNotFoundError
+
+    try:
+        return resolver("id")(source, **hub_options)
+    except (ModelNotFoundError, DownloadError) as e:
+        if type(e) not in (ModelNotFoundError, DownloadError):  # a subclass carrying more (an HTTP status)
+            raise
+        raise type(e)(f"{source!r} is neither an existing file or folder (in {path.parent.resolve()}) nor a zoo "
+                      f"id that could be opened: {e}") from e
+
+
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _similar_local_names(path: Path) -> list[str]:
+    """Names in ``path``'s folder close to its name (a mistyped package folder, zip or rdf.yaml)."""
+    import difflib
+
+    folder = path.parent
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_dir() or p.suffix.lower() in (".zip", ".yaml", ".yml")]
+    except OSError:
+        return []
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.8)
+    return [str(folder / n) if str(folder) != "." else n for n in close]
+
+
+def _did_you_mean(names: list[str]) -> str:
+    if not names:
+        return ""
+    return f" did you mean {names[0]}?" if len(names) == 1 else \
+        f" did you mean one of {', '.join(names)}?"
 
 

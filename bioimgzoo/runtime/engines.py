@@ -125,12 +125,17 @@ class StateDictEngine(_TorchEngine):
         import torch
 
         self.device = device
-        factory = trust.load_architecture(architecture, package=package, trust_code=trust_code,
-                                          where=getattr(package, "name", "this package"))
+        try:
+            factory = trust.load_architecture(architecture, package=package, trust_code=trust_code,
+                                              where=getattr(package, "name", "this package"))
+        except WeightsError as e:
+            _raise_if_missing_module(e, package)
+            raise
         kwargs = dict(getattr(architecture, "kwargs", None) or {})
         try:
             module = factory(**kwargs)
         except Exception as e:
+            _raise_if_missing_module(e, package)  # architectures that import lazily, when built
             raise WeightsError(f"building the architecture {getattr(architecture, 'callable', '?')}(**{kwargs}) "
                                f"failed: {_first_line(e)}") from e
         try:
@@ -164,6 +169,18 @@ def create_engine(package: Any, weights_format: str, *, device: str, trust_code:
     if weights_format == "torchscript":
         return TorchScriptEngine(path, device=device)
     raise WeightsError(f"unknown weight format {weights_format!r}")  # pragma: no cover
+
+
+def _raise_if_missing_module(e: BaseException, package: Any) -> None:
+    """An architecture that fails on a missing module: say which, what the package declares, how to install."""
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, ModuleNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or not getattr(cause, "name", None):
+        return
+    from .dependencies import missing_dependency_message
+
+    raise WeightsError(missing_dependency_message(cause.name, package)) from e
 
 
 def _first_line(e: BaseException) -> str:

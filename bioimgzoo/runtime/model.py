@@ -30,6 +30,7 @@ allocated.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -45,9 +46,11 @@ from ..descr.tensors import TensorSpec, tensor_specs
 from ..descr.weights import choose_weights, runnable_formats
 from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
+from .. import trust
 from . import engines as _engines
-from . import processing
+from . import instance_ops, processing
 from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
+from .channels import with_channels
 from .devices import resolve_device
 from .executor import InMemoryExecutor, Network, NumpySink, NumpySource, Sample
 from .executor.memory import MAX_BATCH
@@ -78,18 +81,28 @@ class _ImageJob:
 class Model:
     """A zoo model ready to predict.  Create with :func:`bioimgzoo.load`."""
 
-    def __init__(self, package: Package, engine: _engines.Engine, *, weights_format: str, device: str):
+    def __init__(self, package: Package, engine: _engines.Engine, *, weights_format: str, device: str,
+                 trust_code: bool = False):
         self.package = package
         self.descr = package.descr
         self.engine = engine
         self.weights_format = weights_format
         self.device = device
+        #: keep to the declared window sizes and halo (else tiles of a package declaring no halo overlap by
+        #: the network's measured receptive field: :mod:`.receptive_field`)
+        self.strict_sizes = False
         self.inputs, self.outputs = tensor_specs(self.descr)
         ref_axes = {t.id: t.axis_ids for t in self.inputs + self.outputs}
         self._pre = [processing.compile_processing(t.preprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
                                                    reference_axes=ref_axes) for t in self.inputs]
+        # a custom op runs the package's file: only through trust's loader, which checks trust_code
+        load_code = functools.partial(trust.load_custom_op, package=package, trust_code=trust_code, where=self.name)
         self._post = [processing.compile_processing(t.postprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
-                                                    reference_axes=ref_axes) for t in self.outputs]
+                                                    reference_axes=ref_axes, load_code=load_code)
+                      for t in self.outputs]
+        #: what the network gives before postprocessing (stardist/cellpose: more channels than declared);
+        #: tiles are stitched into these, and postprocessing runs once on each stitched whole sample
+        self._net_outputs = [instance_ops.network_output_spec(t) for t in self.outputs]
         measures = {m for c in self._pre + self._post for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
         self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
@@ -101,16 +114,26 @@ class Model:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, source: Any, *, weights: str | None = None, device: str | None = None,
-             trust_code: bool = False, **hub_options: Any) -> "Model":
+             trust_code: bool = False, isolated: bool = False, strict_sizes: bool = False,
+             **hub_options: Any) -> "Model":
         package = source if isinstance(source, Package) else open_package(source, **hub_options)
+        if isolated and weights is None:
+            weights = "pytorch_state_dict"  # the only format whose code needs the package's dependencies
         fmt = choose_weights(package.descr, weights)
         if weights is None:
             avail = runnable_formats(package.descr)
             log.info("using %s weights (available: %s; choose with weights=)", fmt, ", ".join(avail))
         dev = resolve_device(device, fmt)
-        engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
-                                        n_outputs=len(package.descr.outputs))
-        return cls(package, engine, weights_format=fmt, device=dev)
+        if isolated:  # the network runs in a virtual environment with the package's own dependencies
+            from .isolated import create_isolated_engine
+
+            engine = create_isolated_engine(package, fmt, device=dev, trust_code=trust_code)
+        else:
+            engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
+                                            n_outputs=len(package.descr.outputs))
+        model = cls(package, engine, weights_format=fmt, device=dev, trust_code=trust_code)
+        model.strict_sizes = bool(strict_sizes)
+        return model
 
     @property
     def name(self) -> str:
@@ -172,7 +195,8 @@ class Model:
     # --------------------------------------------------------------- prediction
     def predict(self, data: Any, *, axes: Any = None, tile: int | Mapping[str, int] | None = None,
                 halo: int | Mapping[str, int] | None = None, batch_size: int | None = None,
-                pad_mode: str = "reflect", nan_policy: str = "warn", progress: bool = False) -> Any:
+                pad_mode: str = "reflect", nan_policy: str = "warn", progress: bool = False,
+                channels: Any = None, out: Any = None, **out_options: Any) -> Any:
         """Predict one image (array, DataArray, or dict by input id) or a list of them.
 
         Parameters
@@ -211,6 +235,18 @@ class Model:
             :class:`~bioimgzoo.errors.InputError`.  ``"zero"``: replace them
             by 0 before anything else (statistics included), so the output
             is finite.
+        channels : int, sequence of int or dict, optional
+            Channels of the image to use, counted from 0 (``[1]``, ``[0, 2]``;
+            a dict by input id for several inputs), e.g. one channel of a
+            3-channel image for a 1-channel model.  Needs the image's layout
+            (``axes=`` or a DataArray's dims).
+        out : str or Path, optional
+            Write the prediction to this OME-Zarr store, work unit by work
+            unit, and return the opened zarr array(s).  A zarr / OME-Zarr /
+            TIFF path or a zarr or dask array as ``data`` is streamed too
+            (see :func:`bioimgzoo.runtime.outofcore.predict_lazy`, which
+            takes ``out_options``: ``work_unit``, ``ngff``, ``overwrite``,
+            ``resume``, ``scheduler``, ``workers``, ``threads``).
 
         Notes
         -----
@@ -229,12 +265,20 @@ class Model:
         """
         _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
                        axes=axes)
+        from . import outofcore
+
+        # an image on disk (zarr, OME-Zarr, TIFF path; zarr/dask array) or out=PATH: streamed, never loaded whole
+        if out is not None or out_options or outofcore.is_lazy(data):
+            return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
+                                          pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
         options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
                        nan_policy=nan_policy, on_window=None, names=None)
         if isinstance(data, (list, tuple)):
-            return list(self._iter_predict(data, labelled=True, **options))
+            return list(self._iter_predict(with_channels(data, channels, axes=axes, labelled=True),
+                                           labelled=True, **options))
         # one image: messages need not say which
-        return next(iter(self._iter_predict([data], labelled=False, **options)))
+        return next(iter(self._iter_predict(with_channels([data], channels, axes=axes, labelled=False),
+                                            labelled=False, **options)))
 
     def predict_many(self, images: Iterable[Any], **options: Any) -> list[Any]:
         """Predict every image of ``images`` with one loaded model (batched, streamed)."""
@@ -243,7 +287,7 @@ class Model:
     def iter_predict(self, images: Iterable[Any], *, axes: Any = None, tile: Any = None, halo: Any = None,
                      batch_size: int | None = None, pad_mode: str = "reflect", nan_policy: str = "warn",
                      progress: bool = False, on_window: Callable[[int], None] | None = None,
-                     names: Any = None) -> Iterator[Any]:
+                     names: Any = None, channels: Any = None) -> Iterator[Any]:
         """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
 
         Options as for :meth:`predict` (checked here, before any image is
@@ -251,12 +295,14 @@ class Model:
         ``on_window(n)`` is called after every engine call with the number
         of windows run.  ``names``: a label per image (e.g. its file name)
         for warnings and errors; default ``image 1``, ``image 2``, ...
+        ``channels``: as for :meth:`predict`.
         """
         _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
                        axes=axes)
         if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Iterable):
             raise InputError(f"images must be a list or iterable of images, got {type(images).__name__}: "
                              "use predict() for one image")
+        images = with_channels(images, channels, axes=axes, names=names)
         return self._iter_predict(images, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                   pad_mode=pad_mode, nan_policy=nan_policy, on_window=on_window, names=names,
                                   labelled=True)
@@ -273,7 +319,7 @@ class Model:
                 dataset_stats = self._compute_dataset_statistics(images, axes, nan_policy=nan_policy,
                                                                  labelled=labelled, names=names)
             # built per call: the engine is a public attribute a caller may have swapped
-            network = Network(self.engine, tuple(self.inputs), tuple(self.outputs), tuple(self._pre),
+            network = Network(self.engine, tuple(self.inputs), tuple(self._net_outputs), tuple(self._pre),
                               self._batch_limit)
             executor = InMemoryExecutor(network, batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
             samples = self._samples(images, axes, tile=tile, halo=halo, dataset_stats=dataset_stats or {},
@@ -304,9 +350,25 @@ class Model:
                 key = tuple(shapes.items())
                 plan = plans.get(key)
                 if plan is None:  # plans depend on shapes only: many same-size images share one
-                    plan = plans[key] = plan_sample(self.inputs, self.outputs, shapes, tile=tile, halo=halo)
+                    plan = plans[key] = self._plan(shapes, tile=tile, halo=halo)
+                if part == 0:
+                    _warn_if_padded(plan, self.inputs, label)
                 yield Sample({k: NumpySource(a) for k, a in raw.items()}, {t.id: NumpySink() for t in self.outputs},
                              plan, dict(dataset_stats), nonfinite=bad, context=(job, part))
+
+    def _plan(self, shapes: Mapping[str, tuple], *, tile: Any, halo: Any) -> SamplePlan:
+        """The declared-size plan, or one overlapped by the measured receptive field (see strict_sizes)."""
+        try:
+            plan = plan_sample(self.inputs, self._net_outputs, shapes, tile=tile, halo=halo)
+        except InputError as e:
+            if self.strict_sizes or halo is not None or tile is None:
+                raise
+            plan = e  # a tile the declared sizes refuse: the network may still take it
+        if not isinstance(plan, InputError) and (self.strict_sizes or halo is not None or not plan.tiled):
+            return plan
+        from .receptive_field import fitted_plan
+
+        return fitted_plan(self, shapes, tile=tile, plan=plan, outputs=self._net_outputs, plan_sample=plan_sample)
 
     def _postprocess(self, sample: Sample) -> dict[str, np.ndarray]:
         """The postprocessed outputs of one completed sample (statistics over its whole outputs)."""
@@ -505,6 +567,21 @@ def _screen_nonfinite(arrays: dict[str, np.ndarray], policy: str, label: str | N
                         "where they reach; pass nan_policy='zero' (CLI: --nan-policy zero) to replace them by "
                         "0, or 'fail' to stop", where, what)
     return arrays, frozenset(bad)
+
+def _warn_if_padded(plan: SamplePlan, inputs: list[TensorSpec], label: str | None) -> None:
+    """Warn when an image is smaller than the model's minimum, so its one window is mostly padding."""
+    primary = next((t for t in inputs if t.id in plan.window_shapes and any(a in t.axis_ids for a in plan.image_len)),
+                   None)
+    if primary is None or plan.tiled:
+        return
+    window = dict(zip(primary.axis_ids, plan.window_shapes[primary.id]))
+    short = {a: (n, window[a]) for a, n in plan.image_len.items()
+             if isinstance(primary.sizes.get(a), AxisSizes) and n < primary.sizes[a].min and window.get(a, n) > n}
+    if short:
+        what = ", ".join(f"{a} {n} -> {w} (+{w - n})" for a, (n, w) in short.items())
+        log.warning("%s is smaller than the model's minimum size: padded along %s pixels; predictions near "
+                    "the padding are less reliable", label or "the image", what)
+
 
 def _memory_error(e: MemoryError) -> InputError:
     return InputError(f"not enough memory to predict this image ({e}): pass a smaller tile= or batch_size=, "

@@ -2,10 +2,11 @@
 
 Every standard op of format 0.5 (``binarize``, ``clip``, ``ensure_dtype``,
 ``fixed_zero_mean_unit_variance``, ``scale_linear``, ``scale_mean_variance``,
-``scale_range``, ``sigmoid``, ``softmax``, ``zero_mean_unit_variance``) is
-compiled once per tensor into a :class:`Chain` of vectorized steps.  As in
-bioimageio.core, each op builds itself from its description: :data:`OPS`
-maps an op id to its step class, whose ``from_descr(descr, ctx)`` checks the
+``scale_range``, ``sigmoid``, ``softmax``, ``zero_mean_unit_variance``, and the
+whole-sample ops of :mod:`.instance_ops`: ``stardist_postprocessing``,
+``cellpose_flow_dynamics``, ``custom``) is compiled once per tensor into a
+:class:`Chain` of vectorized steps.  As in bioimageio.core, each op builds
+itself from its description: :data:`OPS` maps an op id to its step class, whose ``from_descr(descr, ctx)`` checks the
 kwargs against the tensor (:class:`OpContext`) and returns the step.  Format
 0.4 descriptions reach this module upgraded to 0.5 by bioimageio.spec (which
 is what :func:`bioimgzoo.package.open_package` returns), so the 0.5 classes
@@ -133,6 +134,7 @@ from typing import Any, Callable, ClassVar, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError, InvalidDescriptionError
+from . import instance_ops
 
 __all__ = [
     "Measure",
@@ -339,6 +341,8 @@ class OpContext:
     axes: tuple[str, ...]  # the processed tensor's axis ids
     other_axes: Mapping[str, tuple[str, ...]]  # axis ids of reference tensors, by tensor id
     references_given: bool  # reference_axes was passed: a reference tensor must be among them
+    #: loads the callable a ``custom`` op names, after the trust check (None: custom ops are refused)
+    load_code: Callable[[Any], Callable[..., Any]] | None = None
 
     def bad(self, msg: str) -> InvalidDescriptionError:
         return InvalidDescriptionError(f"{self.where}: {msg}")
@@ -759,6 +763,8 @@ class Chain:
         self._relayout = dict(relayout)
         self.required_measures = frozenset(m for s in self._steps for m in s.measures)
         self.needs_sample_stats = any(m.scope == "sample" for m in self.required_measures)
+        #: a step looks across the whole sample (stardist, cellpose, custom): apply to stitched outputs only
+        self.whole_sample = any(getattr(s, "whole_sample", False) for s in self._steps)
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -804,7 +810,8 @@ def _descr_id(descr: Any) -> str:
 
 
 def compile_processing(descrs: Sequence[Any], *, tensor_id: str, tensor_axes: Sequence[str],
-                       reference_axes: Mapping[str, Sequence[str]] | None = None) -> Chain:
+                       reference_axes: Mapping[str, Sequence[str]] | None = None,
+                       load_code: Callable[[Any], Callable[..., Any]] | None = None) -> Chain:
     """Compile a tensor's ``preprocessing`` or ``postprocessing`` list into a :class:`Chain`.
 
     Each description is built by the step class :data:`OPS` registers for
@@ -822,6 +829,10 @@ def compile_processing(descrs: Sequence[Any], *, tensor_id: str, tensor_axes: Se
     reference_axes : mapping, optional
         Axis ids of other tensors named as ``reference_tensor``.  Without it a
         reference tensor is assumed to have the same axes as this tensor.
+    load_code : callable, optional
+        ``load_code(custom_op_descr)`` returns the factory a ``custom`` op
+        names, after the trust check (:func:`bioimgzoo.trust.load_custom_op`);
+        without it a ``custom`` op raises :class:`UntrustedCodeError`.
 
     Raises
     ------
@@ -846,7 +857,8 @@ def compile_processing(descrs: Sequence[Any], *, tensor_id: str, tensor_axes: Se
                     f"only {', '.join(SUPPORTED_OPS)} are supported; run the model without this step or "
                     "apply it yourself")
             raise InvalidDescriptionError(f"{where} is not supported here ({type(descr).__name__}); {hint}")
-        ctx = OpContext(op, where, tensor_id, axes, other_axes, references_given=reference_axes is not None)
+        ctx = OpContext(op, where, tensor_id, axes, other_axes, references_given=reference_axes is not None,
+                        load_code=load_code)
         steps.append(cls.from_descr(descr, ctx))
     relayout = {ref: _make_relayout(ref, ref_axes, axes, tensor_id)
                 for ref, ref_axes in other_axes.items() if ref != tensor_id and ref_axes != axes}
@@ -872,6 +884,10 @@ def _make_relayout(ref: str, ref_axes: tuple[str, ...], axes: tuple[str, ...], t
 
     return relayout
 
+
+# the whole-sample ops (stardist_postprocessing, cellpose_flow_dynamics, custom) live in their own module
+for _cls in instance_ops.STEPS:
+    OPS[_cls.op_id] = _cls
 
 #: the op ids compile_processing builds (the keys of OPS)
 SUPPORTED_OPS = tuple(sorted(OPS))

@@ -149,11 +149,20 @@ def serve_folder(folder: str | Path) -> Iterator[str]:
 # the demo
 
 
-def _segmentation_metrics(prob: np.ndarray, true_labels: np.ndarray, task) -> dict[str, float]:
+def _instances(prob: np.ndarray, task) -> np.ndarray:
+    """Labelled nuclei from (foreground, boundary) probabilities: the code ``bioimgzoo predict --labels`` runs."""
+    from ..runtime.labels import probabilities_to_instances
+
+    boundary = prob[1] if task.boundary and len(prob) > 1 else None
+    return probabilities_to_instances(prob[0], boundary, threshold=task.threshold, min_size=task.min_size)
+
+
+def _segmentation_metrics(prob: np.ndarray, true_labels: np.ndarray, task,
+                          instances: np.ndarray) -> dict[str, float]:
     from . import metrics as M
 
     fg = prob[0] > task.threshold
-    tp, fp, fn = M.match_instances(task.instances(prob), true_labels)
+    tp, fp, fn = M.match_instances(instances, true_labels)
     return {"iou": M.iou(fg, true_labels > 0), "dice": M.dice(fg, true_labels > 0),
             "instance_f1": 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)}
 
@@ -357,8 +366,8 @@ def run_demo(out_dir: str | Path = "bioimgzoo-demo", *, steps: int | None = None
     big_image, big_labels = synthetic_nuclei(1, (s["big_size"], s["big_size"]), seed=s["big_seed"])
     big_image, big_labels = big_image[0], big_labels[0]
     model_id, prob = _publish_and_predict(package, zoo_dir, big_image, s, device=device, echo=echo, lap=lap)
-    instances = task.instances(prob)
-    big_metrics = _segmentation_metrics(prob, big_labels, task)
+    instances = _instances(prob, task)
+    big_metrics = _segmentation_metrics(prob, big_labels, task, instances)
     lap("predict")
     # 8. files
     image_tif = write_image(out / "image.tif", big_image.astype(np.float32), axes="yx")

@@ -110,7 +110,7 @@ def _training_section(trainer: TrainedRun, card_training: Any) -> Any:
         "task": cfg["task"],
         "training_steps": trainer.step,
         "best_step": int(trainer.best.get("step") or trainer.step),
-        "patch_size": list(cfg["patch_size"]),
+        "patch_size": list(cfg["patch_size"]),  # pixels (the README shows the unit)
         "training_batch_size": cfg["batch_size"],
         "initial_learning_rate": cfg["lr"],
         "learning_rate_schedule": cfg["learning_rate_schedule"],
@@ -122,8 +122,8 @@ def _training_section(trainer: TrainedRun, card_training: Any) -> Any:
     if cfg.get("weight_decay"):
         details["regularization"] = f"weight decay {cfg['weight_decay']}"
     seconds = getattr(trainer, "train_seconds", None)
-    if seconds:
-        details["training_duration"] = round(seconds / 3600.0, 4)
+    if seconds:  # the spec's field is in hours; the README shows the unit (card.py)
+        details["training_duration"] = round(seconds / 3600.0, 6)
     if isinstance(card_training, Mapping):
         return {**details, **dict(card_training)}
     if card_training:
@@ -131,12 +131,16 @@ def _training_section(trainer: TrainedRun, card_training: Any) -> Any:
     return details
 
 
-def _default_channel_names(trainer: TrainedRun) -> dict:
+def _default_channel_names(trainer: TrainedRun, output_id: str = "output") -> dict:
     task = trainer.task
     names: dict[str, list[str]] = {}
     if task.name == "segmentation":
-        names["output"] = ["foreground", "boundary"][:task.out_channels(trainer.in_channels)]
+        names[output_id] = ["foreground", "boundary"][:task.out_channels(trainer.in_channels)]
     return names
+
+
+#: the trainer's task -> the card's ``task`` (it also sets the workflow tag BiaPy needs)
+_CARD_TASKS = {"segmentation": "semantic-segmentation", "n2v": "denoising"}
 
 
 def export_trained(trainer: TrainedRun, out: str | os.PathLike, *, name: str | None = None,
@@ -192,6 +196,8 @@ def export_trained(trainer: TrainedRun, out: str | os.PathLike, *, name: str | N
         train_section = f"{train_section}\n\n{training}" if isinstance(train_section, str) else \
             {**train_section, "notes": str(training)}
     card_data["training"] = train_section
+    if not card_data.get("task") and trainer.task.name in _CARD_TASKS:
+        card_data["task"] = _CARD_TASKS[trainer.task.name]
 
     if example_input is None:
         example_input = trainer.example_input()
@@ -207,7 +213,7 @@ def export_trained(trainer: TrainedRun, out: str | os.PathLike, *, name: str | N
     if isinstance(module, UNet2d) and "architecture" not in opts:
         opts["architecture"] = "bioimgzoo.train.nets:UNet2d"
         opts.setdefault("architecture_kwargs", module.init_kwargs())
-    names = _default_channel_names(trainer)
+    names = _default_channel_names(trainer, (opts.get("output_ids") or ["output"])[0])
     if names and "channel_names" not in opts:
         opts["channel_names"] = names
     try:

@@ -211,7 +211,7 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
     descr = package.descr
     in_ch, out_ch, step, smin = _io_layout(descr)
     module, winfo = load_trainable(package, weights=weights, trust_code=trust_code)
-    task = _task_for(task, targets, descr, in_ch, out_ch)
+    task = _task_for(task, targets, descr, in_ch, out_ch, package_name=package.name)
     divisor = size_divisor or step or getattr(module, "size_divisor", None) or 16
     _check_patch_size(patch_size, smin, step, descr.name)
     trainer = Trainer(module, task, patch_size=patch_size, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
@@ -233,6 +233,9 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
                    for a in descr.authors]
     opts = _export_options(export_options, descr, winfo, parent, name)
     training = _training_notes(parent, parent_text, fit.steps, trainer.primary_metric[0], metrics_before, metrics)
+    parent_authors = ", ".join(str(a.name) for a in descr.authors)
+    if parent_authors:  # the new package's authors did the fine-tuning; the parent's did the model
+        training["parent_authors"] = f"{parent_authors} (authors of the parent model, credited here)"
     license_ = opts.pop("license", None) or str(descr.license or "CC-BY-4.0")
     path = export_trained(trainer, out, name=name, description=description, authors=authors, card=card,
                           metrics=metrics or None, license=license_, training=training, **opts)
@@ -240,10 +243,39 @@ def finetune(source: Any, images: Any, targets: Any = None, *, task: Task | str 
                           trainer=trainer)
 
 
-def _task_for(task: Task | str | None, targets: Any, descr, in_ch: int, out_ch: int) -> Task:
-    """The fine-tuning task (default from the targets), fitted to the parent's channels and processing."""
+#: words in a parent's task or tags -> the fine-tuning task
+_TASK_WORDS = {"segmentation": "segmentation", "semantic-segmentation": "segmentation",
+               "instance-segmentation": "segmentation", "denoising": "n2v", "n2v": "n2v", "noise2void": "n2v"}
+
+
+def parent_task(descr) -> str | None:
+    """The parent's task (``"segmentation"`` or ``"n2v"``) from its ``config.bioimageio.task`` or its tags, or
+    None when they say nothing (or contradict each other)."""
+    words = []
+    config = getattr(descr, "config", None)
+    bio = getattr(config, "bioimageio", None)
+    extra = getattr(bio, "model_extra", None) or {}
+    task_text = getattr(bio, "task", None) or extra.get("task")
+    if task_text:
+        words.append(str(task_text).strip().lower())
+    words += [str(t).strip().lower() for t in (descr.tags or [])]
+    found = {_TASK_WORDS[w] for w in words if w in _TASK_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _task_for(task: Task | str | None, targets: Any, descr, in_ch: int, out_ch: int, *,
+              package_name: Any = None) -> Task:
+    """The fine-tuning task (the caller's, else the parent's), fitted to the parent's channels and processing."""
     if task is None:
-        task = SegmentationTask(boundary=out_ch >= 2) if targets is not None else Noise2VoidTask()
+        inferred = parent_task(descr)
+        if inferred is None:
+            raise TrainingError(f"the task of {package_name or descr.name} cannot be told from its description "
+                                "(no task in config.bioimageio, no segmentation/denoising tag): pass "
+                                "task='segmentation' (with labels) or task='n2v' (--task on the command line)")
+        if inferred == "segmentation" and targets is None:
+            raise TrainingError(f"{descr.name} is a segmentation model: fine-tuning it needs labels (--labels), "
+                                "or pass task='n2v' explicitly to retrain it as a denoiser")
+        task = SegmentationTask(boundary=out_ch >= 2) if inferred == "segmentation" else Noise2VoidTask()
     task = get_task(task)
     if isinstance(task, SegmentationTask) and out_ch not in (1, 2):
         raise TrainingError(f"{descr.name} has {out_ch} output channels: segmentation fine-tuning needs 1 "
@@ -283,8 +315,29 @@ def _parent_info(source: Any, descr, winfo: dict) -> tuple[dict[str, Any], str]:
 
 
 def _export_options(export_options: dict, descr, winfo: dict, parent: dict, name: str) -> dict:
-    """The exporter's options: the caller's, plus the parent's citations, architecture, id and rdf link."""
+    """The exporter's options: the caller's, plus the parent's citations, architecture, id, rdf link, tensor
+    ids, channel names, maintainers and tags (a child that renames its tensors breaks the macros and
+    workflows written for the parent)."""
     opts = dict(export_options)
+    opts.setdefault("input_ids", [str(descr.inputs[0].id)])
+    opts.setdefault("output_ids", [str(descr.outputs[0].id)])
+    channel_names = {}
+    for t in (descr.inputs[0], descr.outputs[0]):
+        for a in t.axes:
+            if getattr(a, "channel_names", None):
+                channel_names[str(t.id)] = [str(c) for c in a.channel_names]
+    if channel_names:
+        opts.setdefault("channel_names", channel_names)
+    maintainers = [{"name": str(m.name), "github_user": str(m.github_user)} for m in (descr.maintainers or [])
+                   if m.github_user and m.name]
+    if maintainers:
+        opts.setdefault("maintainers", maintainers)
+    kept_tags = [str(t) for t in (descr.tags or []) if str(t) not in ("deepimagej",)]
+    if kept_tags:
+        opts["tags"] = list(dict.fromkeys(kept_tags + list(opts.get("tags") or [])))
+    task_text = getattr(getattr(descr.config, "bioimageio", None), "task", None) if descr.config else None
+    if task_text:
+        opts.setdefault("task", str(task_text))
     opts.setdefault("cite", [{"text": c.text, **({"doi": str(c.doi)} if c.doi else {"url": str(c.url)})}
                              for c in descr.cite if c.doi or c.url] or None)
     if opts["cite"] is None:

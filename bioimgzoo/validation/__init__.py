@@ -4,10 +4,18 @@
 accepts, the registered checks of each family: one public module of this
 package per family, each registering itself (:mod:`._registry`):
 
-- :mod:`.format`: the description parses; bioimageio.spec's errors and warnings,
-- :mod:`.files`: no file named outside the package (refused before anything reads one),
-- :mod:`.reproduction`: bioimageio.core's ``test_model`` per weights format,
-- :mod:`.deepimagej`: the 29 static DeepImageJ rules.
+- :mod:`.format`: the description parses; bioimageio.spec's errors and warnings in the
+  package's own format and after the upgrade to 0.5; metadata completeness,
+- :mod:`.files`: zip safety, no file named outside the package (refused before anything
+  reads one), every file present with its sha256,
+- :mod:`.safety`: the state-dict pickle, shipped Python code, ONNX external data and
+  TorchScript archives read without being run,
+- :mod:`.reproduction`: the test outputs through bioimgzoo's runtime per weight format
+  (and bioimageio.core's ``test_model`` with ``reference="core"``),
+- :mod:`.agreement`: weight formats, parametrized sizes, determinism, tiling seams,
+- :mod:`.consumers`: the consumer tools' rules (reported beside the status).
+
+:mod:`.report` renders a report as JSON data, Markdown and self-contained HTML.
 
 It returns a :class:`CheckReport` of :class:`Finding` s in one status
 vocabulary (``passed``, ``failed``, ``warning``, ``skipped``,
@@ -20,11 +28,11 @@ from typing import Any
 
 from ._registry import STATUSES, Check, Family, Finding, families, register_family
 from ._report import CheckReport
-from ._run import check_package
+from ._run import CONSUMER_TOOLS, check_package
 from .format import spec_findings
 from .reproduction import core_reproduction
 
-__all__ = ["check_package", "CheckReport", "Finding", "Check", "Family", "STATUSES", "families", "register_family",
+__all__ = ["check_package", "CONSUMER_TOOLS", "CheckReport", "Finding", "Check", "Family", "STATUSES", "families", "register_family",
            "check_deepimagej", "spec_findings", "core_reproduction"]
 
 

@@ -8,6 +8,7 @@ downstream can read or hash that file, whichever families run.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,11 +35,21 @@ class Context:
     """
 
     def __init__(self, source: Any, *, weights: Sequence[str] | None = None, trust_code: bool = False,
-                 hub_options: dict | None = None):
+                 hub_options: dict | None = None, static: bool = False, reference: str | None = None):
         self.source = source
         self.weights = list(weights) if weights is not None else None
         self.trust_code = trust_code
         self.hub_options = dict(hub_options or {})
+        #: a description alone is checked: no file is read, nothing runs
+        self.static = static
+        #: a second consumer to compare our runtime with (``"core"``) or None
+        self.reference = reference
+        #: images and arrays for the reports (``"<check>/<what>"`` -> ndarray or (mime, bytes))
+        self.artifacts: dict[str, Any] = {}
+        #: the stage of each check that ran (``"valid"`` counts failures of earlier stages only)
+        self.stage_of: dict[str, int] = {}
+        #: the zip's own problems, found before it is opened (see :func:`.files.zip_problems`)
+        self.zip_problems: list[dict] = []
         self.pkg: Any = None
         #: why the package could not be opened ("" when it opened)
         self.open_error = ""
@@ -61,6 +72,16 @@ class Context:
         from ..errors import InvalidDescriptionError, LimitExceededError, PackageError, PackageNotFoundError
         from ..package import Package, open_package
 
+        if not isinstance(self.source, Package):
+            from .files import zip_problems
+
+            # read from the zip's directory alone, before any member is: a hostile zip is reported, not opened
+            self.zip_problems = zip_problems(self.source)
+            fatal = [p["message"] for p in self.zip_problems if p["fatal"]]
+            if fatal:
+                self.open_error = fatal[0]
+                self.refuse(fatal[0])
+                return
         try:
             self.pkg = self.source if isinstance(self.source, Package) else \
                 open_package(self.source, **self.hub_options)
@@ -71,7 +92,7 @@ class Context:
         except InvalidDescriptionError as e:
             self.open_error = str(e)
         except PackageError as e:
-            if isinstance(e, PackageNotFoundError):
+            if isinstance(e, PackageNotFoundError) and not self.zip_problems and not _is_file(self.source):
                 raise  # nothing to validate: the caller named no package
             # unsafe or ambiguous (several descriptions, a damaged zip): reported, and nothing else reads it
             self.open_error = str(e)
@@ -130,15 +151,30 @@ class Context:
 
     def unmet(self, check: Check) -> str:
         """Why ``check`` cannot run now ("" when it can)."""
+        self.stage_of[check.id] = check.stage
+        if self.static and "files" in check.requires:
+            return "--static: a description alone is checked, its files are not read"
         for need in check.requires:
             if need == "package" and self.pkg is None:
                 return f"the package could not be opened ({_one_line(self.open_error)})"
             if need == "files" and self.local is None:
                 return f"its files are not read ({_one_line(self.refused or self.open_error)})"
-            if need == "valid" and self.failed_so_far():
-                failed = sorted({f.check for f in self.findings if f.status == FAILED})
-                return f"earlier checks failed ({', '.join(failed)})"
+            if need == "valid":
+                # checks of the same stage are independent: a wrong test output does not hide whether
+                # the weight formats agree; a failed format, files or safety check stops everything later
+                failed = sorted({f.check for f in self.findings if f.status == FAILED
+                                 and self.stage_of.get(f.check, -1) < check.stage})
+                if failed:
+                    return f"earlier checks failed ({', '.join(failed)})"
         return ""
+
+
+def _is_file(source: Any) -> bool:
+    """Whether ``source`` names an existing file (a zip whose description could not be found is reported)."""
+    try:
+        return isinstance(source, (str, os.PathLike)) and Path(source).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _one_line(text: str) -> str:

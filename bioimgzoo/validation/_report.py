@@ -8,11 +8,14 @@ the registry still read.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-from ._registry import FAILED, OK_STATUSES, PASSED, WARNING, Finding, Status, family, load_families, roll_up
+from ._registry import FAILED, NOT_APPLICABLE, OK_STATUSES, PASSED, SKIPPED, WARNING, Finding, Status, roll_up
 
-__all__ = ["CheckReport"]
+__all__ = ["CheckReport", "CONSUMER_TOOLS"]
+
+#: the consumer tools of ../shared/docs/consumer-rules.md: reported beside the status, failing it only if required
+CONSUMER_TOOLS = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics")
 
 
 class CheckReport:
@@ -38,7 +41,9 @@ class CheckReport:
 
     def __init__(self, source: str, name: str | None = None, findings: Iterable[Finding] = (), *,
                  families: Sequence[str] | None = None, seconds: float = 0.0,
-                 format_errors: Iterable[str] = (), format_warnings: Iterable[str] = ()):
+                 format_errors: Iterable[str] = (), format_warnings: Iterable[str] = (),
+                 consumers: Mapping[str, Mapping] | None = None, required: Sequence[str] = (),
+                 artifacts: Mapping[str, Any] | None = None, static: bool = False, meta: Mapping | None = None):
         self.source = source
         self.name = name
         self.findings: list[Finding] = list(findings)
@@ -47,6 +52,22 @@ class CheckReport:
         self.families: list[str] = list(families) if families is not None else \
             list(dict.fromkeys(f.family for f in self.findings))
         self.seconds = seconds
+        #: tool -> {"status", "failed_rules", "fixes", "messages"} (derived from the tools' findings if not given)
+        self.consumers: dict[str, dict] = {k: dict(v) for k, v in (consumers or {}).items()}
+        for tool in self.tools:
+            if tool not in self.consumers:
+                found = self.of_family(tool)
+                self.consumers[tool] = {"status": roll_up(f.status for f in found),
+                                        "failed_rules": [f.check.split(".", 1)[-1] for f in found
+                                                         if f.status == FAILED],
+                                        "fixes": [], "messages": []}
+        #: consumer tools that must pass for the package to pass
+        self.required: list[str] = list(required)
+        #: arrays and images for the reports: "input/<id>", "expected/<id>", "produced/<wf>/<id>",
+        #: "difference/<wf>/<id>", "seams/<wf>/<id>" (ndarrays), "cover" ((mime, bytes))
+        self.artifacts: dict[str, Any] = dict(artifacts or {})
+        self.static = static
+        self.meta: dict = dict(meta or {})
 
     def __repr__(self) -> str:
         return f"CheckReport(source={self.source!r}, name={self.name!r}, status={self.status!r})"
@@ -67,9 +88,24 @@ class CheckReport:
         return [f for f in self.findings if f.status == FAILED]
 
     @property
+    def tools(self) -> list[str]:
+        """The consumer tools judged (their verdicts are in :attr:`consumers`)."""
+        return [n for n in self.families if n in CONSUMER_TOOLS]
+
+    @property
+    def own_families(self) -> list[str]:
+        """The package's own families (format, files, safety, reproduction, agreement...): they decide the status."""
+        return [n for n in self.families if n not in CONSUMER_TOOLS]
+
+    @property
     def passed(self) -> bool:
-        """Every family asked for passed (warnings and not-applicable allowed; skipped is not a pass)."""
-        return all(self.family_status(name) in OK_STATUSES for name in self.families)
+        """Every own family passed (warnings and not-applicable allowed; skipped is not a pass), and every
+        required tool passed (or does not apply)."""
+        # --static: the families that need files were skipped by design, not for a problem of the package
+        ok = OK_STATUSES | {SKIPPED} if self.static else OK_STATUSES
+        own = all(self.family_status(name) in ok for name in self.own_families)
+        tools = all(self.consumers.get(t, {}).get("status") in (PASSED, NOT_APPLICABLE) for t in self.required)
+        return own and tools
 
     @property
     def status(self) -> Status:
@@ -95,10 +131,15 @@ class CheckReport:
 
     @property
     def reproduction(self) -> dict[str, dict]:
-        """weights format -> ``{"status": "passed" | "failed" | "skipped", "errors": [...], "seconds": float}``."""
-        return {f.details["weights_format"]: {"status": f.status, "errors": list(f.details.get("errors") or []),
-                                              "seconds": f.details.get("seconds", 0.0)}
-                for f in self.of_family("reproduction") if "weights_format" in f.details}
+        """weights format -> ``{"status", "errors", "seconds"}`` of our runtime (bioimageio.core's when only it ran)."""
+        out: dict[str, dict] = {}
+        for check in ("reproduction.core", "reproduction.runtime"):  # the runtime's verdict wins
+            for f in self.findings:
+                if f.check == check and "weights_format" in f.details:
+                    out[f.details["weights_format"]] = {"status": f.status,
+                                                        "errors": list(f.details.get("errors") or []),
+                                                        "seconds": f.details.get("seconds", 0.0)}
+        return out
 
     @property
     def reproduces(self) -> bool:
@@ -109,7 +150,10 @@ class CheckReport:
     @property
     def deepimagej(self) -> list:
         """The :class:`~bioimgzoo.validation.deepimagej.RuleResult` of each rule that ran (empty if none)."""
-        from .deepimagej import rule_results
+        try:
+            from .deepimagej import rule_results
+        except ImportError:  # the checker moved among the consumer tools
+            from .consumers.deepimagej import rule_results
 
         return rule_results(self.findings)
 
@@ -126,45 +170,20 @@ class CheckReport:
     # --------------------------------------------------------------------------- output
 
     def to_dict(self) -> dict:
-        """The report as JSON-friendly data: ``status``, ``families``, ``checks`` and the legacy sections."""
-        return {
-            "source": self.source, "name": self.name, "status": self.status, "passed": self.passed,
-            "families": {name: self.family_status(name) for name in self.families},
-            "checks": [f.to_dict() for f in self.findings],
-            "format": {"valid": self.format_valid, "errors": self.format_errors, "warnings": self.format_warnings},
-            "reproduction": self.reproduction,
-            "deepimagej": {"checked": self.deepimagej_checked, "compatible": self.deepimagej_compatible,
-                           "rules": [r.to_dict() for r in self.deepimagej]},
-            "seconds": round(self.seconds, 2),
-        }
+        """The report as JSON-friendly data; see :func:`bioimgzoo.validation.report.to_json_data`."""
+        from .report import to_json_data
+
+        return to_json_data(self)
 
     def to_markdown(self) -> str:
-        """A Markdown report: the overall status, a table of families, then one section per family."""
-        from .._text import markdown_safe
+        """A Markdown report; see :func:`bioimgzoo.validation.report.to_markdown`."""
+        from .report import to_markdown
 
-        load_families()  # a report built by hand still renders each family its own way
-        # names and messages quote the package's author and the spec: escaped, never raw HTML
-        lines = [f"# Check of {markdown_safe(self.name or self.source)}", "",
-                 f"Overall: **{self.status if self.passed else 'FAILED'}**", "",
-                 "| family | status |", "|---|---|"]
-        lines += [f"| {name} | {self.family_status(name)} |" for name in self.families]
-        for name in self.families:
-            fam = family(name)
-            title = fam.title if fam is not None else name
-            findings = self.of_family(name)
-            lines += ["", f"## {title}: {self.family_status(name)}", ""]
-            render = fam.render_markdown if fam is not None and fam.render_markdown else _table
-            lines += render(findings)
-        return "\n".join(lines) + "\n"
+        return to_markdown(self)
 
+    def to_html(self) -> str:
+        """A self-contained HTML page; see :func:`bioimgzoo.validation.report.to_html`."""
+        from .report import to_html
 
-def _table(findings: Sequence[Finding]) -> list[str]:
-    """The default Markdown section: one row per finding, with the fix of failures and warnings."""
-    from .._text import markdown_safe
+        return to_html(self)
 
-    if not findings:
-        return ["Nothing to check."]
-    lines = ["| check | status | detail | fix |", "|---|---|---|---|"]
-    lines += [f"| {f.check} | {f.status} | {markdown_safe(f.message, table_cell=True)} | "
-              f"{markdown_safe(f.fix, table_cell=True)} |" for f in findings]
-    return lines

@@ -1,4 +1,13 @@
-"""The runner: :func:`check_package` runs the registered checks of the families asked for."""
+"""The runner: :func:`check_package` runs the registered checks of the families asked for.
+
+Two kinds of families: the package's own (format, files, safety, reproduction,
+agreement, and any other registered one), which decide whether it passes, and
+the consumer tools (:data:`CONSUMER_TOOLS`), whose verdicts are reported beside
+that status and fail it only when required.  The tools' rules are registered
+checks of their families (:mod:`bioimgzoo.validation.consumers`), run here in
+the same context; each tool's findings are folded into its verdict by that
+module's own rule (``consumers._base.verdict``).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +15,25 @@ import time
 from typing import Any, Sequence
 
 from ._context import Context
-from ._registry import NOT_APPLICABLE, SKIPPED, Check, Family
+from ._registry import FAILED, NOT_APPLICABLE, PASSED, SKIPPED, Check, Family, Finding, roll_up
 from ._registry import families as registered_families
-from ._report import CheckReport
+from ._report import CONSUMER_TOOLS, CheckReport
 
-__all__ = ["check_package"]
+__all__ = ["check_package", "CONSUMER_TOOLS"]
+
+#: what ``reference=`` accepts: a second consumer to compare our runtime with
+REFERENCES = ("core",)
 
 
 def _selected(names: Sequence[str] | None, deepimagej: bool) -> list[str]:
     known = [f.name for f in registered_families()]
     if names is None:
-        # the DeepImageJ switch predates the registry; it is kept as a shorthand for leaving out that family
+        # the DeepImageJ switch predates the registry; it is kept as a shorthand for leaving out that tool
         return [n for n in known if deepimagej or n != "deepimagej"]
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and n not in CONSUMER_TOOLS]
     if unknown:
         raise ValueError(f"unknown check families {unknown}; known: {known}")
-    return [n for n in known if n in names]
+    return [n for n in known if n in names] + [n for n in names if n in CONSUMER_TOOLS and n not in known]
 
 
 def _run_check(check: Check, ctx: Context) -> None:
@@ -41,15 +53,17 @@ def _run_check(check: Check, ctx: Context) -> None:
 
 
 def check_package(source: Any, *, weights: str | Sequence[str] | None = None, trust_code: bool = False,
-                  deepimagej: bool = True, families: Sequence[str] | None = None,
+                  deepimagej: bool = True, families: Sequence[str] | None = None, static: bool = False,
+                  reference: str | None = None, require: Sequence[str] = (), keep_artifacts: bool = True,
                   **hub_options: Any) -> CheckReport:
     """Run the registered checks on a package and report their findings.
 
-    The families are found in :mod:`bioimgzoo.validation` (format, files,
-    reproduction, deepimagej, ...); their checks run by stage: the package is
-    opened, files outside it are refused before anything reads a file, then
-    bioimageio.spec's format validation, then the reproduction of the test
-    outputs (only when nothing failed so far), then the consumer rules.
+    The families are found in :mod:`bioimgzoo.validation`; their checks run by
+    stage: the zip's directory and the package's file references are checked
+    before anything reads a file, then the files and what they would do when
+    loaded (safety), then bioimageio.spec's format validation, then our runtime
+    reproduces the test outputs and the agreement checks run (only when no check
+    of an earlier stage failed), then the consumer tools' rules.
 
     Parameters
     ----------
@@ -60,13 +74,21 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
     trust_code : bool
         Weights whose test would run code the package names (an architecture file,
         a library callable, a custom op; see :mod:`bioimgzoo.trust`) are skipped
-        unless ``trust_code=True``: bioimageio.core is never handed such a package
-        without it.
+        unless ``trust_code=True``; that code is parsed (``safety.code``), never run.
     deepimagej : bool
-        Check the DeepImageJ rules (and count their failures in ``passed``);
-        ignored when ``families`` is given.
+        Include the DeepImageJ tool; ignored when ``families`` is given.
     families : list of str, optional
-        The families to run (default: all registered).
+        The families (and consumer tools) to run (default: all registered).
+    static : bool
+        Check the description alone: no file is read, nothing runs (checks that need
+        files are skipped, saying so).
+    reference : {"core"}, optional
+        Also run bioimageio.core's test and report where it and our runtime disagree.
+    require : list of str
+        Consumer tools that must pass for the package to pass.
+    keep_artifacts : bool
+        Keep the test inputs, produced outputs, differences and seam maps for the
+        reports (:attr:`CheckReport.artifacts`).
     **hub_options
         Passed to :func:`bioimgzoo.package.open_package` for URLs and ids.
 
@@ -76,17 +98,115 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
         Never raises for a broken package: every problem is a finding.
     """
     t0 = time.perf_counter()
+    if reference is not None and reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; known: {list(REFERENCES)}")
+    unknown_tools = [t for t in require if t not in CONSUMER_TOOLS]
+    if unknown_tools:
+        raise ValueError(f"unknown consumer tools {unknown_tools}; known: {list(CONSUMER_TOOLS)}")
     names = _selected(families, deepimagej)
+    tools = [n for n in names if n in CONSUMER_TOOLS]
+    for t in require:  # a required tool is always judged
+        if t not in tools:
+            tools.append(t)
+    own = [n for n in names if n not in CONSUMER_TOOLS]
+    # the tools' rules are registered checks of their families (stage STAGE_CONSUMERS): they run here once,
+    # sharing this run's context, and their findings are folded into one verdict per tool
+    run_families = own + [t for t in tools if _registered(t)]
     wanted = [weights] if isinstance(weights, str) else (list(weights) if weights else None)
-    checks = sorted((c for f in _families_in(names) for c in f.checks), key=lambda c: c.stage)  # stable sort
-    with Context(source, weights=wanted, trust_code=trust_code, hub_options=hub_options) as ctx:
+    checks = sorted((c for f in _families_in(run_families) for c in f.checks
+                     if c.id != "reproduction.core" or reference == "core"), key=lambda c: c.stage)
+    with Context(source, weights=wanted, trust_code=trust_code, hub_options=hub_options, static=static,
+                 reference=reference) as ctx:
         ctx.open()
         for check in checks:
             _run_check(check, ctx)
+        consumers = _consumers(ctx, tools)
         name = ctx.pkg.name if ctx.pkg is not None else None
         findings = ctx.findings
+        artifacts = dict(ctx.artifacts) if keep_artifacts else {}
+        if keep_artifacts and ctx.pkg is not None and not static and ctx.local is not None:
+            artifacts.update(_cover(ctx))
+        meta = _meta(ctx)
     return CheckReport(source=str(getattr(source, "name", source)), name=name, findings=findings,
-                       families=names, seconds=time.perf_counter() - t0)
+                       families=own + tools, seconds=time.perf_counter() - t0, consumers=consumers,
+                       required=list(require), artifacts=artifacts, static=static, meta=meta)
+
+
+def _registered(name: str) -> bool:
+    return any(f.name == name for f in registered_families())
+
+
+def _fold_function() -> Any:
+    """The consumers module's ``verdict(tool, findings)`` (its status rules), or None when it is absent."""
+    try:
+        from .consumers._base import verdict
+    except ImportError:
+        return None
+    return verdict
+
+
+def _consumers(ctx: Context, tools: list[str]) -> dict[str, dict]:
+    """tool -> ``{"status", "failed_rules", "fixes", "messages"}`` from the tools' findings in ``ctx``."""
+    fold = _fold_function()
+    out: dict[str, dict] = {}
+    for t in tools:
+        found = [f for f in ctx.findings if f.family == t]
+        if not found:
+            out[t] = _verdict_dict(NOT_APPLICABLE if _registered(t) else SKIPPED, [], [],
+                                   [] if _registered(t) else ["no checker for this tool is installed"])
+            continue
+        if fold is not None:
+            v = fold(t, found)
+            status, failed = str(v.status), [str(r) for r in v.failed_rules]
+        else:
+            status = roll_up(f.status for f in found)
+            status = PASSED if status == "warning" else status  # a tool runs the package or not
+            failed = list(dict.fromkeys(str(f.details.get("rule") or f.check.split(".", 1)[1])
+                                        for f in found if f.status == FAILED))
+        out[t] = _verdict_dict(status, failed, _fixes(found), _messages(found))
+    return out
+
+
+def _fixes(found: list[Finding]) -> list[str]:
+    return list(dict.fromkeys(f.fix for f in found if f.status == FAILED and f.fix))
+
+
+def _messages(found: list[Finding]) -> list[str]:
+    return [f"{f.check}: {f.message}" for f in found if f.status == FAILED]
+
+
+def _verdict_dict(status: str, failed: list[str], fixes: list[str], messages: list[str]) -> dict:
+    return {"status": status, "failed_rules": failed, "fixes": fixes, "messages": messages}
+
+
+def _cover(ctx: Context) -> dict:
+    """The package's first cover image, as ``(mime type, bytes)``, for the HTML report."""
+    from ..errors import BioimgzooError
+
+    covers = list(getattr(ctx.pkg.descr, "covers", None) or [])
+    if not covers:
+        return {}
+    ref = covers[0]
+    src = getattr(ref, "source", ref)  # a FileDescr in recent spec versions, a bare path in older ones
+    name = str(getattr(src, "path", src)).lower()
+    mime = next((m for ext, m in ((".png", "image/png"), (".jpg", "image/jpeg"), (".jpeg", "image/jpeg"),
+                                  (".gif", "image/gif")) if name.endswith(ext)), None)
+    if mime is None:
+        return {}  # an SVG or other format could carry script: not embedded
+    try:
+        data = ctx.pkg.file(ref).read_bytes()
+    except BioimgzooError:
+        return {}
+    return {"cover": (mime, data[: 8 << 20])}
+
+
+def _meta(ctx: Context) -> dict:
+    """What the report header and the zoo's summary fields name: id, format version, weight formats."""
+    if ctx.pkg is None:
+        return {}
+    d = ctx.pkg.descr
+    return {"id": str(getattr(d, "id", None) or ""), "format_version": ctx.pkg.original_format_version,
+            "type": "model", "weights_formats": [wf for wf, w in d.weights if w is not None]}
 
 
 def _families_in(names: Sequence[str]) -> list[Family]:

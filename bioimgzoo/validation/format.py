@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ._registry import FAILED, PASSED, STAGE_FORMAT, STAGE_OPEN, WARNING, Finding, register_family
+from ._registry import FAILED, PASSED, SKIPPED, STAGE_FORMAT, STAGE_OPEN, WARNING, Finding, register_family
 
-__all__ = ["spec_findings"]
+__all__ = ["spec_findings", "completeness"]
 
 
 def _markdown(findings: Sequence[Finding]) -> list[str]:
@@ -22,13 +23,20 @@ def _markdown(findings: Sequence[Finding]) -> list[str]:
 FAMILY = register_family("format", "Format (bioimageio.spec)", order=10, render_markdown=_markdown)
 
 
-def spec_findings(path: Path) -> tuple[list[str], list[str], str | None]:
+def spec_findings(path: Path, *, format_version: str = "discover", perform_io_checks: bool = True
+                  ) -> tuple[list[str], list[str], str | None]:
     """bioimageio.spec's errors and warnings (severity >= WARNING) on the package at ``path``, and its name.
 
     Parameters
     ----------
     path : Path
         The package's rdf.yaml, folder or zip.
+    format_version : str
+        ``"discover"``: the package's own format; ``"latest"``: after the upgrade to 0.5.
+    perform_io_checks : bool
+        Let bioimageio.spec read and hash the files.  Validation turns it off when the
+        package names http(s) files: spec would download them without our size caps
+        (the files family fetches and hashes them with the caps).
 
     Returns
     -------
@@ -42,7 +50,7 @@ def spec_findings(path: Path) -> tuple[list[str], list[str], str | None]:
     from bioimageio.spec import load_description
 
     try:
-        rd = load_description(path, perform_io_checks=True)
+        rd = load_description(path, format_version=format_version, perform_io_checks=perform_io_checks)
     except Exception as e:  # e.g. an unknown github_user looked up without network raises ConnectError
         return [f"bioimageio.spec could not validate the package: {type(e).__name__}: {e}"], [], None
     s = rd.validation_summary
@@ -56,22 +64,160 @@ def spec_findings(path: Path) -> tuple[list[str], list[str], str | None]:
                   "a bioimage.io model description.")
 def _open(ctx: Any) -> Iterator[tuple]:
     """The runner opened the package before any check; this reports how that went."""
-    if ctx.pkg is None:
+    if ctx.pkg is None and any(p["fatal"] for p in ctx.zip_problems):
+        # the zip's own problem is the finding (files.zip); opening it was refused because of it
+        yield SKIPPED, f"not opened: {ctx.open_error}"
+    elif ctx.pkg is None:
         yield FAILED, ctx.open_error or "the package could not be opened"
     else:
         yield PASSED, f"format {ctx.pkg.original_format_version} model {ctx.pkg.name!r}"
 
 
-@FAMILY.check("spec", title="bioimageio.spec errors and warnings", stage=STAGE_FORMAT,
-              requires=("package", "files"),
+def _remote_refs(pkg: Any) -> list[str]:
+    from .files import raw_file_refs
+
+    return [ref for _, ref in raw_file_refs(pkg.raw) if ref.lower().startswith(("http://", "https://"))]
+
+
+def _static_findings(pkg: Any, format_version: str) -> tuple[list[str], list[str]]:
+    """bioimageio.spec on the description alone (no file read, nothing downloaded)."""
+    from bioimageio.spec import build_description
+    from bioimageio.spec._internal.validation_context import ValidationContext
+
+    data, file_name = pkg.source.read_rdf()
+    root = getattr(pkg.source, "root", None) or Path.cwd()
+    try:
+        # a deep copy: spec converts the mapping it is given in place
+        rd = build_description(copy.deepcopy(pkg.raw), format_version=format_version,
+                               context=ValidationContext(root=root, file_name=file_name, perform_io_checks=False))
+    except Exception as e:
+        return [f"bioimageio.spec could not validate the description: {type(e).__name__}: {e}"], []
+    s = rd.validation_summary
+    return ([f"{'.'.join(map(str, e.loc)) or '-'}: {e.msg}" for e in s.errors],
+            [f"{'.'.join(map(str, w.loc)) or '-'}: {w.msg}" for w in s.warnings if w.severity >= 30])
+
+
+@FAMILY.check("spec", title="bioimageio.spec errors and warnings, in the package's own format",
+              stage=STAGE_FORMAT, requires=("package",),
               fix="Fix each field bioimageio.spec names; warnings do not fail the package but reviewers read "
                   "them.")
 def _spec(ctx: Any) -> Iterator[tuple]:
     """One finding per spec error and warning, and a pass when there is no error."""
-    errors, warnings_, _ = spec_findings(ctx.local)
+    fv = ctx.pkg.original_format_version
+    if ctx.static:
+        errors, warnings_ = _static_findings(ctx.pkg, "discover")
+        note = " (description only: --static)"
+    elif ctx.local is None:
+        yield SKIPPED, f"not run: its files are not read ({ctx.refused or ctx.open_error})"
+        return
+    else:
+        remote = _remote_refs(ctx.pkg)
+        # spec downloads http(s) files itself, without our caps: it checks the fields, files.* fetch and hash.
+        # A missing or altered file is files.present's / files.sha256's finding: spec is not asked to repeat it
+        files_failed = sorted({f.check for f in ctx.findings if f.family == "files" and f.status == FAILED})
+        errors, warnings_, _ = spec_findings(ctx.local, perform_io_checks=not remote and not files_failed)
+        note = f" (remote files {', '.join(remote[:3])} checked by files.sha256, not by spec)" if remote else \
+            f" (fields only: {', '.join(files_failed)} failed)" if files_failed else ""
     for e in errors:
-        yield FAILED, e
+        yield FAILED, e, {"format_version": fv}
     for w in warnings_:
-        yield WARNING, w
+        yield WARNING, w, {"format_version": fv}
     if not errors:
-        yield PASSED, "bioimageio.spec finds no errors" + (f" ({len(warnings_)} warning(s))" if warnings_ else "")
+        yield PASSED, (f"bioimageio.spec finds no errors in format {fv}"
+                       + (f" ({len(warnings_)} warning(s))" if warnings_ else "") + note), {"format_version": fv}
+
+
+@FAMILY.check("upgrade", title="bioimageio.spec errors and warnings after the upgrade to format 0.5",
+              stage=STAGE_FORMAT, requires=("package",),
+              fix="Write the description in format 0.5 (bioimageio.spec's update_format, or re-export it with "
+                  "bioimgzoo export) and fix the fields the upgraded description gets wrong.")
+def _upgrade(ctx: Any) -> Iterator[tuple]:
+    """The description upgraded to 0.5: its own errors (those of the old format are format.spec's)."""
+    fv = ctx.pkg.original_format_version
+    if fv.startswith("0.5"):
+        yield PASSED, f"already format {fv}: nothing to upgrade"
+        return
+    errors, warnings_ = _static_findings(ctx.pkg, "latest")
+    if any(e.startswith("format_version:") for e in errors):
+        # spec's converter gave up: what follows is the old text read as 0.5, one error per old field
+        others = [e for e in errors if not e.startswith("format_version:")]
+        yield FAILED, (f"bioimageio.spec does not upgrade this format {fv} description to 0.5: its converter "
+                       f"leaves it unconverted ({len(others)} field error(s), first: {'; '.join(others[:3])})")
+        return
+    for e in errors:
+        yield FAILED, f"after the upgrade to 0.5: {e}"
+    for w in warnings_:
+        yield WARNING, f"after the upgrade to 0.5: {w}"
+    if not errors:
+        yield PASSED, f"format {fv} upgrades to 0.5 without errors"
+
+
+# ------------------------------------------------------------------------------------------- completeness
+
+def completeness(descr: Any, documentation: str | None) -> tuple[float, list[str], list[str]]:
+    """What a reviewer expects of the metadata: a score and the items missing.
+
+    Parameters
+    ----------
+    descr : ModelDescr
+        The (0.5) description.
+    documentation : str or None
+        The documentation's text (None: not read, e.g. ``--static``; that item is then
+        left out of the score).
+
+    Returns
+    -------
+    score : float
+        Items present / items judged, in [0, 1].
+    present, missing : list of str
+        The items, in words.
+    """
+    items: list[tuple[str, bool]] = []
+    authors = list(getattr(descr, "authors", None) or [])
+    bare = [str(a.name) for a in authors if not (getattr(a, "affiliation", None) or getattr(a, "orcid", None))]
+    items.append(("authors with an affiliation or ORCID" + (f" (not: {', '.join(bare)})" if bare else ""),
+                  bool(authors) and not bare))
+    maint = list(getattr(descr, "maintainers", None) or [])
+    no_gh = [str(m.name or "?") for m in maint if not getattr(m, "github_user", None)]
+    items.append(("maintainers with GitHub users" + (f" (not: {', '.join(no_gh)})" if no_gh else
+                                                     "" if maint else " (none listed)"),
+                  bool(maint) and not no_gh))
+    cite = list(getattr(descr, "cite", None) or [])
+    no_doi = [str(c.text)[:40] for c in cite if not getattr(c, "doi", None)]
+    items.append(("citations with a DOI" + (f" (not: {'; '.join(no_doi)})" if no_doi else
+                                            "" if cite else " (none listed)"), bool(cite) and not no_doi))
+    items.append(("a license", bool(getattr(descr, "license", None))))
+    if documentation is not None:
+        import re
+
+        has = bool(re.search(r"^#+\s*validation\b", documentation, re.I | re.M))
+        items.append(("documentation with a '# Validation' section", has))
+    items.append(("cover images", bool(getattr(descr, "covers", None))))
+    items.append(("tags", bool(getattr(descr, "tags", None))))
+    present = [name for name, ok in items if ok]
+    missing = [name for name, ok in items if not ok]
+    return len(present) / len(items), present, missing
+
+
+@FAMILY.check("completeness", title="metadata a reviewer expects", severity="warning", stage=STAGE_FORMAT,
+              requires=("package",),
+              fix="Add what is missing: affiliations or ORCIDs for the authors, maintainers with GitHub user "
+                  "names, DOIs for the citations, a license, a '# Validation' section in the documentation "
+                  "(how the model was evaluated), cover images and tags.")
+def _completeness(ctx: Any) -> Iterator[tuple]:
+    """A score with the missing items; a warning unless every item is there."""
+    from ..errors import BioimgzooError
+
+    doc = None
+    if not ctx.static and ctx.local is not None and getattr(ctx.pkg.descr, "documentation", None) is not None:
+        try:
+            doc = ctx.pkg.file(ctx.pkg.descr.documentation).read_text("utf-8", errors="replace")[:1_000_000]
+        except BioimgzooError:
+            doc = ""  # missing documentation: files.present reports it; here it has no Validation section
+    score, present, missing = completeness(ctx.pkg.descr, doc)
+    details = {"score": round(score, 3), "present": present, "missing": missing,
+               "documentation_read": doc is not None}
+    if missing:
+        yield WARNING, f"metadata {score:.0%} complete; missing: {'; '.join(missing)}", details
+    else:
+        yield PASSED, f"metadata 100% complete ({len(present)} items)", details

@@ -1,35 +1,54 @@
-"""Reproduction checks: does a package reproduce its own test outputs, per weight format."""
+"""Reproduction checks: does a package reproduce its own test outputs, per weight format.
+
+``reproduction.runtime`` runs the test inputs through bioimgzoo's own runtime
+(:func:`bioimgzoo.load` / :meth:`~bioimgzoo.runtime.model.Model.predict`), one
+model per weight format, loaded once and shared with the agreement checks, and
+compares each output with its test tensor: mismatched elements per million,
+largest absolute and relative error, against the tolerance the package
+declares (``config.bioimageio.reproducibility_tolerance``, legacy
+``test_kwargs``) or the zoo's default.  Integer outputs (label maps) are
+compared up to a relabelling.  The produced outputs and the differences are
+kept for the reports.  ``reproduction.core`` (only with ``reference="core"``)
+also runs bioimageio.core's ``test_model`` and reports where the two consumers
+disagree.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from ._registry import FAILED, PASSED, SKIPPED, STAGE_RUN, Finding, register_family
 
-__all__ = ["core_reproduction", "TESTABLE_FORMATS"]
+__all__ = ["core_reproduction", "TESTABLE_FORMATS", "Tolerance", "tolerance_for", "compare_outputs",
+           "load_model", "test_tensors", "runtime_outputs", "formats_to_run"]
 
 #: weight formats bioimageio.core can run here
 TESTABLE_FORMATS = ("pytorch_state_dict", "torchscript", "onnx", "tensorflow_saved_model_bundle", "keras_hdf5",
                     "keras_v3")
+#: the zoo's default tolerance (bioimageio.spec's ReproducibilityTolerance defaults)
+ZOO_RTOL, ZOO_ATOL, ZOO_MISMATCHED_PER_MILLION = 1e-3, 1e-3, 100.0
 
 
 def _markdown(findings: Sequence[Finding]) -> list[str]:
     from .._text import markdown_safe
 
-    lines = ["| weights | status | seconds | detail |", "|---|---|---|---|"]
+    lines = ["| check | weights | status | seconds | detail |", "|---|---|---|---|---|"]
     for f in findings:
         d = f.details
-        if "weights_format" not in d:  # the check did not run at all: say why, outside the table
-            return [markdown_safe(f.message)]
-        detail = markdown_safe("; ".join(d.get("errors") or [])[:300], table_cell=True)
-        lines.append(f"| {d['weights_format']} | {f.status} | {d.get('seconds', 0):.1f} | {detail} |")
+        if "weights_format" not in d:  # the check did not run at all: say why
+            lines.append(f"| {f.check} | - | {f.status} | - | {markdown_safe(f.message, table_cell=True)} |")
+            continue
+        detail = markdown_safe(("; ".join(d.get("errors") or []) or f.message)[:300], table_cell=True)
+        lines.append(f"| {f.check} | {d['weights_format']} | {f.status} | {d.get('seconds', 0):.1f} | {detail} |")
     return lines
 
 
-FAMILY = register_family("reproduction", "Reproduction (bioimageio.core test_model)", order=30,
-                         render_markdown=_markdown)
+FAMILY = register_family("reproduction", "Reproduction of the test outputs", order=30, render_markdown=_markdown)
 
 
 def core_reproduction(path: Path, weights_format: str | None = None) -> dict:
@@ -60,23 +79,296 @@ def core_reproduction(path: Path, weights_format: str | None = None) -> dict:
             "seconds": time.perf_counter() - t}
 
 
-def _verdict(status: str, wf: str, errors: list[str], seconds: float = 0.0) -> tuple:
-    message = "; ".join(errors) if errors else f"{wf} reproduces the test outputs"
-    return status, message, {"weights_format": wf, "errors": list(errors), "seconds": round(seconds, 3)}
+# ------------------------------------------------------------------------------------------- tolerance
+
+@dataclass(frozen=True)
+class Tolerance:
+    """An element mismatches when ``|a - b| > atol + rtol * |b|``; a tensor fails above ``mismatched`` per million."""
+
+    rtol: float = ZOO_RTOL
+    atol: float = ZOO_ATOL
+    mismatched_per_million: float = ZOO_MISMATCHED_PER_MILLION
+    source: str = "the zoo's default"
 
 
-@FAMILY.check("core", title="test outputs reproduced by bioimageio.core", stage=STAGE_RUN,
+def tolerance_for(pkg: Any, weights_format: str, output_id: str) -> Tolerance:
+    """The tolerance the package declares for one output of one weight format, else the zoo's default.
+
+    Read as bioimageio.core reads it: the first matching entry of
+    ``config.bioimageio.reproducibility_tolerance``, else the weight format's legacy
+    ``config.bioimageio.test_kwargs`` (``relative_tolerance``, ``absolute_tolerance``,
+    ``decimal``), else the default.
+    """
+    cfg = getattr(getattr(pkg.descr, "config", None), "bioimageio", None)
+    for a in getattr(cfg, "reproducibility_tolerance", None) or []:
+        if (not a.weights_formats or weights_format in a.weights_formats) and \
+                (not a.output_ids or output_id in [str(o) for o in a.output_ids]):
+            return Tolerance(float(a.relative_tolerance), float(a.absolute_tolerance),
+                             float(a.mismatched_elements_per_million), "config.bioimageio.reproducibility_tolerance")
+    raw_config = pkg.raw.get("config") if isinstance(pkg.raw.get("config"), dict) else {}
+    raw_bioimageio = raw_config.get("bioimageio") if isinstance(raw_config.get("bioimageio"), dict) else {}
+    extra = dict(getattr(cfg, "model_extra", None) or {})
+    test_kwargs = extra.get("test_kwargs") or raw_bioimageio.get("test_kwargs") or {}
+    kwargs = test_kwargs.get(weights_format) if isinstance(test_kwargs, dict) else None
+    if isinstance(kwargs, dict):
+        where = f"config.bioimageio.test_kwargs.{weights_format}"
+        if kwargs.get("decimal") is not None:
+            return Tolerance(0.0, 1.5 * 10 ** (-float(kwargs["decimal"])), 0.0, where + ".decimal")
+        return Tolerance(float(kwargs.get("relative_tolerance", ZOO_RTOL)),
+                         float(kwargs.get("absolute_tolerance", ZOO_ATOL)), ZOO_MISMATCHED_PER_MILLION, where)
+    return Tolerance()
+
+
+def _is_integer(a: np.ndarray) -> bool:
+    return np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_
+
+
+def compare_outputs(produced: np.ndarray, expected: np.ndarray, tol: Tolerance, *, labels: bool = False) -> dict:
+    """Compare one output with the values it should have.
+
+    Parameters
+    ----------
+    produced, expected : ndarray
+    tol : Tolerance
+    labels : bool
+        Integer label maps: equal up to a relabelling (each produced label maps to one
+        expected label and back); an element mismatches where that mapping fails.
+
+    Returns
+    -------
+    dict
+        ``passed``, ``mismatched`` (elements), ``mismatched_per_million``, ``max_abs``,
+        ``max_rel``, ``shape`` / ``expected_shape``, ``compared_as`` (``"values"``,
+        ``"labels"`` or ``"shape"``), ``tolerance``; and ``difference``: the per-element
+        difference (an array, not JSON: the reports turn it into an image; None when the
+        shapes differ).
+    """
+    out: dict[str, Any] = {"shape": list(produced.shape), "expected_shape": list(expected.shape),
+                           "tolerance": {"rtol": tol.rtol, "atol": tol.atol,
+                                         "mismatched_per_million": tol.mismatched_per_million,
+                                         "source": tol.source}}
+    if produced.shape != expected.shape:
+        if produced.size != expected.size or produced.squeeze().shape != expected.squeeze().shape:
+            out.update(passed=False, mismatched=int(expected.size), mismatched_per_million=1e6,
+                       max_abs=float("inf"), max_rel=float("inf"), compared_as="shape", difference=None)
+            return out
+        produced = produced.reshape(expected.shape)  # a dropped or added singleton axis only
+    n = max(expected.size, 1)
+    if labels:
+        bad = _relabel_mismatch(produced, expected)
+        diff = bad.astype(np.float32)
+        out["compared_as"] = "labels"
+        out["max_abs"] = float(np.abs(produced.astype(np.float64) - expected.astype(np.float64)).max()) \
+            if expected.size else 0.0
+        out["max_rel"] = 0.0
+    else:
+        p, e = produced.astype(np.float64), expected.astype(np.float64)
+        diff64 = p - e
+        adiff = np.abs(diff64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bad = (adiff > tol.atol + tol.rtol * np.abs(e)) | (np.isnan(p) != np.isnan(e))
+            rel = np.where(np.abs(e) > 0, adiff / np.abs(e), np.where(adiff > 0, np.inf, 0.0))
+        finite = np.isfinite(adiff)
+        out["compared_as"] = "values"
+        out["max_abs"] = float(adiff[finite].max()) if finite.any() else 0.0
+        rel_finite = rel[np.isfinite(rel)]
+        out["max_rel"] = float(rel_finite.max()) if rel_finite.size else \
+            (float("inf") if np.isinf(rel).any() else 0.0)
+        diff = diff64.astype(np.float32)
+    mismatched = int(np.count_nonzero(bad))
+    out["mismatched"] = mismatched
+    out["mismatched_per_million"] = mismatched / n * 1e6
+    out["passed"] = out["mismatched_per_million"] <= tol.mismatched_per_million
+    out["difference"] = diff
+    return out
+
+
+def _relabel_mismatch(produced: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Where a one-to-one relabelling of ``produced`` onto ``expected`` fails (majority vote both ways)."""
+    p = produced.ravel().astype(np.int64)
+    e = expected.ravel().astype(np.int64)
+    if p.size == 0:
+        return np.zeros(expected.shape, bool)
+    pairs, counts = np.unique(np.stack([p, e]), axis=1, return_counts=True)
+    p_to_e: dict[int, int] = {}
+    e_to_p: dict[int, int] = {}
+    for i in np.argsort(-counts, kind="stable"):
+        a, b = int(pairs[0, i]), int(pairs[1, i])
+        p_to_e.setdefault(a, b)
+        e_to_p.setdefault(b, a)
+    pu, pinv = np.unique(p, return_inverse=True)
+    eu, einv = np.unique(e, return_inverse=True)
+    mapped_e = np.array([p_to_e[int(v)] for v in pu])[pinv]
+    mapped_p = np.array([e_to_p[int(v)] for v in eu])[einv]
+    return ((mapped_e != e) | (mapped_p != p)).reshape(expected.shape)
+
+
+# ------------------------------------------------------------------------------------------- our runtime
+
+def load_model(ctx: Any, weights_format: str) -> Any:
+    """The package's model for one weight format, loaded once per validation run (on the CPU).
+
+    Raises whatever :func:`bioimgzoo.load` raises (callers have applied the trust rule;
+    the runtime applies it again).
+    """
+    def make() -> Any:
+        from ..runtime.model import Model
+
+        return Model.load(ctx.pkg, weights=weights_format, device="cpu", trust_code=ctx.trust_code)
+
+    return ctx.scratch(f"model.{weights_format}", make)
+
+
+def test_tensors(ctx: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, list[str]]]:
+    """The package's test inputs and outputs by tensor id, and each tensor's axis ids (read once)."""
+    def make() -> tuple:
+        from ..descr.tensors import tensor_specs
+
+        ins, outs = tensor_specs(ctx.pkg.descr)
+        axes = {t.id: list(t.axis_ids) for t in ins + outs}
+        arrays: list[dict[str, np.ndarray]] = [{}, {}]
+        for k, tensors in enumerate((ctx.pkg.descr.inputs, ctx.pkg.descr.outputs)):
+            for t in tensors:
+                # allow_pickle=False: a test tensor is data; an object array would be code
+                arrays[k][str(t.id)] = np.load(ctx.pkg.file(t.test_tensor), allow_pickle=False)
+        return arrays[0], arrays[1], axes
+
+    return ctx.scratch("test_tensors", make)
+
+
+def predict_outputs(model: Any, inputs: dict[str, np.ndarray], axes: dict[str, list[str]], **options: Any
+                    ) -> dict[str, np.ndarray]:
+    """Run ``inputs`` (laid out as the model's input axes) through ``model``; outputs by id, model layout."""
+    result = model.predict(dict(inputs), axes={k: axes[k] for k in inputs}, **options)
+    if isinstance(result, dict):
+        return {str(k): np.asarray(v) for k, v in result.items()}
+    return {model.outputs[0].id: np.asarray(result)}
+
+
+def runtime_outputs(ctx: Any, weights_format: str) -> dict[str, np.ndarray]:
+    """The outputs our runtime gives for the test inputs with one weight format (computed once)."""
+    def make() -> dict:
+        inputs, _, axes = test_tensors(ctx)
+        return predict_outputs(load_model(ctx, weights_format), inputs, axes)
+
+    return ctx.scratch(f"outputs.{weights_format}", make)
+
+
+def is_label_output(ctx: Any, output_id: str, expected: np.ndarray) -> bool:
+    """Integer outputs are label maps (declared integer type, or an integer test tensor)."""
+    from ..descr.tensors import tensor_specs
+
+    _, outs = tensor_specs(ctx.pkg.descr)
+    declared = next((t.dtype for t in outs if t.id == output_id), "float32")
+    return declared.startswith(("int", "uint", "bool")) or _is_integer(expected)
+
+
+def formats_to_run(ctx: Any) -> tuple[list[str], list[tuple]]:
+    """Weight formats our runtime runs in this validation, and a verdict for each one it does not."""
+    from .. import trust
+    from ..descr.weights import present_formats, runnable_formats
+
+    available = present_formats(ctx.pkg.descr)
+    runnable = set(runnable_formats(ctx.pkg.descr))
+    run, others = [], []
+    for wf in ctx.weights or available:
+        if wf not in available:
+            others.append(_verdict(FAILED, wf, [f"the package has no {wf} weights"]))
+            continue
+        # the one trust policy: code the package names runs only when trusted, whoever asks
+        refused = trust.untrusted_code(ctx.pkg.descr, trust_code=ctx.trust_code, weights_format=wf)
+        if refused:
+            others.append(_verdict(SKIPPED, wf, [trust.refusal_message(r, what="testing these weights")
+                                                 for r in refused]))
+        elif wf not in runnable:
+            others.append(_verdict(SKIPPED, wf, [f"bioimgzoo's runtime does not run {wf} weights"]))
+        else:
+            run.append(wf)
+    return run, others
+
+
+@FAMILY.check("runtime", title="test outputs reproduced by bioimgzoo's runtime", stage=STAGE_RUN,
               requires=("package", "files", "valid"),
               fix="Regenerate the test outputs with these weights (or fix the weights / processing), and declare "
                   "a tolerance in config.bioimageio.reproducibility_tolerance if outputs differ by rounding only.")
+def _runtime(ctx: Any) -> Iterator[tuple]:
+    """One verdict per weight format; per output the error figures against the tolerance."""
+    if not [wf for wf, w in ctx.pkg.descr.weights if w is not None] and not ctx.weights:
+        yield FAILED, "the package has no weights to test"  # nothing reproduced is not a pass
+        return
+    run, others = formats_to_run(ctx)
+    yield from others
+    if not run:
+        return
+    inputs, expected, axes = test_tensors(ctx)
+    for tid, arr in inputs.items():
+        ctx.artifacts.setdefault(f"input/{tid}", arr)
+    for tid, arr in expected.items():
+        ctx.artifacts.setdefault(f"expected/{tid}", arr)
+    for wf in run:
+        t = time.perf_counter()
+        try:
+            produced = runtime_outputs(ctx, wf)
+        except Exception as e:  # a model that does not load or run is this check's failure, with the reason
+            yield _verdict(FAILED, wf, [f"prediction failed: {type(e).__name__}: {e}"], time.perf_counter() - t)
+            continue
+        seconds = time.perf_counter() - t
+        errors, per_output = [], {}
+        for oid, exp in expected.items():
+            got = produced.get(oid)
+            if got is None:
+                errors.append(f"{oid}: the model gave no such output")
+                continue
+            cmp = compare_outputs(got, exp, tolerance_for(ctx.pkg, wf, oid), labels=is_label_output(ctx, oid, exp))
+            diff = cmp.pop("difference")
+            per_output[oid] = cmp
+            ctx.artifacts[f"produced/{wf}/{oid}"] = got
+            if diff is not None:
+                ctx.artifacts[f"difference/{wf}/{oid}"] = diff
+            if not cmp["passed"]:
+                errors.append(_mismatch_text(oid, cmp))
+        details = {"outputs": per_output}
+        if errors:
+            yield _verdict(FAILED, wf, errors, seconds, details)
+        else:
+            worst = max((c["max_abs"] for c in per_output.values()), default=0.0)
+            yield _verdict(PASSED, wf, [], seconds, details,
+                           message=f"{wf} reproduces the test outputs (max abs error {worst:.3g})")
+
+
+def _mismatch_text(oid: str, cmp: dict) -> str:
+    if cmp["compared_as"] == "shape":
+        return f"{oid}: shape {tuple(cmp['shape'])} where the test output has {tuple(cmp['expected_shape'])}"
+    tol = cmp["tolerance"]
+    what = "labels differ beyond a relabelling" if cmp["compared_as"] == "labels" else \
+        f"max abs error {cmp['max_abs']:.3g}, max rel error {cmp['max_rel']:.3g}"
+    return (f"{oid}: {cmp['mismatched_per_million']:.0f} mismatched elements per million ({what}); allowed "
+            f"{tol['mismatched_per_million']:g} per million at atol {tol['atol']:g}, rtol {tol['rtol']:g} "
+            f"({tol['source']})")
+
+
+def _verdict(status: str, wf: str, errors: list[str], seconds: float = 0.0, details: dict | None = None, *,
+             message: str = "") -> tuple:
+    message = message or ("; ".join(errors) if errors else f"{wf} reproduces the test outputs")
+    return status, message, {"weights_format": wf, "errors": list(errors), "seconds": round(seconds, 3),
+                             **(details or {})}
+
+
+# ------------------------------------------------------------------------------------------- bioimageio.core
+
+@FAMILY.check("core", title="test outputs reproduced by bioimageio.core (reference consumer)", stage=STAGE_RUN,
+              requires=("package", "files", "valid"),
+              fix="Where the two consumers disagree, run the weights in both and compare their outputs; a "
+                  "failure in core alone usually means a processing step the two implement differently.")
 def _core(ctx: Any) -> Iterator[tuple]:
-    """One verdict per weights format asked for (default: each the package has)."""
+    """One verdict per weights format, and whether it agrees with our runtime's."""
     from .. import trust
 
     available = [wf for wf, w in ctx.pkg.descr.weights if w is not None]
     if not available and not ctx.weights:
-        yield FAILED, "the package has no weights to test"  # nothing reproduced is not a pass
+        yield FAILED, "the package has no weights to test"
         return
+    ours = {f.details.get("weights_format"): f.status for f in ctx.findings if f.check == "reproduction.runtime"}
     for wf in ctx.weights or available:
         if wf not in available:
             yield _verdict(FAILED, wf, [f"the package has no {wf} weights"])
@@ -91,4 +383,13 @@ def _core(ctx: Any) -> Iterator[tuple]:
             yield _verdict(SKIPPED, wf, ["not testable here"])
             continue
         r = core_reproduction(ctx.local, wf)
-        yield _verdict(PASSED if r["status"] == "passed" else FAILED, wf, r.get("errors") or [], r["seconds"])
+        status = PASSED if r["status"] == "passed" else FAILED
+        errors = list(r.get("errors") or [])
+        mine = ours.get(wf)
+        agree = mine is None or mine == status
+        if not agree:
+            errors.append(f"bioimgzoo's runtime says {mine}, bioimageio.core says {status}: the two consumers "
+                          "disagree")
+            status = FAILED
+        yield _verdict(status, wf, errors, r["seconds"], {"core": r["status"], "runtime": mine,
+                                                          "consumers_agree": agree})

@@ -44,7 +44,9 @@ def test_export_from_module_and_checkpoint(tmp_path, files):
     assert code == 0, text
     assert out.is_file()
     assert "min 10, step 2" in text or "step 2" in text  # probing is printed
-    assert "DeepImageJ rules" in text and "ONNX opset" in text and "pass" in text
+    assert "DeepImageJ" in text and "ilastik" in text and "passed" in text  # each consumer tool's verdict
+    assert "within" in text and "test_input.npy" in text  # checked tolerance and test tensors
+    assert "WARNING: no --checkpoint" not in text
     # the exported network is the checkpoint's, not a fresh random one
     with zipfile.ZipFile(out) as zf:
         import io
@@ -84,7 +86,9 @@ def test_export_from_card(tmp_path, files):
     assert not [r for r in report["deepimagej"] if r["status"] == "failed"]
     out = tmp_path / "out" / "card.zip"
     with zipfile.ZipFile(out) as zf:
-        assert "my_nets.py" in zf.namelist()  # file architecture shipped
+        # the class is taken from my_nets.py's source (the file is not run) and shipped on its own
+        assert "architecture.py" in zf.namelist() and "my_nets.py" not in zf.namelist()
+        assert "class UNet2d" in zf.read("architecture.py").decode()
         assert "| iou | 0.5 |" in zf.read("README.md").decode()
 
 
@@ -108,3 +112,43 @@ def test_errors_are_one_message(tmp_path, files, args, message):
 def test_missing_inputs_are_named(tmp_path):
     result = CliRunner().invoke(main, ["export", "--module", "bioimgzoo.testing.nets:UNet2d"])
     assert result.exit_code == 1 and "--example" in result.output
+
+
+def test_no_checkpoint_warns_and_an_image_example_gets_batch_and_channel(tmp_path):
+    import tifffile
+
+    example = tmp_path / "plane.tif"
+    tifffile.imwrite(example, np.random.default_rng(0).random((40, 40)).astype(np.float32))
+    out = tmp_path / "random.zip"
+    result = CliRunner().invoke(main, [
+        "export", "--module", "bioimgzoo.testing.nets:SameConv", "--example", str(example), "--name",
+        "Random same conv", "--description", "d", "--author", "Test Author", "--weights", "torchscript",
+        "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: no --checkpoint" in result.output and "random weights" in result.output
+    assert "(1, 1, 40, 40) as bcyx (added batch and channel axes" in result.output
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("shape, suffix, axes, want_shape, want_axes", [
+    ((20, 30), ".png", None, (1, 1, 20, 30), "bcyx"),
+    ((20, 30, 3), ".png", None, (1, 3, 20, 30), "bcyx"),
+    ((5, 20, 30), ".tif", None, (1, 1, 5, 20, 30), "bczyx"),
+    ((2, 20, 30), ".tif", "cyx", (1, 2, 20, 30), "bcyx"),
+    ((1, 1, 20, 30), ".npy", None, (1, 1, 20, 30), "bcyx"),
+])
+def test_example_layout(shape, suffix, axes, want_shape, want_axes):
+    from bioimgzoo.cli.export import _example_layout
+
+    arr, got_axes, what = _example_layout(np.zeros(shape, np.float32), Path("ex" + suffix), axes)
+    assert arr.shape == want_shape and got_axes == want_axes
+    assert (what is None) == (shape == want_shape)
+
+
+def test_authors_are_required_never_the_login_name(tmp_path, files):
+    _, ckpt, example = files
+    result = CliRunner().invoke(main, ["export", "--module", "bioimgzoo.testing.nets:UNet2d", "--kwargs",
+                                       '{"depth": 1}', "--checkpoint", str(ckpt), "--example", str(example),
+                                       "--name", "No authors", "--description", "d", "--out", str(tmp_path / "a.zip")])
+    assert result.exit_code == 1 and "--author" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "a.zip").exists()

@@ -156,20 +156,25 @@ def test_state_dict_with_given_kwargs(tmp_path):
     import zipfile
 
     with zipfile.ZipFile(result.path) as zf:
-        assert "test_export_errors.py" in zf.namelist()  # the architecture source ships beside the weights
+        # the class's source (not the whole test module) ships beside the weights
+        assert "architecture.py" in zf.namelist() and "test_export_errors.py" not in zf.namelist()
+        assert "class Opaque" in zf.read("architecture.py").decode()
 
 
-def test_local_class_named_in_message(tmp_path):
-    class Local(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+def test_local_class_using_its_function_argument_named_in_message(tmp_path):
+    def make(gain: float):
+        class Local(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 1, 3, padding=1)
 
-        def forward(self, x):
-            return self.conv(x)
+            def forward(self, x):
+                return self.conv(x) * gain
 
-    msg = _fails(tmp_path, Local(), match="inside a function", weights=["pytorch_state_dict"])
-    assert "module level" in msg
+        return Local()
+
+    msg = _fails(tmp_path, make(2.0), match="argument of the enclosing function", weights=["pytorch_state_dict"])
+    assert "module level" in msg and "'gain'" in msg
 
 
 def test_top_level_export_function(tmp_path):

@@ -117,9 +117,13 @@ def test_upsampler_2x(tmp_path):
     rel = result.probe.outputs["output"].sizes["x"]
     assert rel.kind == "scale" and rel.scale == 2 and rel.halo % 2 == 0
     assert C.read_member(result.path, "test_output.npy").shape == (1, 1, 64, 64)
-    results = C.check_deepimagej(result.path)
-    assert {r.rule: r.status for r in results}[18] == "warning"  # scaled size reference: flagged, not failed
-    _all_checks(result, module)
+    # JDLL computes scaled size references differently from the spec (D17): the network itself needs what
+    # DeepImageJ lacks, so the export succeeds and the result names the tool and the rule
+    results = C.check_deepimagej(result.path, expect_single_input=False)
+    assert {r.rule: r.status for r in results}[17] == "failed"
+    assert "deepimagej" in result.tools_that_cannot_run_it
+    assert "D17" in next(v for v in result.verdicts if v["tool"] == "deepimagej")["failed_rules"]
+    _all_checks(result, module, single_input=False)
 
 
 @pytest.mark.slow
@@ -181,8 +185,10 @@ def test_two_outputs(tmp_path):
     assert result.probe.outputs["coarse"].sizes["x"].scale == pytest.approx(0.5)
     C.check_spec(result.path)
     C.check_core(result.path)
-    rules = {r.rule: r.status for r in C.check_deepimagej(result.path)}
-    assert rules[5] == "warning"
+    rules = {r.rule: r.status for r in C.check_deepimagej(result.path, expect_single_input=False)}
+    assert rules[5] != "passed"  # the zoo CI compares every output with the last one's
+    # two outputs: ilastik and QuPath take one (I1, Q1); the export still succeeds and says so
+    assert {"ilastik", "qupath"} <= set(result.tools_that_cannot_run_it), result.verdicts
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def _run(args):
 def test_train_segmentation_and_resume(folders):
     out = folders / "seg.zip"
     args = ["train", "segmentation", "--images", str(folders / "img"), "--labels", str(folders / "lab"),
-            "--out", str(out), "--author", "Tester", *TINY]
+            "--out", str(out), "--author", "Tester", "--maintainer", "Tester:bioimageiobot", *TINY]
     r = _run(args + ["--steps", "2"])
     assert r.exit_code == 0, r.output
     assert out.is_file() and (folders / "seg.loss.png").is_file()
@@ -48,6 +48,29 @@ def test_train_segmentation_and_resume(folders):
     assert "trained 4 steps" in r.output
     pkg = open_package(out)
     assert [a.name for a in pkg.descr.authors] == ["Tester"]
+    assert [(m.name, m.github_user) for m in pkg.descr.maintainers] == [("Tester", "bioimageiobot")]
+    assert "semantic-segmentation" in pkg.descr.tags  # the workflow tag from the task
+    import re
+    import zipfile
+
+    readme = zipfile.ZipFile(out).read("README.md").decode()
+    # units everywhere: the duration in hours and seconds, the patch in pixels
+    assert re.search(r"training_duration\*\*: [0-9.e-]+ h \([0-9]+ s\)", readme), readme
+    assert "patch_size**: 64 x 64 pixels" in readme and "training_batch_size**: 2 patches per step" in readme
+
+
+def test_train_needs_authors_never_the_login_name(folders):
+    import getpass
+
+    out = folders / "seg.zip"
+    r = CliRunner().invoke(main, ["train", "segmentation", "--images", str(folders / "img"), "--labels",
+                                  str(folders / "lab"), "--out", str(out), "--steps", "1", *TINY])
+    assert r.exit_code == 1 and "--author" in r.output and not out.exists()
+    try:
+        login = getpass.getuser()
+    except Exception:  # no login name here: nothing more to check
+        return
+    assert f"'{login}'" not in r.output
 
 
 def test_train_n2v_with_clean_images(folders):
@@ -66,7 +89,10 @@ def test_finetune_command(folders, exported_package):
               "--out", str(out), "--steps", "2", "--patch", "64", "--batch-size", "2", "-q", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert "parent:" in r.output and "fine-tuned:" in r.output
-    assert str(open_package(out).descr.parent.id) == "tiny-nuclei-test"
+    child, parent = open_package(out).descr, open_package(exported_package).descr
+    assert str(child.parent.id) == "tiny-nuclei-test"
+    assert [str(t.id) for t in child.inputs + child.outputs] == [str(t.id) for t in parent.inputs + parent.outputs]
+    assert [a.name for a in child.authors] == [a.name for a in parent.authors]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -81,7 +107,7 @@ def test_finetune_command(folders, exported_package):
 def test_errors_are_one_message_and_exit_1(folders, args, message):
     fmt = {"img": folders / "img", "lab": folders / "lab", "missing": folders / "missing", "out": folders / "m.zip",
            "tmp": folders}
-    r = CliRunner().invoke(main, [a.format(**fmt) for a in args])
+    r = CliRunner().invoke(main, [a.format(**fmt) for a in args] + ["--author", "Tester"])
     assert r.exit_code == 1, r.output
     assert message in r.output
     assert "Traceback" not in r.output

@@ -142,7 +142,32 @@ def test_finetune_zoo_fixture_torchscript(zoo_fixture, nuclei, tmp_path):
     child = open_package(result.path)
     assert child.descr.weights.torchscript is not None and child.descr.weights.pytorch_state_dict is None
     assert child.descr.parent is None  # the fixture has no zoo id; the README names it instead
-    assert "**parent**: UNet 2D Nuclei Broad" in zipfile.ZipFile(result.path).read("README.md").decode()
+    readme = zipfile.ZipFile(result.path).read("README.md").decode()
+    assert "**parent**: UNet 2D Nuclei Broad" in readme
+    parent = open_package(zoo_fixture).descr
+    # the parent's tensor ids, channel names, maintainers and tags stay; its authors are credited
+    assert [str(t.id) for t in child.descr.inputs] == [str(t.id) for t in parent.inputs]
+    assert [str(t.id) for t in child.descr.outputs] == [str(t.id) for t in parent.outputs]
+    assert {m.github_user for m in child.descr.maintainers} >= {m.github_user for m in parent.maintainers}
+    assert set(parent.tags) - {"deepimagej"} <= set(child.descr.tags)
+    assert all(a.name in readme.split("**parent_authors**", 1)[1].splitlines()[0] for a in parent.authors)
+
+
+def test_finetune_needs_a_task_when_the_parent_names_none(exported_package, nuclei, tmp_path):
+    images, labels = nuclei
+    folder = tmp_path / "pkg"
+    with zipfile.ZipFile(exported_package) as zf:
+        zf.extractall(folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf["tags"] = [t for t in rdf["tags"] if "segmentation" not in t]
+    rdf["config"]["bioimageio"].pop("task", None)
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    with pytest.raises(TrainingError, match="task='segmentation'"):
+        finetune(folder, images, labels, steps=1, out=tmp_path / "x.zip", progress=False, device="cpu",
+                 patch_size=64)
+    with pytest.raises(TrainingError, match="needs labels"):
+        finetune(exported_package, images, None, steps=1, out=tmp_path / "x.zip", progress=False, device="cpu",
+                 patch_size=64)
 
 
 @pytest.mark.slow

@@ -20,12 +20,17 @@ def test_zoo_fixture(zoo_fixture):
     # the upstream example misses the '# Validation' README section and has two parentless weights
     assert any("Validation" in w for w in report.format_warnings)
     assert report.reproduction["onnx"]["status"] == "passed" and report.reproduces
-    assert not report.deepimagej_compatible  # opset 20, no id, ...
-    assert not report.passed
+    # DeepImageJ would not run it (opset 20, ...): reported beside the status, which it does not fail
+    assert not report.deepimagej_compatible and report.consumers["deepimagej"]["status"] == "failed"
+    assert report.passed, [(f.check, f.message) for f in report.failures if f.family not in report.consumers]
     md = report.to_markdown()
-    assert "## Reproduction" in md and "| onnx | passed |" in md and "ONNX opset" in md
+    assert "## Reproduction" in md and "| reproduction.runtime | onnx | passed |" in md and "ONNX opset" in md
+    assert "## Consumer tools" in md
     d = json.loads(json.dumps(report.to_dict()))
-    assert d["passed"] is False and d["format"]["valid"] is True and len(d["deepimagej"]["rules"]) == 29
+    assert d["passed"] is True and d["format"]["valid"] is True and len(d["deepimagej"]["rules"]) == 29
+    assert set(d["consumers"]["deepimagej"]) >= {"status", "failed_rules"}
+    completeness = d["completeness"]
+    assert 0 < completeness["score"] < 1 and any("DOI" in m for m in completeness["missing"])
 
 
 def test_invalid_description_is_reported_not_raised(zoo_fixture, tmp_path):
@@ -36,7 +41,9 @@ def test_invalid_description_is_reported_not_raised(zoo_fixture, tmp_path):
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
     report = check_package(folder)
     assert not report.format_valid and not report.passed
-    assert report.reproduction == {} and report.deepimagej == []
+    assert report.reproduction == {}
+    # the consumer rules still judge the raw description: no input is DeepImageJ's D5
+    assert {r.rule: r.status for r in report.deepimagej}[5] == "failed"
     assert "inputs" in report.to_markdown()
 
 
@@ -76,5 +83,6 @@ def test_refusal_holds_without_the_files_family(zoo_fixture, tmp_path, monkeypat
     report = check_package(folder, families=["format", "reproduction"])
     assert report.families == ["format", "reproduction"] and not report.passed
     statuses = {f.check: f.status for f in report.findings}
-    assert statuses == {"format.open": "passed", "format.spec": "skipped", "reproduction.core": "skipped"}
+    assert statuses == {"format.open": "passed", "format.spec": "skipped", "format.upgrade": "passed",
+                        "format.completeness": "warning", "reproduction.runtime": "skipped"}
     assert "/etc/passwd" in next(f.message for f in report.findings if f.check == "format.spec")

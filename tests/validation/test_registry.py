@@ -15,7 +15,7 @@ def test_status_vocabulary():
 
 def test_every_check_has_id_family_severity_fix():
     fams = families()
-    assert [f.name for f in fams][:4] == ["format", "files", "reproduction", "deepimagej"]
+    assert [f.name for f in fams][:6] == ["format", "files", "safety", "reproduction", "agreement", "deepimagej"]
     ids = [c.id for f in fams for c in f.checks]
     assert len(ids) == len(set(ids))
     for fam in fams:
@@ -24,7 +24,10 @@ def test_every_check_has_id_family_severity_fix():
             assert c.family == fam.name and c.id.startswith(fam.name + ".")
             assert c.severity in ("error", "warning", "info") and c.fix and c.title
     assert {f"deepimagej.D{n}" for n in range(1, 30)} <= set(ids)
-    assert {"format.open", "format.spec", "files.inside", "reproduction.core"} <= set(ids)
+    assert {"format.open", "format.spec", "format.upgrade", "format.completeness", "files.inside", "files.zip",
+            "files.present", "files.sha256", "safety.pickle", "safety.code", "safety.onnx", "safety.torchscript",
+            "reproduction.runtime", "reproduction.core", "agreement.formats", "agreement.sizes",
+            "agreement.determinism", "agreement.tiling"} <= set(ids)
 
 
 def test_roll_up_is_the_worst_status():

@@ -34,8 +34,8 @@ def test_fixture_passes_without_the_deepimagej_rules(zoo_fixture, tmp_path):
     d = json.loads(out.read_text())
     assert d["status"] == "passed" and d["passed"] is True
     checks = {c["id"]: c for c in d["checks"]}
-    assert checks["reproduction.core"]["status"] == "passed"
-    assert checks["reproduction.core"]["details"]["weights_format"] == "onnx"
+    assert checks["reproduction.runtime"]["status"] == "passed"
+    assert checks["reproduction.runtime"]["details"]["weights_format"] == "onnx"
     assert checks["files.inside"]["status"] == "passed" and checks["format.open"]["family"] == "format"
     assert all(set(c) >= {"id", "family", "status", "message", "severity", "fix"} for c in d["checks"])
     assert not any(c["family"] == "deepimagej" for c in d["checks"])
@@ -47,9 +47,14 @@ def test_fixture_fails_on_the_deepimagej_rules_with_their_fixes(zoo_fixture, tmp
     from bioimgzoo.validation import check_package
 
     report = check_package(zoo_fixture, families=["format", "files", "deepimagej"])
-    assert report.status == "failed" and report.family_status("deepimagej") == "failed"
-    assert {f.check for f in report.failures} == {"deepimagej.D3", "deepimagej.D8", "deepimagej.D11",
-                                                   "deepimagej.D27"}
+    # a consumer tool is reported beside the status: it fails the package only when required
+    assert report.status == "passed" and report.family_status("deepimagej") == "failed"
+    assert report.consumers["deepimagej"]["status"] == "failed"
+    report = check_package(zoo_fixture, families=["format", "files", "deepimagej"], require=["deepimagej"])
+    assert report.status == "failed"
+    assert report.consumers["deepimagej"]["failed_rules"] == ["D9", "D12", "D27"]
+    # consumer-rules.md: opset 20 (D9), axes without explicit ids (D12), a PNG sample tensor (D27)
+    assert {f.check for f in report.failures} == {"deepimagej.D9", "deepimagej.D12", "deepimagej.D27"}
     assert all(f.fix for f in report.failures)
 
 
@@ -67,7 +72,7 @@ def test_file_outside_the_package_fails_and_nothing_runs(zoo_fixture, tmp_path):
     assert checks["files.inside"]["status"] == "failed" and "/etc/passwd" in checks["files.inside"]["message"]
     # spec and core would hash / load the refused file: they are skipped, saying why
     assert checks["format.spec"]["status"] == "skipped" and "not run" in checks["format.spec"]["message"]
-    assert checks["reproduction.core"]["status"] == "skipped"
+    assert checks["reproduction.runtime"]["status"] == "skipped"
     assert d["reproduction"] == {}
 
 

@@ -38,12 +38,17 @@ Protocol (:mod:`.protocol`)
     samples in input order as each completes.
 
 Implementations: :class:`InMemoryExecutor` (:mod:`.memory`) with
-:class:`NumpySource` / :class:`NumpySink` (:mod:`.arrays`).
+:class:`NumpySource` / :class:`NumpySink` (:mod:`.arrays`);
+:class:`StreamingExecutor` (:mod:`.streaming`: work units of whole output
+chunks, bounded read/compute/write queues, statistics from a streaming
+pre-pass, :mod:`.statistics`); dask.distributed work units in
+:mod:`.distributed` (imported on use).
 """
 
 from .arrays import NumpySink, NumpySource
 from .memory import InMemoryExecutor
 from .protocol import ArraySink, ArraySource, Executor, Network, Sample, whole
+from .streaming import StreamingExecutor
 
 __all__ = ["ArraySource", "ArraySink", "Network", "Sample", "Executor", "whole", "InMemoryExecutor",
-           "NumpySource", "NumpySink"]
+           "NumpySource", "NumpySink", "StreamingExecutor"]

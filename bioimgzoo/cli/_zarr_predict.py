@@ -1,0 +1,125 @@
+"""``bioimgzoo predict`` for images larger than memory: zarr / OME-Zarr / TIFF in, OME-Zarr out, clusters.
+
+:func:`zarr_options` adds the options; :func:`wants_zarr` tells whether a
+command line is for this path (an output ending in ``.zarr``, or a zarr
+input); :func:`predict_zarr` runs it through
+:func:`bioimgzoo.runtime.outofcore.predict_lazy`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+
+__all__ = ["zarr_options", "wants_zarr", "predict_zarr", "pop_options", "predict_files_on_cluster"]
+
+_OPTIONS = [
+    click.option("--ngff", type=click.Choice(["0.4", "0.5"]), default=None,
+                 help="OME-Zarr output version: 0.4 (zarr v2, default, read by most viewers) or 0.5 (zarr v3, "
+                      "shards)."),
+    click.option("--work-unit", "work_unit", type=int, default=None,
+                 help="Work unit edge in input pixels per tiled axis (default 1024 in 2D, 128 in 3D; "
+                      "2048 / 256 on a cluster)."),
+    click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:8786)."),
+    click.option("--workers", type=int, default=None, help="Run on a LocalCluster of N worker processes."),
+    click.option("--threads", type=int, default=None, help="Threads per cluster worker (default 1)."),
+    click.option("--resume", is_flag=True, help="Continue an interrupted OME-Zarr output from its finished "
+                                                "work units."),
+]
+_NAMES = ("ngff", "work_unit", "scheduler", "workers", "threads", "resume")
+
+
+def zarr_options(f):
+    for opt in reversed(_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def wants_zarr(inputs, out: str, options: dict) -> bool:
+    """True when the output is a zarr store, or an input is one; the options then are this module's."""
+    from ..io.zarr import is_zarr_path
+
+    return is_zarr_path(out) or any(is_zarr_path(i) for i in inputs)
+
+
+def pop_options(options: dict) -> dict:
+    """Remove this module's options from ``options`` (for the plain-files path); refuse them there when set."""
+    mine = {k: options.pop(k, None) for k in _NAMES}
+    given = [k for k, v in mine.items() if v not in (None, False)]
+    if given and not mine.get("scheduler") and not mine.get("workers"):
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise InputError(f"{names} apply to OME-Zarr outputs: name the output out.ome.zarr (-o out.ome.zarr)")
+    return mine
+
+
+def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
+    """Predict one image (zarr, OME-Zarr or TIFF) into the OME-Zarr store ``out``."""
+    from .. import load
+    from ..io.zarr import is_zarr_path
+    from ._options import _hub_kwargs, _parse_tile
+
+    if len(inputs) != 1:
+        raise InputError(f"an OME-Zarr output holds one image, {len(inputs)} inputs were given: predict them one at "
+                         "a time, or write plain files into a folder (-o FOLDER)")
+    image = Path(inputs[0])
+    if not image.exists():
+        raise InputError(f"input {image} does not exist: check the path")
+    if not is_zarr_path(out):
+        raise InputError(f"-o {out}: a zarr input is written as OME-Zarr; name the output out.ome.zarr")
+    out_path = Path(out)
+    if out_path.exists() and not (options.get("overwrite") or options.get("resume")):
+        raise InputError(f"output {out_path} exists: pass --overwrite to replace it, --resume to finish an "
+                         "interrupted run, or choose another path")
+    tile = _parse_tile(options.get("tile"))
+    # open the image before the model: a bad input is said before any download
+    from ..io.zarr import open_image
+
+    lazy = open_image(image)
+    model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
+                 trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
+    done = {"computed": 0, "skipped": 0}
+
+    def count(_sample, _unit, computed):
+        done["computed" if computed else "skipped"] += 1
+
+    model.predict(lazy, axes=options.get("axes"), tile=tile, halo=options.get("halo"),
+                  batch_size=options.get("batch_size"), nan_policy=options.get("nan_policy") or "warn",
+                  progress=True, out=out_path, ngff=options.get("ngff") or "0.4",
+                  work_unit=options.get("work_unit"), overwrite=bool(options.get("overwrite")),
+                  resume=bool(options.get("resume")), scheduler=options.get("scheduler"),
+                  workers=options.get("workers"), threads=options.get("threads"), on_unit=count)
+    click.echo(f"Wrote {out_path} (OME-Zarr {options.get('ngff') or '0.4'}): computed {done['computed']} work "
+               f"unit(s), {done['skipped']} already done.")
+
+
+def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, cluster: dict) -> None:
+    """Many image files through a dask cluster (--scheduler / --workers): OUT/{image}_{output}.tif as each finishes."""
+    from .. import load
+    from ..io import find_images
+    from ..runtime.executor.distributed import predict_files
+    from ._options import _hub_kwargs, _parse_tile, _writable_out_dir
+
+    files = find_images(inputs)
+    out_root = _writable_out_dir(out_dir)
+    dests = []
+    for f in files:
+        stem = f.name.split(".")[0]
+        dest = out_root / f"{stem}_{{output}}.tif"
+        if not options.get("overwrite") and any(out_root.glob(f"{stem}_*.tif")):
+            raise InputError(f"outputs of {f.name} exist in {out_root}: pass --overwrite to replace them")
+        dests.append(str(dest))
+    model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
+                 trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
+    n = [0]
+
+    def done(_f, _w):
+        n[0] += 1
+
+    predict_files(model, [str(f) for f in files], dests, scheduler=cluster.get("scheduler"),
+                  workers=cluster.get("workers"), threads=cluster.get("threads"), on_done=done,
+                  axes=options.get("axes"), tile=_parse_tile(options.get("tile")), halo=options.get("halo"),
+                  batch_size=options.get("batch_size"), nan_policy=options.get("nan_policy") or "warn")
+    click.echo(f"Wrote the outputs of {n[0]} image(s) to {out_root} (on the cluster)")

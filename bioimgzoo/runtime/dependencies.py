@@ -1,0 +1,153 @@
+"""What a package declares it depends on, and the message when an architecture misses one.
+
+A ``pytorch_state_dict`` entry may name a dependency file (format 0.5:
+``weights.pytorch_state_dict.dependencies``, a conda environment yaml; format
+0.4: ``dependencies: conda:environment.yaml`` or ``pip:requirements.txt``).
+:func:`declared_dependencies` reads it into pip requirements and the conda
+entries pip cannot install; :func:`missing_dependency_message` is the one
+message for an architecture that imports a module this environment lacks
+(:mod:`.isolated` runs such a package in an environment of its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidDescriptionError
+
+log = logging.getLogger("bioimgzoo")
+
+__all__ = ["Dependencies", "read_dependencies", "declared_dependencies", "missing_dependency_message"]
+
+#: conda entries the current environment provides (torch) or that mean nothing to pip
+_PROVIDED = {"python", "pip", "pytorch", "torch", "cpuonly", "cudatoolkit", "pytorch-cuda", "cudnn", "mkl",
+             "setuptools", "wheel"}
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What a dependency file asks for."""
+
+    path: Path
+    sha256: str
+    #: requirement lines for ``pip install -r`` (options such as ``--find-links`` included)
+    pip: tuple[str, ...] = ()
+    #: conda entries pip cannot give: not in the file's pip section and not installed here
+    conda_only: tuple[str, ...] = ()
+    #: conda entries already satisfied by the current environment (or torch/python themselves)
+    provided: tuple[str, ...] = field(default=())
+
+    def listing(self) -> str:
+        parts = [*(r for r in self.pip if not r.startswith("-")), *(f"{c} (conda)" for c in self.conda_only)]
+        return ", ".join(parts) or "nothing beyond torch"
+
+    def install_command(self) -> str:
+        """The command that installs the pip-installable part into the current environment."""
+        if self.path.suffix == ".txt":
+            return f"pip install -r {self.path}"
+        reqs = [r for r in self.pip if not r.startswith("-")]
+        opts = [r for r in self.pip if r.startswith("-")]
+        return " ".join(["pip install", *opts, *(_quote(r) for r in reqs)]) if reqs else ""
+
+
+def _quote(req: str) -> str:
+    return f"'{req}'" if re.search(r"[<>=!~;\[\] ]", req) else req
+
+
+def _conda_name(entry: str) -> str:
+    name = entry.split("::")[-1]
+    return re.split(r"[\s=<>!~\[]", name, maxsplit=1)[0].strip().lower()
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def read_dependencies(path: str | os.PathLike) -> Dependencies:
+    """Parse a conda environment yaml or a pip requirements file.
+
+    In a yaml, the ``pip:`` section's lines are pip requirements; the other
+    entries are conda packages: python, pip and torch are provided by the
+    current environment, others count as satisfied when a distribution of
+    that name is installed here, and are conda-only otherwise (bioimgzoo
+    installs nothing with conda).
+    """
+    from .._yaml import load_yaml
+
+    path = Path(path)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    text = data.decode("utf-8", errors="replace")
+    if path.suffix == ".txt":
+        lines = [ln.strip() for ln in text.splitlines()]
+        return Dependencies(path, sha, pip=tuple(ln for ln in lines if ln and not ln.startswith("#")))
+    env = load_yaml(data, where=path.name)  # untrusted: the same limits as a description
+    entries = (env or {}).get("dependencies") if isinstance(env, dict) else None
+    if not isinstance(entries, list):
+        raise InvalidDescriptionError(f"the dependency file {path.name} has no `dependencies:` list: give a conda "
+                                      "environment file (dependencies: [..., {pip: [...]}])")
+    pip: list[str] = []
+    conda_only: list[str] = []
+    provided: list[str] = []
+    for item in entries:
+        if isinstance(item, dict):
+            pip.extend(str(r).strip() for r in (item.get("pip") or []) if str(r).strip())
+            continue
+        entry = str(item).strip()
+        name = _conda_name(entry)
+        if name in _PROVIDED or ("::" not in entry and _installed(name)):
+            provided.append(entry)
+        else:
+            conda_only.append(entry)
+    return Dependencies(path, sha, pip=tuple(pip), conda_only=tuple(conda_only), provided=tuple(provided))
+
+
+def _dependency_ref(descr: Any, weights_format: str) -> Any:
+    entry = getattr(descr.weights, weights_format, None)
+    ref = getattr(entry, "dependencies", None)
+    if ref is None:
+        return None
+    if isinstance(ref, str) or not hasattr(ref, "source"):  # 0.4: "conda:environment.yaml" / "pip:req.txt"
+        text = str(getattr(ref, "file", ref))
+        return text.split(":", 1)[1] if re.match(r"^(conda|pip):", text) else text
+    return ref
+
+
+def declared_dependencies(package: Any, weights_format: str = "pytorch_state_dict") -> Dependencies | None:
+    """The dependency file of a package's weights entry, read (None when it names none)."""
+    ref = _dependency_ref(package.descr, weights_format)
+    return None if ref is None else read_dependencies(package.file(ref))
+
+
+def missing_dependency_message(module: str, package: Any, *, weights_format: str = "pytorch_state_dict",
+                               what: str = "architecture") -> str:
+    """The message for code of the package that imports ``module``, which is not installed."""
+    head = f"the {what} of {getattr(package, 'name', 'this package')} imports {module!r}, which is not installed"
+    try:
+        deps = declared_dependencies(package, weights_format)
+    except Exception as e:  # the message must come out even when the file cannot be read
+        deps = None
+        log.debug("cannot read the dependency file: %s", e)
+    if deps is None:
+        return (f"{head}; the package declares no dependencies: pip install {module.split('.')[0]} (if that is the "
+                "distribution's name), or use other weights (--weights onnx / torchscript)")
+    cmd = deps.install_command()
+    fix = f"install them: {cmd}" if cmd else "install them"
+    if deps.conda_only:
+        fix += f"; conda only: {', '.join(deps.conda_only)} (conda install them, or pip install their pip names)"
+    return (f"{head}. The package declares in {deps.path.name}: {deps.listing()}. {fix[0].upper() + fix[1:]}; "
+            "or run it in its own environment with isolated=True (CLI --isolated), which installs the pip "
+            "ones once into a cached virtual environment")
+
+

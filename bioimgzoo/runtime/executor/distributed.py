@@ -1,0 +1,314 @@
+"""Work units on a dask.distributed cluster: an existing scheduler, or a LocalCluster on this machine.
+
+* The model is loaded **once per worker** by a :class:`ModelPlugin` (a
+  ``WorkerPlugin`` registered under the package's sha256 key): the task
+  graph carries the package's path and the key, never the model.  Workers
+  must be able to read the package folder and the input and output stores
+  (a shared file system).
+* Each work unit is one task: read its input box (region plus halo), run
+  its tiles, write its whole chunks (or shard) of the output store; the
+  client logs the unit as finished when the task's future completes.  At
+  most ``window`` tasks are in flight (about two per worker thread), so
+  the scheduler never holds the whole image's graph.
+* A worker that dies loses its running tasks; the scheduler runs them
+  again on another worker (dask's ``allowed-failures``).  A unit that keeps
+  failing stops the run with one message; the store then has no NGFF
+  metadata and ``--resume`` continues from the units logged as finished.
+* Threads: ``worker threads x engine threads = cores`` (onnxruntime's
+  intra-op threads and torch's threads are set explicitly on each worker).
+* GPU models: each task asks for the ``GPU`` resource; start the workers
+  with ``--resources GPU=1`` (a LocalCluster here gets it when the model
+  runs on cuda).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ...errors import InputError
+from .protocol import Network, Sample
+from .streaming import NanForInf, UnitRecord, WorkUnit, compute_unit
+
+log = logging.getLogger("bioimgzoo")
+
+__all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "predict_files"]
+
+#: models loaded on this worker process, by package key
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def set_engine_threads(model: Any, threads: int) -> None:
+    """Run ``model``'s engine on ``threads`` CPU threads (onnxruntime intra-op / torch), explicitly."""
+    threads = max(1, int(threads))
+    if model.weights_format == "onnx":
+        import onnxruntime as ort
+
+        session = model.engine.session
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        path = model.package.file(getattr(model.descr.weights, "onnx"))
+        model.engine.session = ort.InferenceSession(str(path), sess_options=opts, providers=session.get_providers())
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+try:  # a real WorkerPlugin subclass when distributed is installed (it is a dependency)
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover
+    _WorkerPlugin = object
+
+
+class ModelPlugin(_WorkerPlugin):
+    """Loads the model once on each worker, keyed by the package's sha256 (:func:`~.streaming.package_key`)."""
+
+    def __init__(self, package: str, *, key: str, weights: str, device: str, engine_threads: int | None,
+                 loader: Callable[..., Any], trust_code: bool = False):
+        self.package, self.key, self.weights, self.device = package, key, weights, device
+        self.loader = loader  # Model.load, pickled by reference (never a loaded model)
+        self.engine_threads, self.trust_code = engine_threads, trust_code
+        self.host_threads: dict[str, int] = {}  # worker threads per host, filled in by run_distributed
+        self.name = f"bioimgzoo-model-{key[:16]}"
+
+    def setup(self, worker: Any = None) -> None:
+        if self.key in _WORKER_MODELS:
+            return
+        model = self.loader(self.package, weights=self.weights, device=self.device, trust_code=self.trust_code)
+        threads = self.engine_threads
+        if threads is None:  # the cores of this host shared by every worker thread on it
+            host = str(getattr(worker, "address", "")).rsplit(":", 1)[0]
+            on_host = self.host_threads.get(host) or getattr(getattr(worker, "state", None), "nthreads", 1) or 1
+            threads = max(1, (os.cpu_count() or 1) // on_host)
+        set_engine_threads(model, threads)
+        _WORKER_MODELS[self.key] = model
+
+
+def _network(model: Any) -> Network:
+    return Network(model.engine, tuple(model.inputs), tuple(model.outputs), tuple(model._pre), model._batch_limit)
+
+
+def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> int:
+    """One work unit on a worker: read, compute, write whole chunks.  Returns the unit's index."""
+    model = _WORKER_MODELS.get(key)
+    if model is None:
+        raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
+    sample: Sample = job["sample"]
+    boxes = {iid: np.asarray(sample.inputs[iid].read(unit.reads[iid])) for iid in unit.reads}
+    outs = compute_unit(_network(model), sample.plan, unit, boxes, stats=sample.stats,
+                        postprocessing=model._post, batch_size=job["batch_size"], pad_mode=job["pad_mode"])
+    for oid, data in outs.items():
+        sample.outputs[oid].write(unit.writes[oid], data)
+    return unit.index
+
+
+def connect(scheduler: Any = None, workers: int | None = None, threads: int | None = None, *,
+            gpu: bool = False) -> tuple[Any, Any, int]:
+    """A client: ``scheduler`` (address or Client), else a LocalCluster of ``workers`` processes.
+
+    Returns ``(client, cluster_or_None, engine_threads_or_None)``.
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise InputError("dask.distributed is not installed: pip install 'dask[distributed]'") from e
+    if scheduler is not None and not isinstance(scheduler, str):
+        return scheduler, None, None  # a Client the caller made
+    if scheduler is not None:
+        try:
+            return Client(scheduler, timeout="20s"), None, None
+        except Exception as e:
+            raise InputError(f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
+                             "(tcp://host:8786) and that the scheduler runs") from e
+    n = int(workers or 1)
+    if n < 1:
+        raise InputError(f"--workers {workers} is not valid: pass at least 1")
+    per_worker = int(threads or 1)
+    cores = os.cpu_count() or 1
+    engine_threads = max(1, cores // (n * per_worker))
+    cluster = LocalCluster(n_workers=n, threads_per_worker=per_worker, processes=True, dashboard_address=None,
+                           resources={"GPU": 1} if gpu else None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster, engine_threads
+
+
+def run_distributed(model: Any, network: Network, samples: Sequence[Sample], units: Sequence[WorkUnit], *,
+                    out: Any, record: UnitRecord | None, work_unit: Any, batch_size: int | None, pad_mode: str,
+                    scheduler: Any, workers: int | None, threads: int | None,
+                    on_unit: Callable[..., None] | None = None, window: int | None = None) -> int:
+    """Run every unfinished work unit of ``samples`` on a cluster; returns how many were computed."""
+    if out is None:
+        raise InputError("a cluster (--scheduler / --workers) writes its results to an output store: pass "
+                         "out=PATH (CLI: -o out.ome.zarr)")
+    source = getattr(model.package.source, "root", None) or getattr(model.package.source, "path", None)
+    if source is None:
+        raise InputError("a cluster needs the model as a local package folder or .zip the workers can read: "
+                         "pull it first (bioimgzoo pull) and pass its path")
+    from distributed import as_completed
+
+    from .streaming import package_key
+
+    gpu = str(model.device).startswith("cuda")
+    client, cluster, engine_threads = connect(scheduler, workers, threads, gpu=gpu)
+    key = package_key(model)
+    computed = 0
+    try:
+        plugin = ModelPlugin(str(source), key=key, weights=model.weights_format, device=model.device,
+                             engine_threads=engine_threads, loader=type(model).load)
+        for address, n in client.nthreads().items():
+            host = address.rsplit(":", 1)[0]
+            plugin.host_threads[host] = plugin.host_threads.get(host, 0) + int(n)
+        client.register_plugin(plugin)
+        total_threads = sum(client.nthreads().values()) or 1
+        window = window or 2 * total_threads
+        resources = {"GPU": 1} if gpu else None
+        jobs = []
+        for sample in samples:
+            # per-sample statistics on the client (a streaming pass), then the sample goes to every worker once
+            _add_statistics(network, sample)
+            jobs.append(client.scatter({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode},
+                                       broadcast=True))
+        todo = []
+        for number, (sample, job) in enumerate(zip(samples, jobs)):
+            for u in units:
+                if record is not None and record.is_done(number, u.index):
+                    if on_unit:
+                        on_unit(number, u, False)
+                else:
+                    todo.append((number, job, u))
+        pending = iter(todo)
+        running = as_completed()
+        meta = {}
+
+        def submit_next() -> bool:
+            item = next(pending, None)
+            if item is None:
+                return False
+            number, job, u = item
+            fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
+                                key=f"bioimgzoo-unit-{key[:8]}-{number}-{u.index}-{os.getpid()}")
+            meta[fut.key] = (number, u)
+            running.add(fut)
+            return True
+
+        for _ in range(window):
+            if not submit_next():
+                break
+        for fut in running:
+            number, u = meta.pop(fut.key)
+            try:
+                fut.result()
+            except Exception as e:
+                for other in list(running.futures):
+                    other.cancel()
+                raise InputError(f"work unit {u.index} of sample {number + 1} failed on the cluster: "
+                                 f"{type(e).__name__}: {e}. The output is incomplete (no OME-Zarr metadata "
+                                 "written); fix the cause and rerun with --resume") from e
+            if record is not None:
+                record.mark(number, u.index)
+            computed += 1
+            if on_unit:
+                on_unit(number, u, True)
+            submit_next()
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    return computed
+
+
+def _add_statistics(network: Network, sample: Sample) -> None:
+    from .statistics import streaming_sample_measures
+
+    measures = {m for c in network.preprocessing for m in c.required_measures if m.scope == "sample"}
+    if measures:
+        sources = {k: (NanForInf(s) if k in sample.nonfinite else s) for k, s in sample.inputs.items()}
+        sample.stats = {**sample.stats, **streaming_sample_measures(
+            measures, sources, {t.id: t.axis_ids for t in network.inputs}, ignore_nan=bool(sample.nonfinite))}
+
+
+# ------------------------------------------------------- many small images
+def _predict_file(key: str, path: str, dest: str, options: Mapping[str, Any]) -> str:
+    """One image file on a worker: read, predict in memory, write atomically.  Returns ``dest``."""
+    from ...io import read_image, write_image
+
+    model = _WORKER_MODELS.get(key)
+    if model is None:
+        raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
+    array, file_axes = read_image(path)
+    axes = options.get("axes") or file_axes
+    result = model.predict(array, axes=axes, tile=options.get("tile"), halo=options.get("halo"),
+                           batch_size=options.get("batch_size"), nan_policy=options.get("nan_policy", "warn"))
+    outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
+    written = []
+    for oid, arr in outs.items():
+        target = dest.replace("{output}", oid)
+        write_image(target, np.asarray(arr), axes=model.output_axes(oid, input_axes=axes))
+        written.append(target)
+    return ";".join(written)
+
+
+def predict_files(model: Any, files: Sequence[str], destinations: Sequence[str], *, scheduler: Any = None,
+                  workers: int | None = None, threads: int | None = None, window: int | None = None,
+                  on_done: Callable[[str, str], None] | None = None, **options: Any) -> list[str]:
+    """Predict many image files on a cluster, each written (``{output}`` in its destination) as it finishes.
+
+    The model is loaded once per worker (:class:`ModelPlugin`); at most
+    ``window`` files are in flight.  Returns the files written, in input order.
+    """
+    source = getattr(model.package.source, "root", None) or getattr(model.package.source, "path", None)
+    if source is None:
+        raise InputError("a cluster needs the model as a local package folder or .zip the workers can read: "
+                         "pull it first (bioimgzoo pull) and pass its path")
+    from distributed import as_completed
+
+    from .streaming import package_key
+
+    gpu = str(model.device).startswith("cuda")
+    client, cluster, engine_threads = connect(scheduler, workers, threads, gpu=gpu)
+    key = package_key(model)
+    results: dict[int, str] = {}
+    try:
+        plugin = ModelPlugin(str(source), key=key, weights=model.weights_format, device=model.device,
+                             engine_threads=engine_threads, loader=type(model).load)
+        for address, n in client.nthreads().items():
+            host = address.rsplit(":", 1)[0]
+            plugin.host_threads[host] = plugin.host_threads.get(host, 0) + int(n)
+        client.register_plugin(plugin)
+        window = window or 2 * (sum(client.nthreads().values()) or 1)
+        pending = iter(enumerate(zip(files, destinations)))
+        running = as_completed()
+        index_of = {}
+
+        def submit_next() -> None:
+            item = next(pending, None)
+            if item is not None:
+                i, (f, d) = item
+                fut = client.submit(_predict_file, key, str(f), str(d), options, pure=False,
+                                    resources={"GPU": 1} if gpu else None)
+                index_of[fut.key] = i
+                running.add(fut)
+
+        for _ in range(window):
+            submit_next()
+        for fut in running:
+            i = index_of.pop(fut.key)
+            try:
+                results[i] = fut.result()
+            except Exception as e:
+                for other in list(running.futures):
+                    other.cancel()
+                raise InputError(f"{files[i]} failed on the cluster: {type(e).__name__}: {e}") from e
+            if on_done:
+                on_done(str(files[i]), results[i])
+            submit_next()
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    return [results[i] for i in range(len(files))]

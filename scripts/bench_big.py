@@ -1,0 +1,150 @@
+"""Benchmark: images larger than memory through the shared fixture (onnx), zarr in -> OME-Zarr out.
+
+Prints, for float32 zarr images of 4096², 8192² and 16384² (``--sizes``):
+
+* peak RSS above the loaded process: each case runs in its own subprocess,
+  which reads its own ``VmHWM`` (peak resident set) from /proc/self/status
+  after loading the model and opening the image, resets it
+  (``/proc/self/clear_refs``), predicts, and reads it again;
+* throughput of the streaming executor against the in-memory executor on
+  the smallest size (input in memory there, read from zarr here);
+* a LocalCluster of 2 single-threaded workers against 1 process with 2
+  engine threads (the streaming executor), on the smallest size.
+
+Run: ``python scripts/bench_big.py [--sizes 4096 8192 16384]``.  The figures
+depend on the machine's load: say so with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "zoo" / "unet2d-nuclei-broad"
+
+
+def _vm(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MB
+    return float("nan")
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def make_input(path: Path, n: int) -> None:
+    import numpy as np
+    import zarr
+
+    if path.exists():
+        return
+    z = zarr.create_array(str(path), shape=(n, n), chunks=(1024, 1024), dtype="float32", dimension_names=["y", "x"])
+    rng = np.random.default_rng(0)
+    for y in range(0, n, 1024):
+        z[y:y + 1024] = rng.random((min(1024, n - y), n), dtype=np.float32) * 255
+
+
+def case(kind: str, path: str, out: str, threads: int) -> dict:
+    """One measurement, in this (child) process."""
+    import numpy as np
+
+    import bioimgzoo
+    from bioimgzoo.runtime.executor.distributed import set_engine_threads
+
+    model = bioimgzoo.load(str(FIXTURE), weights="onnx")
+    set_engine_threads(model, threads)
+    if kind == "memory":
+        import zarr
+
+        x = np.asarray(zarr.open_array(path, mode="r")[...])
+    ok = _reset_peak()
+    before = _vm("VmHWM") if ok else _vm("VmRSS")
+    t = time.perf_counter()
+    if kind == "memory":
+        model.predict(x, axes="yx")
+    elif kind == "stream":
+        model.predict(path, axes="yx", out=out, overwrite=True)
+    elif kind == "cluster":
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            # warm up: the cluster starts and each worker loads the model (its plugin) before the clock runs
+            warm = Path(out).with_name("warm.zarr")
+            make_input(warm, 512)
+            model.predict(str(warm), axes="yx", out=str(warm) + ".out.ome.zarr", overwrite=True, scheduler=client)
+            t = time.perf_counter()
+            model.predict(path, axes="yx", out=out, overwrite=True, scheduler=client)
+            seconds = time.perf_counter() - t
+        return {"kind": kind, "seconds": seconds, "peak_above_loaded_mb": float("nan"), "peak_reset": ok}
+    seconds = time.perf_counter() - t
+    return {"kind": kind, "seconds": seconds, "peak_above_loaded_mb": _vm("VmHWM") - before, "peak_reset": ok}
+
+
+def run_child(kind: str, path: Path, out: Path, threads: int) -> dict:
+    # glibc keeps freed buffers of many threads (zarr's codec pool, reader, writer) in per-thread arenas and
+    # raises its mmap threshold: RSS then grows with the run's length, not with what the executor holds
+    env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1 << 20), **os.environ,
+           "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run([sys.executable, __file__, "--case", kind, str(path), str(out), str(threads)],
+                         capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise SystemExit(f"{kind} {path} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384])
+    ap.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--work", default=None, help="folder for the zarr inputs and outputs (default: a temp folder)")
+    args = ap.parse_args()
+    if args.case:
+        kind, path, out, threads = args.case
+        print(json.dumps(case(kind, path, out, int(threads))))
+        return
+    if not (FIXTURE / "rdf.yaml").is_file():
+        raise SystemExit(f"fixture not found at {FIXTURE}")
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_big_"))
+    print(f"machine: {os.cpu_count()} cores (shared, load {os.getloadavg()[0]:.1f}); work folder {work}; children run "
+          "with MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576", flush=True)
+    peaks = []
+    for n in args.sizes:
+        src = work / f"in_{n}.zarr"
+        make_input(src, n)
+        r = run_child("stream", src, work / f"out_{n}.ome.zarr", 2)
+        peaks.append(r["peak_above_loaded_mb"])
+        if n == min(args.sizes):
+            first = r
+        print(f"{n}x{n} stream zarr->OME-Zarr: {r['seconds']:.1f} s, {n * n / 1e6 / r['seconds']:.2f} MP/s, "
+              f"peak RSS above loaded {r['peak_above_loaded_mb']:.0f} MB", flush=True)
+    spread = (max(peaks) - min(peaks)) / max(1e-9, min(peaks))
+    print(f"peak RSS: max {max(peaks):.0f} MB (target < 600), spread {100 * spread:.1f}% (target < 10%)", flush=True)
+    n = min(args.sizes)
+    src = work / f"in_{n}.zarr"
+    mem = run_child("memory", src, work / "unused", 2)
+    stream = first
+    print(f"{n}x{n} in-memory executor: {mem['seconds']:.1f} s (peak above loaded {mem['peak_above_loaded_mb']:.0f} "
+          f"MB); streaming: {stream['seconds']:.1f} s -> streaming/in-memory throughput "
+          f"{mem['seconds'] / stream['seconds']:.2f}x (target >= 0.9)", flush=True)
+    cluster = run_child("cluster", src, work / f"out_{n}_cluster.ome.zarr", 1)  # engine threads set per worker
+    print(f"{n}x{n} LocalCluster 2 workers x 1 thread: {cluster['seconds']:.1f} s; 1 process x 2 threads: "
+          f"{stream['seconds']:.1f} s -> cluster/process throughput {stream['seconds'] / cluster['seconds']:.2f}x "
+          "(target >= 0.9; cluster started and models loaded before timing; units 2048 there, 1024 here)",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
