@@ -93,11 +93,11 @@ def case(kind: str, path: str, out: str, threads: int) -> dict:
     return {"kind": kind, "seconds": seconds, "peak_above_loaded_mb": _vm("VmHWM") - before, "peak_reset": ok}
 
 
-def run_child(kind: str, path: Path, out: Path, threads: int) -> dict:
+def run_child(kind: str, path: Path, out: Path, threads: int, *, malloc_env: bool = True) -> dict:
     # glibc keeps freed buffers of many threads (zarr's codec pool, reader, writer) in per-thread arenas and
     # raises its mmap threshold: RSS then grows with the run's length, not with what the executor holds
-    env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1 << 20), **os.environ,
-           "OMP_NUM_THREADS": str(threads)}
+    env = {**({"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)} if malloc_env else {}),
+           **os.environ, "OMP_NUM_THREADS": str(threads)}
     res = subprocess.run([sys.executable, __file__, "--case", kind, str(path), str(out), str(threads)],
                          capture_output=True, text=True, env=env)
     if res.returncode:
@@ -109,6 +109,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384])
     ap.add_argument("--case", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--plain-malloc", action="store_true",
+                    help="run the children with glibc's default malloc settings (to see what the settings change)")
+    ap.add_argument("--only-stream", action="store_true", help="measure the streaming runs only")
     ap.add_argument("--work", default=None, help="folder for the zarr inputs and outputs (default: a temp folder)")
     args = ap.parse_args()
     if args.case:
@@ -118,13 +121,15 @@ def main() -> None:
     if not (FIXTURE / "rdf.yaml").is_file():
         raise SystemExit(f"fixture not found at {FIXTURE}")
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_big_"))
+    malloc_env = not args.plain_malloc
     print(f"machine: {os.cpu_count()} cores (shared, load {os.getloadavg()[0]:.1f}); work folder {work}; children run "
-          "with MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576", flush=True)
+          + ("with MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576" if malloc_env else "with glibc's default malloc"),
+          flush=True)
     peaks = []
     for n in args.sizes:
         src = work / f"in_{n}.zarr"
         make_input(src, n)
-        r = run_child("stream", src, work / f"out_{n}.ome.zarr", 2)
+        r = run_child("stream", src, work / f"out_{n}.ome.zarr", 2, malloc_env=malloc_env)
         peaks.append(r["peak_above_loaded_mb"])
         if n == min(args.sizes):
             first = r
@@ -132,14 +137,16 @@ def main() -> None:
               f"peak RSS above loaded {r['peak_above_loaded_mb']:.0f} MB", flush=True)
     spread = (max(peaks) - min(peaks)) / max(1e-9, min(peaks))
     print(f"peak RSS: max {max(peaks):.0f} MB (target < 600), spread {100 * spread:.1f}% (target < 10%)", flush=True)
+    if args.only_stream:
+        return
     n = min(args.sizes)
     src = work / f"in_{n}.zarr"
-    mem = run_child("memory", src, work / "unused", 2)
+    mem = run_child("memory", src, work / "unused", 2, malloc_env=malloc_env)
     stream = first
     print(f"{n}x{n} in-memory executor: {mem['seconds']:.1f} s (peak above loaded {mem['peak_above_loaded_mb']:.0f} "
           f"MB); streaming: {stream['seconds']:.1f} s -> streaming/in-memory throughput "
           f"{mem['seconds'] / stream['seconds']:.2f}x (target >= 0.9)", flush=True)
-    cluster = run_child("cluster", src, work / f"out_{n}_cluster.ome.zarr", 1)  # engine threads set per worker
+    cluster = run_child("cluster", src, work / f"out_{n}_cluster.ome.zarr", 1, malloc_env=malloc_env)  # engine threads set per worker
     print(f"{n}x{n} LocalCluster 2 workers x 1 thread: {cluster['seconds']:.1f} s; 1 process x 2 threads: "
           f"{stream['seconds']:.1f} s -> cluster/process throughput {stream['seconds'] / cluster['seconds']:.2f}x "
           "(target >= 0.9; cluster started and models loaded before timing; units 2048 there, 1024 here)",

@@ -60,6 +60,11 @@ def main(ctx: click.Context, debug: bool) -> None:
         except ImportError:  # pragma: no cover
             pass
         logging.getLogger().setLevel(logging.ERROR)
+        import warnings
+
+        # bioimageio.spec's own UserWarnings (conversion notes) are for its developers; what matters to a
+        # user reaches them as our warnings and messages
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"bioimageio\.")
 
 
 for _area in _AREAS:

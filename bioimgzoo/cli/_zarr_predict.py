@@ -21,15 +21,17 @@ _OPTIONS = [
                  help="OME-Zarr output version: 0.4 (zarr v2, default, read by most viewers) or 0.5 (zarr v3, "
                       "shards)."),
     click.option("--work-unit", "work_unit", type=int, default=None,
-                 help="Work unit edge in input pixels per tiled axis (default 1024 in 2D, 128 in 3D; "
-                      "2048 / 256 on a cluster)."),
+                 help="Work unit edge in input pixels per tiled axis (default 1024 in 2D, 128 in 3D)."),
     click.option("--scheduler", default=None, help="dask.distributed scheduler address (tcp://host:8786)."),
     click.option("--workers", type=int, default=None, help="Run on a LocalCluster of N worker processes."),
     click.option("--threads", type=int, default=None, help="Threads per cluster worker (default 1)."),
     click.option("--resume", is_flag=True, help="Continue an interrupted OME-Zarr output from its finished "
                                                 "work units."),
+    click.option("--raw-output", "raw_output", is_flag=True,
+                 help="Write the network's output before postprocessing (how to stream a model with an instance "
+                      "decoder such as stardist or cellpose: decode the result afterwards)."),
 ]
-_NAMES = ("ngff", "work_unit", "scheduler", "workers", "threads", "resume")
+_NAMES = ("ngff", "work_unit", "scheduler", "workers", "threads", "resume", "raw_output")
 
 
 def zarr_options(f):
@@ -90,7 +92,8 @@ def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
                   progress=True, out=out_path, ngff=options.get("ngff") or "0.4",
                   work_unit=options.get("work_unit"), overwrite=bool(options.get("overwrite")),
                   resume=bool(options.get("resume")), scheduler=options.get("scheduler"),
-                  workers=options.get("workers"), threads=options.get("threads"), on_unit=count)
+                  workers=options.get("workers"), threads=options.get("threads"), on_unit=count,
+                  raw_output=bool(options.get("raw_output")))
     click.echo(f"Wrote {out_path} (OME-Zarr {options.get('ngff') or '0.4'}): computed {done['computed']} work "
                f"unit(s), {done['skipped']} already done.")
 
@@ -102,6 +105,8 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
     from ..runtime.executor.distributed import predict_files
     from ._options import _hub_kwargs, _parse_tile, _writable_out_dir
 
+    if cluster.get("raw_output"):
+        raise InputError("--raw-output applies to OME-Zarr outputs: name the output out.ome.zarr (-o out.ome.zarr)")
     files = find_images(inputs)
     out_root = _writable_out_dir(out_dir)
     dests = []

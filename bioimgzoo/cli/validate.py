@@ -45,10 +45,12 @@ def _echo_report(report) -> None:
             click.echo(f"    fix: {f.fix}")
     if len(failures) > MAX_FAILURES:
         click.echo(f"  ... and {len(failures) - MAX_FAILURES} more failures (see --json, --md or --html)")
-    for tool in report.required:
-        v = report.consumers.get(tool, {})
-        for fix in (v.get("fixes") or [])[:5]:
-            click.echo(f"  {tool} fix: {terminal_safe(fix)}")
+    for tool, v in report.consumers.items():
+        # a failed tool shows each failing rule with its fix, required or not: the reviewer decides
+        for message in (v.get("messages") or [])[:MAX_FAILURES]:
+            click.echo(f"  {tool} FAILED {terminal_safe(message, single_line=True)}")
+        for fix in (v.get("fixes") or [])[:MAX_FAILURES]:
+            click.echo(f"    fix: {terminal_safe(fix, single_line=True)}")
 
 
 def _validate_one(args: tuple) -> object:

@@ -252,7 +252,30 @@ def _open_tiff(path: Path) -> LazyImage:
         raise InputError(f"cannot read image {path}: {type(e).__name__}: {e}. Is the file complete?") from e
     if axes is not None and "q" in axes:  # unnamed singletons: keep them, named q, the layout mapping squeezes
         axes = None if axes.count("q") > 1 else axes
-    return _lazy(path, array, axes=axes)
+    scale, units = _tiff_scale(path)
+    return _lazy(path, array, axes=axes, scale=scale, units=units)
+
+
+#: units as ImageJ / OME-TIFF metadata spell them (after images.normalize_unit) -> NGFF's (UDUNITS-2) names
+_NGFF_UNITS = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "cm": "centimeter", "m": "meter",
+               "pm": "picometer", "s": "second", "sec": "second", "ms": "millisecond", "us": "microsecond",
+               "min": "minute", "h": "hour"}
+
+
+def _tiff_scale(path: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Pixel sizes and NGFF units from a TIFF's ImageJ or OME metadata (empty when it states none)."""
+    from .images import read_calibration
+
+    cal = read_calibration(path)
+    scale = {a: float(v) for a, v in cal.pixel_size.items() if a in "tzyx"}
+    units = {}
+    for a in scale:
+        unit = cal.time_unit if a == "t" else cal.unit
+        key = str(unit).lower() if unit else ""
+        name = _NGFF_UNITS.get(key, key if key in _NGFF_UNITS.values() else None)
+        if name:  # a unit NGFF does not name is left out (the metadata would not validate); the size stays
+            units[a] = name
+    return scale, units
 
 
 # ---------------------------------------------------------------------- writing

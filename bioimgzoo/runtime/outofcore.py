@@ -36,7 +36,7 @@ from .axes import _default_layout, to_model_layout
 from .executor.protocol import Network, Sample
 from .executor.streaming import (Progress, StreamingExecutor, UnitRecord, default_work_unit, package_key,
                                  plan_work_units)
-from .plan import Region, plan_sample
+from .plan import Region
 
 log = logging.getLogger("bioimgzoo")
 
@@ -157,17 +157,33 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
                  tile: Any = None, halo: Any = None, batch_size: int | None = None, pad_mode: str = "reflect",
                  nan_policy: str = "warn", progress: bool = False, work_unit: int | Mapping[str, int] | None = None,
                  ngff: str = "0.4", overwrite: bool = False, resume: bool = False, scheduler: str | None = None,
-                 workers: int | None = None, threads: int | None = None, on_unit: Any = None) -> Any:
+                 workers: int | None = None, threads: int | None = None, on_unit: Any = None,
+                 raw_output: bool = False) -> Any:
     """Predict an image larger than memory (see the module docstring); returns the opened output.
 
     Returns the zarr array of level 0 of the output (a dict by output id
     for several outputs) with ``out``, else numpy arrays as
     :meth:`~bioimgzoo.runtime.model.Model.predict` returns them.
+
+    ``raw_output=True`` writes what the network gives, before any
+    postprocessing (stardist: probability and distances at the grid's
+    resolution; cellpose: the 3 flow channels): the way to stream a model
+    whose postprocessing needs the whole sample (an instance decoder),
+    which is refused otherwise; decode the result afterwards.
     """
     if len(model.inputs) != 1:
         raise InputError(f"this model has {len(model.inputs)} inputs: streaming prediction takes models with one "
                          "input; predict in memory with a dict of arrays")
-    if model._post_sample:
+    whole = [str(c.tensor_id) for c in model._post if getattr(c, "whole_sample", False)]
+    if whole and not raw_output:
+        steps = ", ".join(dict.fromkeys(st for c in model._post if c.whole_sample for st in c.steps))
+        raise InputError(f"this model's postprocessing of output '{whole[0]}' ({steps}) decodes the whole sample at "
+                         "once (instances spanning work units would be cut), so it is never run work unit by work "
+                         "unit: predict the image in memory (model.predict(array)), or stream the network's raw "
+                         "output with raw_output=True (CLI: --raw-output) and decode that afterwards")
+    outputs = list(model._net_outputs) if raw_output else list(model.outputs)
+    post = [] if raw_output else list(model._post)
+    if model._post_sample and not raw_output:
         raise InputError("this model's postprocessing needs statistics over the whole output (e.g. an instance "
                          "decoder or a per-image normalisation of the output), which a streamed image cannot "
                          "give: predict the image in memory, or crop it")
@@ -180,13 +196,14 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
     dtype = image.dtype
     if dtype.kind == "f" and dtype.itemsize < 4:
         dtype = np.dtype(np.float64 if spec.dtype == "float64" else np.float32)
-    plan = plan_sample(model.inputs, model.outputs, {spec.id: lay.sample_shape}, tile=tile, halo=halo)
+    # the in-memory executor's plan (declared sizes, or a measured receptive field): streamed == in memory
+    plan = model._plan({spec.id: lay.sample_shape}, tile=tile, halo=halo)
     folded_shape = [image.shape[i] for i in lay.folded]
     samples_idx = list(itertools.product(*[range(n) for n in folded_shape]))
-    network = Network(model.engine, tuple(model.inputs), tuple(model.outputs), tuple(model._pre), model._batch_limit)
+    network = Network(model.engine, tuple(model.inputs), tuple(outputs), tuple(model._pre), model._batch_limit)
     unit = work_unit or default_work_unit(len(plan.image_len), distributed=scheduler is not None or bool(workers))
-    units = plan_work_units(plan, unit, output_axes={o.id: o.axis_ids for o in model.outputs})
-    out_dtypes = _output_dtypes(model, dict(model._dataset_stats or {}))
+    units = plan_work_units(plan, unit, output_axes={o.id: o.axis_ids for o in outputs})
+    out_dtypes = _output_dtypes(outputs, post, dict(model._dataset_stats or {}))
 
     def source(k: int) -> LayoutSource:
         fixed = {i: 0 for i in lay.squeezed}
@@ -198,25 +215,25 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
     writer = None
     record = None
     if out is not None:
-        writer, arrays, perms, out_axes = _create_outputs(model, plan, image, lay, fold_letters, out, out_dtypes,
+        writer, arrays, perms, out_axes = _create_outputs(outputs, plan, image, lay, fold_letters, out, out_dtypes,
                                                           unit=unit, ngff=ngff, overwrite=overwrite,
                                                           resume=resume)
         signature = {"model": package_key(model), "input": str(getattr(image, "path", None) or "array"),
                      "shape": list(image.shape), "dtype": str(image.dtype), "axes": lay.image_ids,
                      "tile": tile, "halo": halo, "pad_mode": pad_mode, "work_unit": unit, "ngff": ngff,
-                     "nan_policy": nan_policy}
+                     "nan_policy": nan_policy, "raw_output": bool(raw_output)}
         record = UnitRecord(Path(out) / ".bioimgzoo", signature, resume=resume)
     else:
         arrays = {}
         perms = {}
-        for o in model.outputs:
+        for o in outputs:
             shape = tuple(folded_shape) + tuple(n for a, n in zip(o.axes, plan.out_shapes[o.id])
                                                 if a.kind != "batch" or lay.had_batch)
             arrays[o.id] = [np.empty(shape, out_dtypes[o.id])]
             perms[o.id] = list(range(len(shape)))
 
     def sinks(k: int) -> dict:
-        return {o.id: _ZarrSink(arrays[o.id], samples_idx[k], perms[o.id], o.has_batch) for o in model.outputs}
+        return {o.id: _ZarrSink(arrays[o.id], samples_idx[k], perms[o.id], o.has_batch) for o in outputs}
 
     total_units = len(units) * len(samples_idx)
     bar = Progress(total_units, len(samples_idx) * sum(u.pixels for u in units), enabled=progress)
@@ -234,9 +251,15 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
 
             computed = run_distributed(model, network, samples, units, out=out, record=record, work_unit=unit,
                                        batch_size=batch_size, pad_mode=pad_mode, scheduler=scheduler,
-                                       workers=workers, threads=threads, on_unit=advance)
+                                       workers=workers, threads=threads, on_unit=advance,
+                                       postprocess=not raw_output)
         else:
-            executor = StreamingExecutor(network, work_unit=unit, postprocessing=model._post, batch_size=batch_size,
+            if str(model.device) == "cpu" and model.weights_format == "onnx":
+                from .executor.streaming import set_engine_threads
+
+                # once per model: all cores, no spin-waiting (the reader and writer threads need CPU too)
+                set_engine_threads(model, getattr(model.engine, "_bioimgzoo_threads", None) or os.cpu_count() or 1)
+            executor = StreamingExecutor(network, work_unit=unit, postprocessing=post, batch_size=batch_size,
                                          pad_mode=pad_mode, record=record, on_unit=advance)
             for _ in executor.run(samples):
                 pass
@@ -245,12 +268,12 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
         bar.close()
     log.info("computed %d of %d work units (%d were done already)", computed, total_units, total_units - computed)
     if writer is None:
-        result = {o.id: arrays[o.id][0] for o in model.outputs}
-        return result[model.outputs[0].id] if len(model.outputs) == 1 else result
+        result = {o.id: arrays[o.id][0] for o in outputs}
+        return result[outputs[0].id] if len(outputs) == 1 else result
     writer.finish()
     record.remove()
-    opened = {o.id: writer.array(name) for o, name in zip(model.outputs, _names(model, out_dtypes)[0])}
-    return opened[model.outputs[0].id] if len(model.outputs) == 1 else opened
+    opened = {o.id: writer.array(name) for o, name in zip(outputs, _names(outputs, out_dtypes)[0])}
+    return opened[outputs[0].id] if len(outputs) == 1 else opened
 
 
 def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_policy: str, n: int) -> Sample:
@@ -291,10 +314,13 @@ class _ZeroNonFinite:
         return np.where(np.isfinite(x), x, np.zeros((), x.dtype))
 
 
-def _output_dtypes(model: Any, stats: Mapping) -> dict[str, np.dtype]:
-    """Each output's dtype after postprocessing: the chain run on one value of the declared type."""
+def _output_dtypes(outputs: Sequence[Any], post: Sequence[Any], stats: Mapping) -> dict[str, np.dtype]:
+    """Each output's dtype after postprocessing (none: ``post`` empty): the chain run on one value of the declared type."""
     dtypes = {}
-    for spec, chain in zip(model.outputs, model._post):
+    for spec, chain in itertools.zip_longest(outputs, post[:len(outputs)]):
+        if chain is None:
+            dtypes[spec.id] = np.dtype(spec.dtype)
+            continue
         probe = np.zeros((1,) * len(spec.axes), np.dtype(spec.dtype))
         try:
             d = chain(probe, stats).dtype if chain.steps else probe.dtype
@@ -304,16 +330,16 @@ def _output_dtypes(model: Any, stats: Mapping) -> dict[str, np.dtype]:
     return dtypes
 
 
-def _names(model: Any, dtypes: Mapping[str, np.dtype]) -> tuple[list[str], dict[str, bool]]:
+def _names(outputs: Sequence[Any], dtypes: Mapping[str, np.dtype]) -> tuple[list[str], dict[str, bool]]:
     """Store names of the outputs (image or label) and whether each is a label image."""
-    is_label = {o.id: dtypes[o.id].kind in "iu" for o in model.outputs}
-    return [o.id for o in model.outputs], is_label
+    is_label = {o.id: dtypes[o.id].kind in "iu" for o in outputs}
+    return [o.id for o in outputs], is_label
 
 
-def _create_outputs(model: Any, plan: Any, image: Any, lay: _Layout, fold_letters: list[str], out: Any,
+def _create_outputs(outputs: Sequence[Any], plan: Any, image: Any, lay: _Layout, fold_letters: list[str], out: Any,
                     dtypes: Mapping[str, np.dtype], *, unit: Any, ngff: str, overwrite: bool, resume: bool):
     writer = OmeZarrWriter(out, ngff=ngff, overwrite=overwrite, resume=resume)
-    names, is_label = _names(model, dtypes)
+    names, is_label = _names(outputs, dtypes)
     root_taken = False
     arrays, perms, out_axes = {}, {}, {}
     in_scale = getattr(image, "scale", {}) or {}
@@ -322,8 +348,8 @@ def _create_outputs(model: Any, plan: Any, image: Any, lay: _Layout, fold_letter
     edge = _CHUNK_EDGE.get(n_tiled, 64)
     order = {"t": 0, "c": 1, "z": 2, "y": 3, "x": 4}
     # the root image: the first intensity output, else the first output (then also written as a label)
-    root_id = next((o.id for o in model.outputs if not is_label[o.id]), model.outputs[0].id)
-    for o in model.outputs:
+    root_id = next((o.id for o in outputs if not is_label[o.id]), outputs[0].id)
+    for o in outputs:
         ids = [a.id for a in o.axes if a.kind != "batch" or lay.had_batch]
         letters = fold_letters + [axis_letter(a) for a in ids]
         if any(ch not in AXIS_TYPES for ch in letters):

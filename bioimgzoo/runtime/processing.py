@@ -706,7 +706,9 @@ class _Sigmoid(_Step):
     def apply(self, x, stat, *, owned, final_dtype):
         # core: 1.0 / (1.0 + np.exp(-x))
         t = np.negative(x, out=x) if owned else np.negative(x)
-        t = np.exp(t, out=t) if t.dtype.kind in "fc" else np.exp(t)  # exp of ints gives floats
+        # exp overflows to inf for x < -88 (float32), and 1 / (1 + inf) = 0 is the right value: no warning
+        with np.errstate(over="ignore"):
+            t = np.exp(t, out=t) if t.dtype.kind in "fc" else np.exp(t)  # exp of ints gives floats
         t = _binary(np.add, 1.0, t, reuse=t)
         return _binary(np.divide, 1.0, t, reuse=t, final_dtype=final_dtype)
 

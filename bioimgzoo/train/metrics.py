@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# one decoder for training metrics, the demo and `predict --labels`: what a card reports is what users get
+from ..runtime.labels import probabilities_to_instances
+
 __all__ = [
     "iou", "dice", "overlap_counts", "match_instances", "instance_f1", "psnr", "ssim",
     "probabilities_to_instances",
@@ -92,45 +95,6 @@ def instance_f1(pred: np.ndarray, true: np.ndarray, *, threshold: float = 0.5) -
     """F1 score of instance matching at the IoU ``threshold`` (1.0 when both have no instances)."""
     tp, fp, fn = match_instances(pred, true, threshold=threshold)
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
-def probabilities_to_instances(foreground: np.ndarray, boundary: np.ndarray | None = None, *,
-                               threshold: float = 0.5, min_size: int = 4) -> np.ndarray:
-    """Label image from a foreground probability map (and optionally a boundary map).
-
-    Without ``boundary``: connected components (4-connectivity) of
-    ``foreground > threshold``.  With ``boundary``: components of
-    ``foreground > threshold and boundary <= threshold`` are seeds, and every
-    foreground pixel joins its nearest seed (Euclidean distance transform), so
-    touching objects separated by a predicted boundary become two instances;
-    foreground components without any seed stay instances of their own.
-    Components smaller than ``min_size`` pixels are dropped.
-    """
-    from scipy import ndimage as ndi
-
-    fg = np.asarray(foreground) > threshold
-    if boundary is None:
-        labels, n = ndi.label(fg)
-    else:
-        seeds, n = ndi.label(fg & (np.asarray(boundary) <= threshold))
-        if n:
-            _, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
-            labels = np.where(fg, seeds[iy, ix], 0)
-        else:
-            labels = np.zeros(fg.shape, np.int32)
-        # foreground components that hold no seed (all boundary): keep them
-        rest, n_rest = ndi.label(fg & (labels == 0))
-        if n_rest:
-            labels = np.where(rest > 0, rest + n, labels)
-            n += n_rest
-    labels = labels.astype(np.int32)
-    if min_size > 1 and n:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size
-        small[0] = False
-        if small.any():
-            labels[small[labels]] = 0
-    return labels
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray, *, data_range: float | None = None) -> float:

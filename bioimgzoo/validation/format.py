@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ._registry import FAILED, PASSED, SKIPPED, STAGE_FORMAT, STAGE_OPEN, WARNING, Finding, register_family
+from ._registry import FAILED, NOT_APPLICABLE, PASSED, SKIPPED, STAGE_FORMAT, STAGE_OPEN, WARNING, Finding, register_family
 
 __all__ = ["spec_findings", "completeness"]
 
@@ -144,12 +144,35 @@ def _upgrade(ctx: Any) -> Iterator[tuple]:
         yield FAILED, (f"bioimageio.spec does not upgrade this format {fv} description to 0.5: its converter "
                        f"leaves it unconverted ({len(others)} field error(s), first: {'; '.join(others[:3])})")
         return
+    from ..package.repair import is_metadata_error
+
+    serious = []
     for e in errors:
-        yield FAILED, f"after the upgrade to 0.5: {e}"
+        # metadata the upgrade rejects (documentation, license, ...) cannot affect a run: bioimgzoo repairs
+        # it when opening (format.repairs), so a reviewer sees a warning, not a failure
+        if is_metadata_error(e.split(":", 1)[0].split(".")):
+            yield WARNING, f"after the upgrade to 0.5 (metadata only; the model still runs): {e}"
+        else:
+            serious.append(e)
+            yield FAILED, f"after the upgrade to 0.5: {e}"
     for w in warnings_:
         yield WARNING, f"after the upgrade to 0.5: {w}"
-    if not errors:
-        yield PASSED, f"format {fv} upgrades to 0.5 without errors"
+    if not serious:
+        yield PASSED, f"format {fv} upgrades to 0.5" + (" (metadata aside)" if errors else " without errors")
+
+
+@FAMILY.check("repairs", title="what bioimgzoo repaired to open the description",
+              stage=STAGE_FORMAT, requires=("package",),
+              fix="Fix the metadata fields named (documentation, license, citations, ...): bioimgzoo runs the "
+                  "model without them, but the zoo and other consumers may refuse the description.")
+def _repairs(ctx: Any) -> Iterator[tuple]:
+    """Metadata the upgrade to 0.5 rejected and that bioimgzoo dropped or fixed to run the model (warnings)."""
+    repaired = tuple(getattr(ctx.pkg, "warnings", ()) or ())
+    if not repaired:
+        yield NOT_APPLICABLE, "nothing needed repairing"
+        return
+    for line in repaired:
+        yield WARNING, line
 
 
 # ------------------------------------------------------------------------------------------- completeness

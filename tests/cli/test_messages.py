@@ -18,7 +18,8 @@ _PROSE = {"runs", "run", "can", "cannot", "does", "do", "is", "itself", "first",
           "read", "raises", "ships", "tests", "test-suite", "training", "user", "writes", "module", "package",
           "and", "with", "to", "in", "the", "as", "at", "from", "never", "has", "will", "keeps", "uses", "makes",
           "checks", "needs", "knows", "opens", "itself", "was", "by", "only", "when", "code", "cache's", "demo's",
-          "predicts", "gives", "exports", "treats", "loads", "takes", "names", "sees", "expects", "own", "api"}
+          "predicts", "gives", "exports", "treats", "loads", "takes", "names", "sees", "expects", "own", "api",
+          "disagree", "made", "of", "installs", "repaired", "dropped", "runs"}
 
 
 def _commands() -> dict[str, click.Command]:

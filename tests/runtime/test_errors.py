@@ -102,7 +102,7 @@ def test_cli_bad_image_leaves_no_partial_output(zoo_fixture, tmp_path):
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "channel" in r.output
     # the good image's output is complete; nothing half-written is left for the bad one
-    assert sorted(p.name for p in out.iterdir()) == ["a_probability.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_probability.npy", "bioimgzoo-results.csv"]
     assert np.load(out / "a_probability.npy").shape == (1, 512, 512)
 
 

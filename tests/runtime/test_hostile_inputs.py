@@ -446,7 +446,7 @@ def test_cli_huge_tile(zoo_fixture, scale_range_pkg, npy, tmp_path):
     (["--tile", "-5"], "tile=-5 is not valid"),
     (["--tile", "y=abc"], "--tile 'y=abc' is not understood"),
     (["--halo", "-1"], "halo=-1 is not valid"),
-    (["--batch-size", "0"], "batch_size=0 is not valid"),
+    (["--batch-size", "0"], "--batch-size=0 is not valid"),
     (["--axes", "ab"], "unknown axis 'a'"),
 ])
 def test_cli_bad_options(zoo_fixture, npy, tmp_path, args, fragment):

@@ -286,3 +286,22 @@ def test_a_folder_of_small_images_through_the_cluster(same_conv, tmp_path):
     assert sorted(finished) == sorted(map(str, files))
     for x, w in zip(images, written):
         np.testing.assert_allclose(tifffile.imread(w), model.predict(x, axes="yx")[0], atol=1e-6)  # c=1 squeezed
+
+
+def test_on_a_cluster_each_tile_runs_once_and_owned_boxes_partition_the_output(same_conv):
+    from bioimgzoo.runtime.executor.distributed import owned_units
+    from bioimgzoo.runtime.executor.streaming import plan_work_units
+    from bioimgzoo.runtime.plan import plan_sample
+
+    model = bioimgzoo.load(same_conv)
+    plan = plan_sample(model.inputs, model.outputs, {"raw": (1, 1, 100, 90)}, tile=32)
+    units = plan_work_units(plan, 48, output_axes={o.id: o.axis_ids for o in model.outputs})
+    owned = owned_units(plan, units)
+    tiles = [t for v in owned for t in v.tiles]
+    assert sorted(tiles) == list(range(len(plan.tiles)))  # every tile once
+    assert sum(len(u.tiles) for u in units) > len(plan.tiles)  # (units alone would run shared tiles twice)
+    cover = np.zeros(plan.out_shapes["out"], int)
+    for v in owned:
+        if v.tiles:
+            cover[v.writes["out"]] += 1
+    assert (cover == 1).all()

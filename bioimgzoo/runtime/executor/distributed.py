@@ -5,11 +5,22 @@
   graph carries the package's path and the key, never the model.  Workers
   must be able to read the package folder and the input and output stores
   (a shared file system).
-* Each work unit is one task: read its input box (region plus halo), run
-  its tiles, write its whole chunks (or shard) of the output store; the
-  client logs the unit as finished when the task's future completes.  At
-  most ``window`` tasks are in flight (about two per worker thread), so
-  the scheduler never holds the whole image's graph.
+* Each tile runs exactly once, as in one process: a tile whose trusted
+  output spans two work units belongs to the first of them (the unit its
+  output starts in).  So a unit runs in two tasks:
+
+  1. *compute*: read the input of the tiles it owns (region plus halo),
+     run them, and save their trusted output (the unit's *owned box*, which
+     overlaps its neighbours' chunks) as one ``.npy`` file beside the output
+     (``<out>/.bioimgzoo/parts``), renamed into place when complete;
+  2. *assemble*: once the owners of every part of the unit's box are
+     computed, copy those parts into the unit's box and write its whole
+     chunks (or shard): still one writer per chunk, no locks.  The client
+     logs the unit as finished when this task completes.
+
+  The parts are deleted when the run ends; a resumed run reuses the parts
+  on disk.  At most ``window`` tasks are in flight (about two per worker
+  thread), so the scheduler never holds the whole image's graph.
 * A worker that dies loses its running tasks; the scheduler runs them
   again on another worker (dask's ``allowed-failures``).  A unit that keeps
   failing stops the run with one message; the store then has no NGFF
@@ -25,13 +36,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import uuid
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ...errors import InputError
 from .protocol import Network, Sample
-from .streaming import NanForInf, UnitRecord, WorkUnit, compute_unit
+from ..plan import Region, SamplePlan
+from .streaming import NanForInf, UnitRecord, WorkUnit, _intersect, _shift, _union, compute_unit, set_engine_threads
 
 log = logging.getLogger("bioimgzoo")
 
@@ -39,25 +56,6 @@ __all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "p
 
 #: models loaded on this worker process, by package key
 _WORKER_MODELS: dict[str, Any] = {}
-
-
-def set_engine_threads(model: Any, threads: int) -> None:
-    """Run ``model``'s engine on ``threads`` CPU threads (onnxruntime intra-op / torch), explicitly."""
-    threads = max(1, int(threads))
-    if model.weights_format == "onnx":
-        import onnxruntime as ort
-
-        session = model.engine.session
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        path = model.package.file(getattr(model.descr.weights, "onnx"))
-        model.engine.session = ort.InferenceSession(str(path), sess_options=opts, providers=session.get_providers())
-    else:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 try:  # a real WorkerPlugin subclass when distributed is installed (it is a dependency)
@@ -90,19 +88,95 @@ class ModelPlugin(_WorkerPlugin):
         _WORKER_MODELS[self.key] = model
 
 
-def _network(model: Any) -> Network:
-    return Network(model.engine, tuple(model.inputs), tuple(model.outputs), tuple(model._pre), model._batch_limit)
+def _network(model: Any, job: Mapping[str, Any]) -> Network:
+    outputs = model.outputs if job.get("postprocess", True) else model._net_outputs  # raw_output: the network's
+    return Network(model.engine, tuple(model.inputs), tuple(outputs), tuple(model._pre), model._batch_limit)
 
 
-def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> int:
-    """One work unit on a worker: read, compute, write whole chunks.  Returns the unit's index."""
+def owned_units(plan: SamplePlan, units: Sequence[WorkUnit]) -> list[WorkUnit] | None:
+    """Each unit with only the tiles it owns (those no earlier unit lists) and, as ``writes``, their output box.
+
+    Row-major units list a tile first in the unit its trusted output starts
+    in, so the owned boxes partition every output.  None when they do not
+    (a plan that is not a grid of tiles): then each unit runs all its tiles.
+    """
+    seen: set[int] = set()
+    owned = []
+    for u in units:
+        mine = tuple(t for t in u.tiles if t not in seen)
+        seen.update(mine)
+        if not mine:
+            owned.append(replace(u, tiles=(), reads={}, writes={}))
+            continue
+        reads = {iid: _union([plan.tiles[t].reads[iid].region for t in mine]) for iid in u.reads}
+        writes = {}
+        for oid in u.writes:
+            targets = [plan.tiles[t].writes[oid].target for t in mine]
+            box = _union(targets)
+            if sum(_size(r) for r in targets) != _size(box):
+                return None
+            writes[oid] = box
+        owned.append(replace(u, tiles=mine, reads=reads, writes=writes))
+    return owned
+
+
+def _size(region: Region) -> int:
+    n = 1
+    for r in region:
+        n *= max(0, r.stop - r.start)
+    return n
+
+
+def _part_path(parts: str, number: int, index: int, oid: str) -> Path:
+    return Path(parts) / f"{number}-{index}-{oid}.npy"
+
+
+def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> int:
+    """Compute phase on a worker: the unit's own tiles, saved as one part file per output."""
     model = _WORKER_MODELS.get(key)
     if model is None:
         raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
     sample: Sample = job["sample"]
     boxes = {iid: np.asarray(sample.inputs[iid].read(unit.reads[iid])) for iid in unit.reads}
-    outs = compute_unit(_network(model), sample.plan, unit, boxes, stats=sample.stats,
-                        postprocessing=model._post, batch_size=job["batch_size"], pad_mode=job["pad_mode"])
+    outs = compute_unit(_network(model, job), sample.plan, unit, boxes, stats=sample.stats,
+                        postprocessing=model._post if job.get("postprocess", True) else (),
+                        batch_size=job["batch_size"], pad_mode=job["pad_mode"])
+    for oid, data in outs.items():
+        final = _part_path(parts, number, unit.index, oid)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, np.ascontiguousarray(data))
+        os.replace(tmp, final)  # a part on disk is complete: a resumed run may reuse it
+    return unit.index
+
+
+def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[WorkUnit], number: int,
+                   parts: str) -> int:
+    """Assemble phase on a worker: the unit's box from its owners' parts, written as whole chunks."""
+    sample: Sample = job["sample"]
+    for oid, region in unit.writes.items():
+        buf = None
+        for src in sources:
+            inter = _intersect(src.writes[oid], region)
+            if any(r.stop <= r.start for r in inter):
+                continue
+            part = np.load(_part_path(parts, number, src.index, oid), mmap_mode="r")
+            if buf is None:
+                buf = np.empty(tuple(r.stop - r.start for r in region), part.dtype)
+            buf[_shift(inter, [r.start for r in region])] = part[_shift(inter, [r.start for r in src.writes[oid]])]
+        sample.outputs[oid].write(region, buf)
+    return unit.index
+
+
+def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> int:
+    """One work unit on a worker, all its tiles (shared ones too): read, compute, write whole chunks."""
+    model = _WORKER_MODELS.get(key)
+    if model is None:
+        raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
+    sample: Sample = job["sample"]
+    boxes = {iid: np.asarray(sample.inputs[iid].read(unit.reads[iid])) for iid in unit.reads}
+    outs = compute_unit(_network(model, job), sample.plan, unit, boxes, stats=sample.stats,
+                        postprocessing=model._post if job.get("postprocess", True) else (),
+                        batch_size=job["batch_size"], pad_mode=job["pad_mode"])
     for oid, data in outs.items():
         sample.outputs[oid].write(unit.writes[oid], data)
     return unit.index
@@ -140,8 +214,12 @@ def connect(scheduler: Any = None, workers: int | None = None, threads: int | No
 def run_distributed(model: Any, network: Network, samples: Sequence[Sample], units: Sequence[WorkUnit], *,
                     out: Any, record: UnitRecord | None, work_unit: Any, batch_size: int | None, pad_mode: str,
                     scheduler: Any, workers: int | None, threads: int | None,
-                    on_unit: Callable[..., None] | None = None, window: int | None = None) -> int:
-    """Run every unfinished work unit of ``samples`` on a cluster; returns how many were computed."""
+                    on_unit: Callable[..., None] | None = None, window: int | None = None,
+                    postprocess: bool = True) -> int:
+    """Run every unfinished work unit of ``samples`` on a cluster; returns how many were computed.
+
+    ``postprocess=False``: the outputs are the network's, before postprocessing (``raw_output``).
+    """
     if out is None:
         raise InputError("a cluster (--scheduler / --workers) writes its results to an output store: pass "
                          "out=PATH (CLI: -o out.ome.zarr)")
@@ -171,7 +249,8 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         for sample in samples:
             # per-sample statistics on the client (a streaming pass), then the sample goes to every worker once
             _add_statistics(network, sample)
-            jobs.append(client.scatter({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode},
+            jobs.append(client.scatter({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
+                                        "postprocess": postprocess},
                                        broadcast=True))
         todo = []
         for number, (sample, job) in enumerate(zip(samples, jobs)):
@@ -181,26 +260,69 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                         on_unit(number, u, False)
                 else:
                     todo.append((number, job, u))
-        pending = iter(todo)
+        # each tile once: a unit's own tiles in a compute task, its chunks in an assemble task (module docstring)
+        owned = owned_units(samples[0].plan, units) if samples else None
+        parts = str(Path(out) / ".bioimgzoo" / "parts")
+        owner_of = {t: v for v in owned for t in v.tiles} if owned is not None else {}
+        run_id = uuid.uuid4().hex[:8]
+        ready: deque = deque()  # assemble (or, without owned boxes, whole-unit) tasks that can start
+        computes: deque = deque()  # compute tasks still to submit, row-major
+        missing: dict[tuple[int, int], int] = {}  # assemble task -> parts it still waits for
+        waiting_on: dict[tuple[int, int], list] = {}  # part -> assemble tasks that wait for it
+        if owned is None:
+            ready.extend(todo)
+        else:
+            Path(parts).mkdir(parents=True, exist_ok=True)
+            needed: dict[tuple[int, int], Any] = {}
+            for number, job, u in todo:
+                sources = sorted({owner_of[t].index for t in u.tiles})
+                todo_parts = []
+                for v in sources:
+                    if (number, v) not in needed:
+                        have = all(_part_path(parts, number, v, oid).is_file() for oid in owned[v].writes)
+                        needed[(number, v)] = have  # a part on disk is complete (renamed into place)
+                        if not have:
+                            computes.append((number, job, owned[v]))
+                    if not needed[(number, v)]:
+                        todo_parts.append(v)
+                item = (number, job, u, [owned[v] for v in sources])
+                if todo_parts:
+                    missing[(number, u.index)] = len(todo_parts)
+                    for v in todo_parts:
+                        waiting_on.setdefault((number, v), []).append(item)
+                else:
+                    ready.append(item)
         running = as_completed()
-        meta = {}
+        meta: dict[str, tuple] = {}
 
         def submit_next() -> bool:
-            item = next(pending, None)
-            if item is None:
+            if ready:  # assembling first: it frees parts' readers and finishes units
+                item = ready.popleft()
+                if owned is None:
+                    number, job, u = item
+                    fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
+                                        key=f"bioimgzoo-unit-{run_id}-{number}-{u.index}")
+                else:
+                    number, job, u, sources = item
+                    fut = client.submit(_assemble_unit, job, u, sources, number, parts, pure=False, priority=1,
+                                        key=f"bioimgzoo-assemble-{run_id}-{number}-{u.index}")
+                meta[fut.key] = ("unit", number, u)
+            elif computes:
+                number, job, v = computes.popleft()
+                fut = client.submit(_compute_owned, key, job, v, number, parts, pure=False, resources=resources,
+                                    key=f"bioimgzoo-compute-{run_id}-{number}-{v.index}")
+                meta[fut.key] = ("part", number, v)
+            else:
                 return False
-            number, job, u = item
-            fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
-                                key=f"bioimgzoo-unit-{key[:8]}-{number}-{u.index}-{os.getpid()}")
-            meta[fut.key] = (number, u)
             running.add(fut)
             return True
 
-        for _ in range(window):
-            if not submit_next():
-                break
+        in_flight = 0
+        while in_flight < window and submit_next():
+            in_flight += 1
         for fut in running:
-            number, u = meta.pop(fut.key)
+            in_flight -= 1
+            kind, number, u = meta.pop(fut.key)
             try:
                 fut.result()
             except Exception as e:
@@ -209,12 +331,22 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                 raise InputError(f"work unit {u.index} of sample {number + 1} failed on the cluster: "
                                  f"{type(e).__name__}: {e}. The output is incomplete (no OME-Zarr metadata "
                                  "written); fix the cause and rerun with --resume") from e
-            if record is not None:
-                record.mark(number, u.index)
-            computed += 1
-            if on_unit:
-                on_unit(number, u, True)
-            submit_next()
+            if kind == "part":
+                for item in waiting_on.pop((number, u.index), []):
+                    k = (item[0], item[2].index)
+                    missing[k] -= 1
+                    if missing[k] == 0:
+                        ready.append(item)
+            else:
+                if record is not None:
+                    record.mark(number, u.index)
+                computed += 1
+                if on_unit:
+                    on_unit(number, u, True)
+            while in_flight < window and submit_next():
+                in_flight += 1
+        if owned is not None:
+            shutil.rmtree(parts, ignore_errors=True)
     finally:
         if cluster is not None:
             client.close()
