@@ -371,6 +371,7 @@ def _predict_all(model, jobs: list[ImageJob], opts: PredictOptions, options: dic
                                         batch_size=options.get("batch_size"),
                                         nan_policy=options.get("nan_policy") or "warn",
                                         channels=opts.channels, on_window=progress.windows,
+                                        on_plan=progress.planned,
                                         names=_Names(reader))
             done = 0
             last = time.perf_counter()
@@ -420,7 +421,7 @@ class _Progress:
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=console, transient=True, disable=not console.is_terminal)
         self.images = self.bar.add_task("Images", total=n_images, rate="")
-        self.tiles = self.bar.add_task("Tiles", total=None, rate="")
+        self.tiles = self.bar.add_task("Tiles", total=0, rate="")  # grows as each image is planned
         self._t0 = time.perf_counter()
         self._n_tiles = 0
 
@@ -430,6 +431,9 @@ class _Progress:
 
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
+
+    def planned(self, n_windows: int) -> None:
+        self.bar.update(self.tiles, total=(self.bar.tasks[self.tiles].total or 0) + n_windows)
 
     def windows(self, n: int) -> None:
         self._n_tiles += n

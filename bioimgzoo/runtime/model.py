@@ -235,6 +235,9 @@ class Model:
             :class:`~bioimgzoo.errors.InputError`.  ``"zero"``: replace them
             by 0 before anything else (statistics included), so the output
             is finite.
+        progress : bool
+            Show a progress bar on stderr: tiles done of tiles planned, tiles/s
+            and time left (for ``out=``/lazy inputs: work units and MP/s).
         channels : int, sequence of int or dict, optional
             Channels of the image to use, counted from 0 (``[1]``, ``[0, 2]``;
             a dict by input id for several inputs), e.g. one channel of a
@@ -271,14 +274,17 @@ class Model:
         if out is not None or out_options or outofcore.is_lazy(data):
             return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                           pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
-        options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                       nan_policy=nan_policy, on_window=None, names=None)
-        if isinstance(data, (list, tuple)):
-            return list(self._iter_predict(with_channels(data, channels, axes=axes, labelled=True),
-                                           labelled=True, **options))
-        # one image: messages need not say which
-        return next(iter(self._iter_predict(with_channels([data], channels, axes=axes, labelled=False),
-                                            labelled=False, **options)))
+        from .progress import TileProgress
+
+        with TileProgress(enabled=bool(progress)) as bar:
+            options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
+                           nan_policy=nan_policy, on_window=bar.windows, on_plan=bar.plan, names=None)
+            if isinstance(data, (list, tuple)):
+                return list(self._iter_predict(with_channels(data, channels, axes=axes, labelled=True),
+                                               labelled=True, **options))
+            # one image: messages need not say which
+            return next(iter(self._iter_predict(with_channels([data], channels, axes=axes, labelled=False),
+                                                labelled=False, **options)))
 
     def predict_many(self, images: Iterable[Any], **options: Any) -> list[Any]:
         """Predict every image of ``images`` with one loaded model (batched, streamed)."""
@@ -287,13 +293,15 @@ class Model:
     def iter_predict(self, images: Iterable[Any], *, axes: Any = None, tile: Any = None, halo: Any = None,
                      batch_size: int | None = None, pad_mode: str = "reflect", nan_policy: str = "warn",
                      progress: bool = False, on_window: Callable[[int], None] | None = None,
-                     names: Any = None, channels: Any = None) -> Iterator[Any]:
+                     names: Any = None, channels: Any = None,
+                     on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
         """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
 
         Options as for :meth:`predict` (checked here, before any image is
         read).  Windows of consecutive images are batched together;
         ``on_window(n)`` is called after every engine call with the number
-        of windows run.  ``names``: a label per image (e.g. its file name)
+        of windows run, ``on_plan(n)`` when an image (sample) is planned with
+        its number of windows (a progress total).  ``names``: a label per image (e.g. its file name)
         for warnings and errors; default ``image 1``, ``image 2``, ...
         ``channels``: as for :meth:`predict`.
         """
@@ -305,11 +313,11 @@ class Model:
         images = with_channels(images, channels, axes=axes, names=names)
         return self._iter_predict(images, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                   pad_mode=pad_mode, nan_policy=nan_policy, on_window=on_window, names=names,
-                                  labelled=True)
+                                  labelled=True, on_plan=on_plan)
 
     def _iter_predict(self, images: Iterable[Any], *, axes: Any, tile: Any, halo: Any, batch_size: int | None,
                       pad_mode: str, nan_policy: str, on_window: Callable[[int], None] | None, names: Any,
-                      labelled: bool) -> Iterator[Any]:
+                      labelled: bool, on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
         try:
             dataset_stats = self._dataset_stats
             if self._dataset_measures and dataset_stats is None:
@@ -323,7 +331,7 @@ class Model:
                               self._batch_limit)
             executor = InMemoryExecutor(network, batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
             samples = self._samples(images, axes, tile=tile, halo=halo, dataset_stats=dataset_stats or {},
-                                    nan_policy=nan_policy, names=names, labelled=labelled)
+                                    nan_policy=nan_policy, names=names, labelled=labelled, on_plan=on_plan)
             # samples come back in order, so an image is complete when its last sample is
             for sample in executor.run(samples):
                 job, part = sample.context
@@ -334,7 +342,8 @@ class Model:
             raise _memory_error(e) from e
 
     def _samples(self, images: Iterable[Any], axes: Any, *, tile: Any, halo: Any, dataset_stats: Mapping,
-                 nan_policy: str, names: Any, labelled: bool) -> Iterator[Sample]:
+                 nan_policy: str, names: Any, labelled: bool,
+                 on_plan: Callable[[int], None] | None = None) -> Iterator[Sample]:
         """The samples of ``images``, one image read at a time, each with its plan."""
         plans: dict[tuple, SamplePlan] = {}
         for index, image in enumerate(images):
@@ -353,6 +362,8 @@ class Model:
                     plan = plans[key] = self._plan(shapes, tile=tile, halo=halo)
                 if part == 0:
                     _warn_if_padded(plan, self.inputs, label)
+                if on_plan is not None:
+                    on_plan(len(plan.tiles))
                 yield Sample({k: NumpySource(a) for k, a in raw.items()}, {t.id: NumpySink() for t in self.outputs},
                              plan, dict(dataset_stats), nonfinite=bad, context=(job, part))
 

@@ -14,6 +14,8 @@ import bioimgzoo.testing as T
 from bioimgzoo.errors import InputError
 from bioimgzoo.io.zarr import OmeZarrWriter, open_image
 
+from .test_fixed_size import arch, careamics_package  # noqa: F401 (fixtures: a CAREamics-style package)
+
 RNG = np.random.default_rng(11)
 
 
@@ -305,3 +307,55 @@ def test_on_a_cluster_each_tile_runs_once_and_owned_boxes_partition_the_output(s
         if v.tiles:
             cover[v.writes["out"]] += 1
     assert (cover == 1).all()
+
+
+def test_a_whole_sample_decoder_is_never_run_per_work_unit(tmp_path_factory, tmp_path):
+    """custom (like stardist / cellpose) postprocessing: refused when streamed; raw_output streams the network's."""
+    import zarr
+
+    ops = tmp_path_factory.mktemp("ops") / "my_ops.py"
+    ops.write_text("def scaled(factor=2.0):\n    return lambda x: x * factor\n")
+    x = RNG.random((1, 1, 64, 64), dtype=np.float32)
+    custom = s.CustomProcessingDescr(source=ops, callable="scaled", kwargs={"factor": 3.0})
+    pkg = T.write_package(
+        tmp_path_factory.mktemp("decoder"), T.SameConv(),
+        inputs=[T.TensorDef("raw", "bcyx", sizes={"y": (32, 16), "x": (32, 16)}, test=x)],
+        outputs=[T.TensorDef("out", "bcyx", refs={"y": ("raw", "y"), "x": ("raw", "x")}, halo={"y": 4, "x": 4},
+                             processing=[custom])], formats=("onnx",))
+    model = bioimgzoo.load(pkg, trust_code=True)
+    image = RNG.random((96, 80), dtype=np.float32)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, chunks=(32, 32), dtype="float32")[...] = image
+    with pytest.raises(InputError, match=r"decodes the whole sample.*in memory.*raw_output=True"):
+        model.predict(str(tmp_path / "in.zarr"), axes="yx", tile=32, out=tmp_path / "o.ome.zarr", work_unit=32)
+    assert not (tmp_path / "o.ome.zarr").exists()
+    raw = model.predict(str(tmp_path / "in.zarr"), axes="yx", tile=32, out=tmp_path / "o.ome.zarr", work_unit=32,
+                        raw_output=True)
+    assert np.abs(3.0 * np.asarray(raw[...]) - model.predict(image, axes="yx", tile=32)).max() <= 1e-5
+
+
+def test_tiff_pixel_sizes_reach_the_ome_zarr_output(same_conv, tmp_path):
+    import tifffile
+
+    image = RNG.random((80, 64), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "in.tif", image, imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"unit": "um", "axes": "YX"})
+    model = bioimgzoo.load(same_conv)
+    model.predict(str(tmp_path / "in.tif"), tile=32, out=tmp_path / "o.ome.zarr", work_unit=32)
+    out = open_image(tmp_path / "o.ome.zarr")
+    assert (out.scale["y"], out.scale["x"]) == (0.5, 0.25)
+    assert out.units["y"] == out.units["x"] == "micrometer"
+
+
+@pytest.mark.slow
+def test_a_fixed_size_package_streams_like_it_predicts_in_memory(careamics_package, tmp_path):
+    """CAREamics-style (fixed 64x64, receptive field measured): streamed with the in-memory plan, same output."""
+    import zarr
+
+    model = bioimgzoo.load(careamics_package, trust_code=True)
+    image = (np.random.default_rng(1).random((256, 192)) * 80 + 60).astype(np.float32)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=image.shape, chunks=(64, 64), dtype="float32")[...] = image
+    for tile in (None, 128):  # the whole image in one window; tiles the declared 64x64 refuses, overlapped
+        ref = model.predict(image, axes="yx", tile=tile)
+        out = model.predict(str(tmp_path / "in.zarr"), axes="yx", tile=tile, out=tmp_path / f"o{tile}.ome.zarr",
+                            work_unit=64)
+        assert np.abs(np.asarray(out[...]) - ref).max() <= 1e-5
