@@ -29,7 +29,7 @@ _FLAGS = {"trust_code=True": "--trust-code", "allow_draft=True": "--draft"}
 _BOTH = re.compile(r"(?:\b\w+=\S+?|\b\w+=) \(CLI: (--[^)]+)\)")
 _KEYWORD = re.compile(r"(?<![\w.-])(" + "|".join(API_TO_CLI) + r")=('[^']*'|\"[^\"]*\"|[^\s,;:)]*)")
 _PHRASES = {
-    "select the right channel(s)": "pick channels with --channel N[,M...] (counted from 0), or --rgb "
+    "select the right channel(s) with channels=[N, ...] (counted from 0)": "pick channels with --channel N[,M...] (counted from 0), or --rgb "
                                    "luminance|red|green|blue for an RGB image",
     "predict() for one image": "one image per file",
 }
@@ -45,10 +45,10 @@ def to_cli(message: str) -> str:
         value = m.group(2).strip("'\"")
         return API_TO_CLI[m.group(1)] + (f"={value}" if value else "")
 
-    text = _KEYWORD.sub(keyword, text)
+    # whole phrases first: they may hold API keywords that read better rewritten as one
     for api, cli in _PHRASES.items():
         text = text.replace(api, cli)
-    return text
+    return _KEYWORD.sub(keyword, text)
 
 
 @contextlib.contextmanager

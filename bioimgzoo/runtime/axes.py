@@ -162,7 +162,8 @@ def check_sizes(arr: np.ndarray, model_axes: Sequence[AxisInfo], *, tensor_id: s
             raise InputError(
                 f"input '{tensor_id}' expects {ax.size} {noun}{'s' if ax.size != 1 else ''} on axis "
                 f"'{ax.id}', the image has {n} (image axes {format_axes(user_axes) if user_axes else '?'}): "
-                "select the right channel(s), or pass axes= if the layout was guessed wrong")
+                "select the right channel(s) with channels=[N, ...] (counted from 0), or pass axes= if the layout "
+                "was guessed wrong")
 
 
 def from_model_layout(array: np.ndarray, folding: Folding, model_axes: Sequence[AxisInfo]) -> np.ndarray:
