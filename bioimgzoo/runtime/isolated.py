@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import config, trust
 from ..errors import UntrustedCodeError, WeightsError
-from .dependencies import Dependencies, declared_dependencies
+from .dependencies import Dependencies, _installed, declared_dependencies
 
 log = logging.getLogger("bioimgzoo")
 
@@ -45,13 +45,6 @@ __all__ = ["ensure_environment", "IsolatedEngine", "create_isolated_engine"]
 
 _MARKER = ".bioimgzoo-env.json"
 
-
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.distribution(name)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
 
 
 # ------------------------------------------------------------------ the environment

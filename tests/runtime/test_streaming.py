@@ -358,4 +358,7 @@ def test_a_fixed_size_package_streams_like_it_predicts_in_memory(careamics_packa
         ref = model.predict(image, axes="yx", tile=tile)
         out = model.predict(str(tmp_path / "in.zarr"), axes="yx", tile=tile, out=tmp_path / f"o{tile}.ome.zarr",
                             work_unit=64)
-        assert np.abs(np.asarray(out[...]) - ref).max() <= 1e-5
+        # outputs reach ~1e3 here: 1e-5 of that is float32 rounding (torch's kernels differ with the batch size)
+        err = np.abs(np.asarray(out[...], np.float64) - ref).max() / np.abs(ref).max()
+        print("tile", tile, "relative error", err)
+        assert err <= 1e-5
