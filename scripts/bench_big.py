@@ -149,7 +149,7 @@ def main() -> None:
     cluster = run_child("cluster", src, work / f"out_{n}_cluster.ome.zarr", 1, malloc_env=malloc_env)  # engine threads set per worker
     print(f"{n}x{n} LocalCluster 2 workers x 1 thread: {cluster['seconds']:.1f} s; 1 process x 2 threads: "
           f"{stream['seconds']:.1f} s -> cluster/process throughput {stream['seconds'] / cluster['seconds']:.2f}x "
-          "(target >= 0.9; cluster started and models loaded before timing; units 2048 there, 1024 here)",
+          "(target >= 0.9; cluster started and models loaded before timing; 1024-px work units in both)",
           flush=True)
 
 

@@ -223,7 +223,8 @@ def test_yaml_alias_bomb_is_refused_small_and_fast(tmp_path):
         open_package(folder)
     rss, seconds, code, out = _peak_rss_mb_of([sys.executable, "-m", "bioimgzoo.cli", "info", str(folder)])
     assert code == 1 and "alias bomb" in out and "Traceback" not in out
-    assert rss < 500 and seconds < 10
+    # memory, not time, shows the 400 MB were never inflated (timings on shared machines prove nothing)
+    assert rss < 500
 
 
 def test_deeply_nested_yaml_and_json_give_one_message(tmp_path):
@@ -269,7 +270,8 @@ def test_zip_whose_rdf_inflates_to_400_mb_is_refused(tmp_path):
     assert z.stat().st_size < 5 << 20
     rss, seconds, code, out = _peak_rss_mb_of([sys.executable, "-m", "bioimgzoo.cli", "info", str(z)])
     assert code == 1 and "BIOIMGZOO_MAX_RDF_BYTES" in out and "Traceback" not in out
-    assert rss < 500 and seconds < 10
+    # memory, not time, shows the 400 MB were never inflated (timings on shared machines prove nothing)
+    assert rss < 500
 
 
 def test_zip_member_bomb_is_refused_before_extraction(zoo_fixture, tmp_path):
@@ -277,11 +279,9 @@ def test_zip_member_bomb_is_refused_before_extraction(zoo_fixture, tmp_path):
                                    {"rdf.yaml": (zoo_fixture / "rdf.yaml").read_bytes()})
     assert z.stat().st_size < 3 << 20
     np.save(tmp_path / "img.npy", np.zeros((512, 512), np.float32))
-    t = time.monotonic()
     res = CliRunner().invoke(main, ["predict", str(z), str(tmp_path / "img.npy"), "-o", str(tmp_path / "o"),
                                     "--weights", "onnx"])
     assert res.exit_code == 1 and "zip bomb" in res.output and "Traceback" not in res.output
-    assert time.monotonic() - t < 10
     src = ZipSource(z)
     assert not src._dir.exists() or not any(p.is_file() for p in src._dir.rglob("*"))
 
@@ -469,7 +469,7 @@ def test_yaml_numbers_read_as_yaml_1_2_and_stay_cheap():
 
     t = time.monotonic()
     data = load_yaml("a: " + ":".join(["1"] * 40000) + "\nb: yes\nc: 017\n", "rdf.yaml")
-    assert time.monotonic() - t < 2
+    assert time.monotonic() - t < 10  # the base-60 reading was quadratic: minutes, not seconds
     assert data == {"a": ":".join(["1"] * 40000), "b": "yes", "c": 17}  # as bioimageio.spec's parser reads them
     with pytest.raises(InvalidDescriptionError, match="cannot be read"):
         load_yaml("a: " + "9" * 6000, "rdf.yaml")

@@ -249,7 +249,8 @@ class Model:
             TIFF path or a zarr or dask array as ``data`` is streamed too
             (see :func:`bioimgzoo.runtime.outofcore.predict_lazy`, which
             takes ``out_options``: ``work_unit``, ``ngff``, ``overwrite``,
-            ``resume``, ``scheduler``, ``workers``, ``threads``).
+            ``resume``, ``scheduler``, ``workers``, ``threads``,
+            ``raw_output``).
 
         Notes
         -----

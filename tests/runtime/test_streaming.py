@@ -360,5 +360,4 @@ def test_a_fixed_size_package_streams_like_it_predicts_in_memory(careamics_packa
                             work_unit=64)
         # outputs reach ~1e3 here: 1e-5 of that is float32 rounding (torch's kernels differ with the batch size)
         err = np.abs(np.asarray(out[...], np.float64) - ref).max() / np.abs(ref).max()
-        print("tile", tile, "relative error", err)
         assert err <= 1e-5

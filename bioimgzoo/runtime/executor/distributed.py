@@ -48,7 +48,8 @@ import numpy as np
 from ...errors import InputError
 from .protocol import Network, Sample
 from ..plan import Region, SamplePlan
-from .streaming import NanForInf, UnitRecord, WorkUnit, _intersect, _shift, _union, compute_unit, set_engine_threads
+from .streaming import (NanForInf, UnitRecord, WorkUnit, _intersect, _shift, _union, compute_unit,
+                        release_freed_memory, set_engine_threads)
 
 log = logging.getLogger("bioimgzoo")
 
@@ -146,6 +147,8 @@ def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, np.ascontiguousarray(data))
         os.replace(tmp, final)  # a part on disk is complete: a resumed run may reuse it
+    del outs, boxes
+    release_freed_memory()
     return unit.index
 
 

@@ -340,6 +340,30 @@ def set_engine_threads(model: Any, threads: int) -> None:
     model.engine._bioimgzoo_threads = threads
 
 
+_LIBC: list = []
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last work unit back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Why: a unit's buffers (MBs each) are freed by other threads than the
+    ones that allocated them, and glibc, once a large block is freed, raises
+    its mmap threshold and keeps later blocks in per-thread arenas: without
+    this the resident set creeps up with the number of units, not with what
+    the executor holds.  Costs well under a millisecond per unit.
+    """
+    if not _LIBC:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            _LIBC.append(libc.malloc_trim if hasattr(libc, "malloc_trim") else None)
+        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): their allocators return memory
+            _LIBC.append(None)
+    if _LIBC[0] is not None and not os.environ.get("BIOIMGZOO_NO_MALLOC_TRIM"):
+        _LIBC[0](0)
+
+
 # ----------------------------------------------------------------- progress
 class Progress:
     """A progress bar over work units with megapixels/s and an ETA (rich, on stderr)."""
@@ -500,6 +524,7 @@ class StreamingExecutor:
                     if self.record is not None:
                         self.record.mark(number, u.index)
                     self.units_computed += 1
+                    release_freed_memory()
                     if self.on_unit:
                         self.on_unit(number, u, True)
             except BaseException as e:
