@@ -52,7 +52,7 @@ log = logging.getLogger("bioimgzoo")
 
 __all__ = ["StreamingExecutor", "WorkUnit", "plan_work_units", "compute_unit", "UnitRecord", "Progress",
            "QUEUE_DEPTH", "default_work_unit", "NanForInf", "package_key",
-           "set_engine_threads"]
+           "set_engine_threads", "release_freed_memory"]
 
 #: units waiting between the reader and the engine, and between the engine and the writer
 QUEUE_DEPTH = 1
@@ -343,25 +343,28 @@ def set_engine_threads(model: Any, threads: int) -> None:
 _LIBC: list = []
 
 
-def release_freed_memory() -> None:
-    """Hand memory freed by the last work unit back to the system (glibc's ``malloc_trim``; elsewhere nothing).
-
-    Why: a unit's buffers (MBs each) are freed by other threads than the
-    ones that allocated them, and glibc, once a large block is freed, raises
-    its mmap threshold and keeps later blocks in per-thread arenas: without
-    this the resident set creeps up with the number of units, not with what
-    the executor holds.  Costs well under a millisecond per unit.
-    """
+def _libc() -> Any:
     if not _LIBC:
         try:
             import ctypes
 
             libc = ctypes.CDLL("libc.so.6")
-            _LIBC.append(libc.malloc_trim if hasattr(libc, "malloc_trim") else None)
+            _LIBC.append(libc if hasattr(libc, "malloc_trim") else None)
         except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): their allocators return memory
             _LIBC.append(None)
-    if _LIBC[0] is not None and not os.environ.get("BIOIMGZOO_NO_MALLOC_TRIM"):
-        _LIBC[0](0)
+    return _LIBC[0]
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the last work unit back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Why: a unit's buffers (MBs each) are freed by other threads than the
+    ones that allocated them, and glibc keeps freed blocks in per-thread
+    arenas.  Costs well under a millisecond per unit.
+    """
+    libc = _libc()
+    if libc is not None and not os.environ.get("BIOIMGZOO_NO_MALLOC_TRIM"):
+        libc.malloc_trim(0)
 
 
 # ----------------------------------------------------------------- progress
