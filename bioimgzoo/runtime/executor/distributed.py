@@ -214,6 +214,35 @@ def connect(scheduler: Any = None, workers: int | None = None, threads: int | No
     return Client(cluster), cluster, engine_threads
 
 
+def _connect_with_model(model: Any, scheduler: Any, workers: int | None, threads: int | None) -> tuple:
+    """``(client, cluster, key, gpu)``: a cluster whose workers each load ``model`` once (a worker plugin).
+
+    ``cluster`` is the LocalCluster started here (None for an existing scheduler): the caller closes it.
+    """
+    source = getattr(model.package.source, "root", None) or getattr(model.package.source, "path", None)
+    if source is None:
+        raise InputError("a cluster needs the model as a local package folder or .zip the workers can read: "
+                         "pull it first (bioimgzoo pull) and pass its path")
+    from .streaming import package_key
+
+    gpu = str(model.device).startswith("cuda")
+    client, cluster, engine_threads = connect(scheduler, workers, threads, gpu=gpu)
+    key = package_key(model)
+    try:
+        plugin = ModelPlugin(str(source), key=key, weights=model.weights_format, device=model.device,
+                             engine_threads=engine_threads, loader=type(model).load)
+        for address, n in client.nthreads().items():
+            host = address.rsplit(":", 1)[0]
+            plugin.host_threads[host] = plugin.host_threads.get(host, 0) + int(n)
+        client.register_plugin(plugin)
+    except BaseException:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+        raise
+    return client, cluster, key, gpu
+
+
 def run_distributed(model: Any, network: Network, samples: Sequence[Sample], units: Sequence[WorkUnit], *,
                     out: Any, record: UnitRecord | None, work_unit: Any, batch_size: int | None, pad_mode: str,
                     scheduler: Any, workers: int | None, threads: int | None,
@@ -226,25 +255,11 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
     if out is None:
         raise InputError("a cluster (--scheduler / --workers) writes its results to an output store: pass "
                          "out=PATH (CLI: -o out.ome.zarr)")
-    source = getattr(model.package.source, "root", None) or getattr(model.package.source, "path", None)
-    if source is None:
-        raise InputError("a cluster needs the model as a local package folder or .zip the workers can read: "
-                         "pull it first (bioimgzoo pull) and pass its path")
     from distributed import as_completed
 
-    from .streaming import package_key
-
-    gpu = str(model.device).startswith("cuda")
-    client, cluster, engine_threads = connect(scheduler, workers, threads, gpu=gpu)
-    key = package_key(model)
+    client, cluster, key, gpu = _connect_with_model(model, scheduler, workers, threads)
     computed = 0
     try:
-        plugin = ModelPlugin(str(source), key=key, weights=model.weights_format, device=model.device,
-                             engine_threads=engine_threads, loader=type(model).load)
-        for address, n in client.nthreads().items():
-            host = address.rsplit(":", 1)[0]
-            plugin.host_threads[host] = plugin.host_threads.get(host, 0) + int(n)
-        client.register_plugin(plugin)
         total_threads = sum(client.nthreads().values()) or 1
         window = window or 2 * total_threads
         resources = {"GPU": 1} if gpu else None
@@ -396,25 +411,11 @@ def predict_files(model: Any, files: Sequence[str], destinations: Sequence[str],
     The model is loaded once per worker (:class:`ModelPlugin`); at most
     ``window`` files are in flight.  Returns the files written, in input order.
     """
-    source = getattr(model.package.source, "root", None) or getattr(model.package.source, "path", None)
-    if source is None:
-        raise InputError("a cluster needs the model as a local package folder or .zip the workers can read: "
-                         "pull it first (bioimgzoo pull) and pass its path")
     from distributed import as_completed
 
-    from .streaming import package_key
-
-    gpu = str(model.device).startswith("cuda")
-    client, cluster, engine_threads = connect(scheduler, workers, threads, gpu=gpu)
-    key = package_key(model)
+    client, cluster, key, gpu = _connect_with_model(model, scheduler, workers, threads)
     results: dict[int, str] = {}
     try:
-        plugin = ModelPlugin(str(source), key=key, weights=model.weights_format, device=model.device,
-                             engine_threads=engine_threads, loader=type(model).load)
-        for address, n in client.nthreads().items():
-            host = address.rsplit(":", 1)[0]
-            plugin.host_threads[host] = plugin.host_threads.get(host, 0) + int(n)
-        client.register_plugin(plugin)
         window = window or 2 * (sum(client.nthreads().values()) or 1)
         pending = iter(enumerate(zip(files, destinations)))
         running = as_completed()
