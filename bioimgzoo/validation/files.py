@@ -11,6 +11,7 @@ family is not asked for; this family reports it.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
@@ -18,6 +19,9 @@ from typing import Any, Iterator, Mapping
 from ._registry import FAILED, NOT_APPLICABLE, PASSED, STAGE_FILES, STAGE_OPEN, WARNING, register_family
 
 __all__ = ["raw_file_refs", "files_outside", "zip_problems", "declared_files"]
+
+#: a reference with a scheme (https://, zenodo://...): not a file of the package
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 
 #: a zip holding more members than this is not a model package (names are listed before anything is read)
 MAX_ZIP_MEMBERS = 10_000
@@ -40,19 +44,24 @@ def raw_file_refs(raw: Mapping) -> list[tuple[str, str]]:
         if isinstance(v, str) and v:
             refs.append((where, v))
 
-    for i, cov in enumerate(raw.get("covers") or []):
+    def items(v: Any) -> list:  # the raw text may hold anything where a list belongs
+        return v if isinstance(v, list) else []
+
+    for i, cov in enumerate(items(raw.get("covers"))):
         add(f"covers[{i}]", cov)
     add("documentation", raw.get("documentation"))
-    for i, att in enumerate(raw.get("attachments") or [] if isinstance(raw.get("attachments"), list) else []):
-        add(f"attachments[{i}]", att)
-    for wf, w in (raw.get("weights") or {}).items():
+    att = raw.get("attachments")  # format 0.4: {files: [...]}; 0.5: a list
+    for i, a in enumerate(items(att.get("files")) if isinstance(att, Mapping) else items(att)):
+        add(f"attachments[{i}]", a)
+    weights = raw.get("weights")
+    for wf, w in (weights.items() if isinstance(weights, Mapping) else ()):
         if not isinstance(w, Mapping):
             continue
         add(f"weights.{wf}", w)
         arch = w.get("architecture")
         if isinstance(arch, Mapping):
             add(f"weights.{wf}.architecture", arch)
-        elif isinstance(arch, str) and ":" in arch and not arch.startswith("http"):
+        elif isinstance(arch, str) and ":" in arch and not _URL.match(arch):
             path = arch.rsplit(":", 1)[0]
             if path.endswith(".py"):
                 add(f"weights.{wf}.architecture", path)
@@ -66,7 +75,7 @@ def raw_file_refs(raw: Mapping) -> list[tuple[str, str]]:
             add(f"{kind}.{tid}.test_tensor", t.get("test_tensor"))
             add(f"{kind}.{tid}.sample_tensor", t.get("sample_tensor"))
     for key in ("test_inputs", "test_outputs", "sample_inputs", "sample_outputs"):
-        for i, v in enumerate(raw.get(key) or []):
+        for i, v in enumerate(items(raw.get(key))):
             add(f"{key}[{i}]", v)
     icon = raw.get("icon")
     if isinstance(icon, str) and len(icon) > 2:  # an emoji is an icon too, not a file

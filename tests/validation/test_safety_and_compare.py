@@ -98,3 +98,14 @@ def test_completeness_lists_what_is_missing():
     _, _, missing = completeness(descr, "# Model\n")
     assert "documentation with a '# Validation' section" in missing
     assert len(completeness(descr, None)[1]) + len(completeness(descr, None)[2]) == 6  # not read: not judged
+
+
+def test_raw_file_refs_reads_format_04_attachments_and_odd_values():
+    from bioimgzoo.validation.files import raw_file_refs
+
+    refs = dict(raw_file_refs({
+        "attachments": {"files": ["../../etc/passwd", {"source": "notes.txt"}]},  # format 0.4's shape
+        "covers": "cover.png",  # a string where a list belongs: not read as one file per character
+        "weights": {"onnx": {"source": "w.onnx"}, "torchscript": "junk"},
+    }))
+    assert refs == {"attachments[0]": "../../etc/passwd", "attachments[1]": "notes.txt", "weights.onnx": "w.onnx"}

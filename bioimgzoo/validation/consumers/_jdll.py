@@ -12,7 +12,6 @@ makes them ``skipped``.
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import PurePosixPath
 from typing import Any, Iterator, Mapping
 
@@ -61,47 +60,13 @@ def _basename(ref: str) -> str:
 def _file_refs(raw: Mapping) -> list[tuple[str, str]]:
     """Every file reference JDLL downloads, as ``(where, reference)``: read defensively from the raw YAML.
 
-    Weights' ``dependencies`` are left out: JDLL ignores them (it runs its own environments).
+    Weights' ``dependencies`` are left out: JDLL ignores them (it runs its own environments); so are the
+    icon and an inline dataset's files, which it never fetches.
     """
-    refs: list[tuple[str, str]] = []
+    from ..files import raw_file_refs
 
-    def add(where: str, v: Any) -> None:
-        if isinstance(v, Mapping):
-            v = v.get("source")
-        if isinstance(v, str) and v:
-            refs.append((where, v))
-
-    def items(v: Any) -> list:
-        return v if isinstance(v, list) else []
-
-    for i, cov in enumerate(items(raw.get("covers"))):
-        add(f"covers[{i}]", cov)
-    add("documentation", raw.get("documentation"))
-    att = raw.get("attachments")
-    for i, a in enumerate(items(att.get("files")) if isinstance(att, Mapping) else items(att)):
-        add(f"attachments[{i}]", a)
-    weights = raw.get("weights")
-    for wf, w in (weights.items() if isinstance(weights, Mapping) else ()):
-        if isinstance(w, Mapping):
-            add(f"weights.{wf}", w)
-            arch = w.get("architecture")
-            if isinstance(arch, Mapping):
-                add(f"weights.{wf}.architecture", arch)
-            elif isinstance(arch, str) and ":" in arch and arch.rsplit(":", 1)[0].endswith(".py") \
-                    and not _URL.match(arch):
-                add(f"weights.{wf}.architecture", arch.rsplit(":", 1)[0])
-    for kind in ("inputs", "outputs"):
-        for t in items(raw.get(kind)):
-            if isinstance(t, Mapping):
-                for key in ("test_tensor", "sample_tensor"):
-                    add(f"{kind}[{t.get('id', '?')}].{key}", t.get(key))
-    for key in ("test_inputs", "test_outputs", "sample_inputs", "sample_outputs"):
-        for i, v in enumerate(items(raw.get(key))):
-            add(f"{key}[{i}]", v)
-    return list(dict.fromkeys(refs))
-
-
-# ----------------------------------------------------------------------- package and description
+    return [(where, ref) for where, ref in raw_file_refs(raw)
+            if not where.endswith(".dependencies") and where != "icon" and not where.startswith("training_data.")]
 
 
 def d1(s: Subject) -> Iterator[tuple]:
