@@ -361,3 +361,14 @@ def test_a_fixed_size_package_streams_like_it_predicts_in_memory(careamics_packa
         # outputs reach ~1e3 here: 1e-5 of that is float32 rounding (torch's kernels differ with the batch size)
         err = np.abs(np.asarray(out[...], np.float64) - ref).max() / np.abs(ref).max()
         assert err <= 1e-5
+
+
+def test_a_unit_lost_with_its_worker_is_run_again_but_a_failing_unit_is_not():
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    from bioimgzoo.runtime.executor.distributed import _worker_lost
+
+    assert _worker_lost(FutureCancelledError("bioimgzoo-assemble-x-0-1", "unknown"))
+    assert _worker_lost(KilledWorker("bioimgzoo-compute-x-0-1", "tcp://127.0.0.1:1", 3))
+    assert not _worker_lost(ValueError("the unit's own error"))

@@ -313,26 +313,30 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         running = as_completed()
         meta: dict[str, tuple] = {}
 
+        def submit(kind: str, item: tuple, attempt: int) -> None:
+            again = f"-retry{attempt}" if attempt else ""  # a new key: the lost task's key may still be known
+            if kind == "unit" and owned is None:
+                number, job, u = item
+                fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
+                                    key=f"bioimgzoo-unit-{run_id}-{number}-{u.index}{again}")
+            elif kind == "unit":
+                number, job, u, sources = item
+                fut = client.submit(_assemble_unit, job, u, sources, number, parts, pure=False, priority=1,
+                                    key=f"bioimgzoo-assemble-{run_id}-{number}-{u.index}{again}")
+            else:
+                number, job, u = item
+                fut = client.submit(_compute_owned, key, job, u, number, parts, pure=False, resources=resources,
+                                    key=f"bioimgzoo-compute-{run_id}-{number}-{u.index}{again}")
+            meta[fut.key] = (kind, number, u, item, attempt)
+            running.add(fut)
+
         def submit_next() -> bool:
             if ready:  # assembling first: it frees parts' readers and finishes units
-                item = ready.popleft()
-                if owned is None:
-                    number, job, u = item
-                    fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
-                                        key=f"bioimgzoo-unit-{run_id}-{number}-{u.index}")
-                else:
-                    number, job, u, sources = item
-                    fut = client.submit(_assemble_unit, job, u, sources, number, parts, pure=False, priority=1,
-                                        key=f"bioimgzoo-assemble-{run_id}-{number}-{u.index}")
-                meta[fut.key] = ("unit", number, u)
+                submit("unit", ready.popleft(), 0)
             elif computes:
-                number, job, v = computes.popleft()
-                fut = client.submit(_compute_owned, key, job, v, number, parts, pure=False, resources=resources,
-                                    key=f"bioimgzoo-compute-{run_id}-{number}-{v.index}")
-                meta[fut.key] = ("part", number, v)
+                submit("part", computes.popleft(), 0)
             else:
                 return False
-            running.add(fut)
             return True
 
         in_flight = 0
@@ -340,10 +344,18 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
             in_flight += 1
         for fut in running:
             in_flight -= 1
-            kind, number, u = meta.pop(fut.key)
+            kind, number, u, item, attempt = meta.pop(fut.key)
             try:
                 fut.result()
             except Exception as e:
+                if _worker_lost(e) and attempt < _MAX_ATTEMPTS - 1:
+                    # a worker died under it (or the scheduler dropped it with that worker): units are
+                    # idempotent (parts renamed into place, whole chunks rewritten), so run it again
+                    log.warning("work unit %s of sample %s was lost with its worker (%s): running it again",
+                                u.index, number + 1, type(e).__name__)
+                    submit(kind, item, attempt + 1)
+                    in_flight += 1
+                    continue
                 for other in list(running.futures):
                     other.cancel()
                 raise InputError(f"work unit {u.index} of sample {number + 1} failed on the cluster: "
@@ -370,6 +382,19 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
             client.close()
             cluster.close()
     return computed
+
+
+#: tries of one work unit whose worker was lost (dask's own retries of a task on a dead worker come first)
+_MAX_ATTEMPTS = 3
+
+
+def _worker_lost(error: BaseException) -> bool:
+    """The task failed because its worker died or the scheduler cancelled it with it, not by its own code."""
+    from concurrent.futures import CancelledError  # distributed's FutureCancelledError is one
+
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(error, (CancelledError, KilledWorker))
 
 
 def _add_statistics(network: Network, sample: Sample) -> None:
