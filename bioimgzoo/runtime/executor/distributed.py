@@ -132,22 +132,33 @@ def _part_path(parts: str, number: int, index: int, oid: str) -> Path:
     return Path(parts) / f"{number}-{index}-{oid}.npy"
 
 
-def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> int:
-    """Compute phase on a worker: the unit's own tiles, saved as one part file per output."""
+def _worker_model(key: str) -> Any:
+    """The model the worker plugin loaded for package ``key``."""
     model = _WORKER_MODELS.get(key)
     if model is None:
         raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
+    return model
+
+
+def _compute_on_worker(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict[str, np.ndarray]:
+    """A unit's outputs on a worker: its input boxes read and run through the tiles ``unit`` lists."""
+    model = _worker_model(key)
     sample: Sample = job["sample"]
     boxes = {iid: np.asarray(sample.inputs[iid].read(unit.reads[iid])) for iid in unit.reads}
-    outs = compute_unit(_network(model, job), sample.plan, unit, boxes, stats=sample.stats,
+    return compute_unit(_network(model, job), sample.plan, unit, boxes, stats=sample.stats,
                         postprocessing=model._post if job.get("postprocess", True) else (),
                         batch_size=job["batch_size"], pad_mode=job["pad_mode"])
+
+
+def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> int:
+    """Compute phase on a worker: the unit's own tiles, saved as one part file per output."""
+    outs = _compute_on_worker(key, job, unit)
     for oid, data in outs.items():
         final = _part_path(parts, number, unit.index, oid)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, np.ascontiguousarray(data))
         os.replace(tmp, final)  # a part on disk is complete: a resumed run may reuse it
-    del outs, boxes
+    del outs
     release_freed_memory()
     return unit.index
 
@@ -172,14 +183,8 @@ def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[Wor
 
 def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> int:
     """One work unit on a worker, all its tiles (shared ones too): read, compute, write whole chunks."""
-    model = _WORKER_MODELS.get(key)
-    if model is None:
-        raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
     sample: Sample = job["sample"]
-    boxes = {iid: np.asarray(sample.inputs[iid].read(unit.reads[iid])) for iid in unit.reads}
-    outs = compute_unit(_network(model, job), sample.plan, unit, boxes, stats=sample.stats,
-                        postprocessing=model._post if job.get("postprocess", True) else (),
-                        batch_size=job["batch_size"], pad_mode=job["pad_mode"])
+    outs = _compute_on_worker(key, job, unit)
     for oid, data in outs.items():
         sample.outputs[oid].write(unit.writes[oid], data)
     return unit.index
@@ -412,9 +417,7 @@ def _predict_file(key: str, path: str, dest: str, options: Mapping[str, Any]) ->
     """One image file on a worker: read, predict in memory, write atomically.  Returns ``dest``."""
     from ...io import read_image, write_image
 
-    model = _WORKER_MODELS.get(key)
-    if model is None:
-        raise RuntimeError(f"the model {key[:16]} is not loaded on this worker (its plugin did not run)")
+    model = _worker_model(key)
     array, file_axes = read_image(path)
     axes = options.get("axes") or file_axes
     result = model.predict(array, axes=axes, tile=options.get("tile"), halo=options.get("halo"),
