@@ -69,6 +69,20 @@ class _ArrayImage:
         return np.asarray(part.compute() if hasattr(part, "compute") else part)
 
 
+def _stored_chunks(image: Any) -> tuple[int, ...] | None:
+    """Chunk sizes of a zarr (or dask: its largest chunk per axis) image; None for others."""
+    try:
+        chunks = image.array.chunks
+    except Exception:  # memory-mapped or tile-read TIFFs, plain arrays: no chunks to align to
+        return None
+    if not isinstance(chunks, tuple) or len(chunks) != len(image.shape):
+        return None
+    try:
+        return tuple(int(max(c)) if isinstance(c, tuple) else int(c) for c in chunks)
+    except (TypeError, ValueError):
+        return None
+
+
 def as_image(data: Any) -> Any:
     if isinstance(data, LazyImage):
         return data
@@ -88,6 +102,15 @@ class LayoutSource:
         self.dtype = np.dtype(dtype)
         self._present = [a for a in self.image_ids if a in self.model_ids and
                          self.image_ids.index(a) not in self.fixed]
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The storage chunks of the image, in this layout (None: not chunked, or unknown)."""
+        stored = _stored_chunks(self.image)
+        if stored is None:
+            return None
+        by_axis = {a: stored[i] for i, a in enumerate(self.image_ids) if i not in self.fixed}
+        return tuple(by_axis.get(a, 1) for a in self.model_ids)
 
     def read(self, region: Region) -> np.ndarray:
         index = []
@@ -278,14 +301,13 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
 
 def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_policy: str, n: int) -> Sample:
     """One sample, its non-finite values screened in a streaming pass (``nan_policy``)."""
-    from .executor.statistics import iter_blocks
+    from .executor.statistics import iter_blocks, read_ahead
 
     spec = model.inputs[0]
     bad = frozenset()
     if src.dtype.kind == "f":
         n_bad = n_nan = 0
-        for region in iter_blocks(src.shape):
-            x = src.read(region)
+        for _region, x in read_ahead(src, iter_blocks(src.shape, chunks=src.chunks)):
             finite = np.isfinite(x)
             if not finite.all():
                 n_bad += int(finite.size - np.count_nonzero(finite))
@@ -308,6 +330,7 @@ def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_p
 class _ZeroNonFinite:
     def __init__(self, source: Any):
         self.source, self.shape, self.dtype = source, source.shape, source.dtype
+        self.chunks = getattr(source, "chunks", None)
 
     def read(self, region: Region) -> np.ndarray:
         x = self.source.read(region)

@@ -74,6 +74,51 @@ def test_streamed_output_equals_in_memory(same_conv, tmp_path, work_unit):
     assert np.abs(model.predict(src, axes="yx", tile=32, work_unit=work_unit) - ref).max() <= 1e-5
 
 
+def test_shared_tiles_spilled_to_disk_give_the_same_output(same_conv, tmp_path, monkeypatch):
+    """With no memory for shared tiles every kept tile waits on disk: same output, files gone after."""
+    import zarr
+
+    from bioimgzoo.runtime.executor import streaming
+
+    spills = []
+    close = streaming.SharedTiles.close
+
+    def counting_close(self):
+        spills.append(self.spilled)
+        close(self)
+
+    monkeypatch.setattr(streaming, "SHARED_TILE_BYTES", 0)
+    monkeypatch.setattr(streaming.SharedTiles, "close", counting_close)
+    model = bioimgzoo.load(same_conv)
+    x = (RNG.random((100, 90), dtype=np.float32) * 200).astype(np.float32)
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=x.shape, chunks=(32, 32), dtype="float32")[...] = x
+    ref = model.predict(x, axes="yx", tile=32)
+    out = model.predict(str(tmp_path / "in.zarr"), axes="yx", tile=32, out=tmp_path / "o.ome.zarr", work_unit=32)
+    assert spills and spills[0] > 0  # tiles shared by units of the next row went to disk and came back
+    assert np.abs(np.asarray(out[...]) - ref).max() <= 1e-5
+    assert not (tmp_path / "o.ome.zarr" / ".bioimgzoo").exists()
+
+
+def test_shared_tiles_spill_what_is_needed_last():
+    from bioimgzoo.runtime.executor.streaming import SharedTiles
+
+    region = (slice(0, 2), slice(0, 2))
+    part = lambda v: {"out": (region, np.full((2, 2), v, np.float32))}  # noqa: E731
+    # tile 0 is used by units 0 and 1 (next), tile 1 by units 0 and 5 (later): the budget holds one of them
+    tiles = SharedTiles({0: [0, 1], 1: [0, 5]}, budget=16)
+    tiles[0] = part(0)
+    tiles[1] = part(1)
+    assert tiles.spilled == 1 and 1 in tiles._spilled and 0 in tiles._held
+    np.testing.assert_array_equal(tiles[1]["out"][1], 1)  # read back from disk
+    tiles.unit_done([0, 1])
+    assert 0 in tiles and 1 in tiles
+    tiles.unit_done([0])
+    assert 0 not in tiles and 1 in tiles  # its last user is done: dropped
+    folder = tiles._folder
+    tiles.close()
+    assert folder is not None and not folder.exists()
+
+
 def test_streamed_statistics_equal_in_memory(same_conv):
     from bioimgzoo.runtime.executor import NumpySource
     from bioimgzoo.runtime.executor.statistics import streaming_sample_measures
@@ -94,6 +139,37 @@ def test_streamed_statistics_equal_in_memory(same_conv):
                 np.testing.assert_array_equal(got[m], ref[m])
             else:  # float64 for integers (rounding only); float32 data: float32 rounding of the in-memory sums
                 np.testing.assert_allclose(got[m], ref[m], rtol=1e-12 if x.dtype.kind == "u" else 2e-6)
+
+
+@pytest.mark.parametrize("shape,chunks", [((1, 2, 123, 77), (1, 1, 32, 16)), ((300, 5000), (64, 1024)),
+                                          ((7, 9), (100, 100))])
+def test_statistics_blocks_are_whole_chunks_covering_the_image_once(shape, chunks):
+    from bioimgzoo.runtime.executor.statistics import iter_blocks
+
+    seen = np.zeros(shape, np.int32)
+    for block in iter_blocks(shape, elements=4096, chunks=chunks):
+        seen[block] += 1
+        for r, c, n in zip(block, chunks, shape):  # starts on a chunk edge, whole chunks but at the image's end
+            assert r.start % min(c, n) == 0 and ((r.stop - r.start) % min(c, n) == 0 or r.stop == n)
+    assert (seen == 1).all()
+
+
+def test_streamed_statistics_of_a_chunked_source_equal_in_memory():
+    from bioimgzoo.runtime.executor import NumpySource
+    from bioimgzoo.runtime.executor.statistics import streaming_sample_measures
+    from bioimgzoo.runtime.processing import Measure, compute_sample_measures
+
+    class Chunked(NumpySource):
+        chunks = (1, 1, 16, 32)
+
+    axes = {"raw": ("batch", "channel", "y", "x")}
+    measures = [Measure("raw", "mean", ("y", "x")), Measure("raw", "std", ("y", "x")),
+                Measure("raw", "quantile", ("y", "x"), 0.01), Measure("raw", "quantile", ("y", "x"), 0.99)]
+    x = RNG.integers(0, 60000, (1, 2, 123, 77)).astype(np.uint16)
+    ref = compute_sample_measures(measures, {"raw": x}, axes)
+    got = streaming_sample_measures(measures, {"raw": Chunked(x)}, axes, elements=3000)
+    for m in measures:
+        np.testing.assert_allclose(got[m], ref[m], rtol=1e-12)
 
 
 @pytest.mark.parametrize("ngff", ["0.4", "0.5"])

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from ...errors import InputError
 from ..processing import Measure
 from .protocol import ArraySource
 
-__all__ = ["streaming_sample_measures", "BLOCK_ELEMENTS", "iter_blocks"]
+__all__ = ["streaming_sample_measures", "BLOCK_ELEMENTS", "iter_blocks", "read_ahead"]
 
 #: most values read at once by a statistics pass (32 MB of float64 work)
 BLOCK_ELEMENTS = 1 << 22
@@ -41,17 +42,57 @@ BLOCK_ELEMENTS = 1 << 22
 _MAX_QUANTILE_GROUPS = 64
 
 
-def iter_blocks(shape: Sequence[int], *, elements: int = BLOCK_ELEMENTS) -> Iterator[tuple[slice, ...]]:
-    """Regions covering ``shape`` in C order, each of at most about ``elements`` values."""
+def iter_blocks(shape: Sequence[int], *, elements: int = BLOCK_ELEMENTS,
+                chunks: Sequence[int] | None = None) -> Iterator[tuple[slice, ...]]:
+    """Regions covering ``shape`` in C order, each of at most about ``elements`` values.
+
+    ``chunks``: the source's storage chunks; blocks are then made of whole
+    chunks (at least one), so each chunk is read and decoded once per pass
+    (slabs of full rows would decode every chunk they cross for a few rows:
+    4 times per pass on a 16384-wide image of 1024² chunks).
+    """
     shape = tuple(int(n) for n in shape)
-    block = list(shape)
-    for i in range(len(shape)):  # cut the leading axes first, so blocks are contiguous slabs
-        rest = math.prod(block[i + 1:])
-        if math.prod(block) <= elements:
-            break
-        block[i] = max(1, elements // max(1, rest))
+    if chunks is not None and len(chunks) == len(shape):
+        block = [max(1, min(int(c), n)) for c, n in zip(chunks, shape)]
+        for i in reversed(range(len(shape))):  # grow the trailing axes first: contiguous runs of chunks
+            times = elements // max(1, math.prod(block))
+            if times < 2:
+                break
+            block[i] = min(shape[i], block[i] * times)
+    else:
+        block = list(shape)
+        for i in range(len(shape)):  # cut the leading axes first, so blocks are contiguous slabs
+            rest = math.prod(block[i + 1:])
+            if math.prod(block) <= elements:
+                break
+            block[i] = max(1, elements // max(1, rest))
     for starts in itertools.product(*[range(0, n, b) for n, b in zip(shape, block)]):
         yield tuple(slice(s, min(s + b, n)) for s, b, n in zip(starts, block, shape))
+
+
+def read_ahead(src: ArraySource, regions: Iterable[tuple[slice, ...]]) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """``(region, src.read(region))`` for each region, the next one read in a thread while this one is used.
+
+    Why: decoding a block (zarr decompression, which releases the GIL) then
+    overlaps the numpy work on the previous one; memory holds two blocks.
+    """
+    regions = iter(regions)
+    with ThreadPoolExecutor(1, thread_name_prefix="bioimgzoo-read-ahead") as pool:
+        def submit() -> tuple | None:
+            region = next(regions, None)
+            return None if region is None else (region, pool.submit(lambda r=region: np.asarray(src.read(r))))
+
+        nxt = submit()
+        while nxt is not None:
+            region, fut = nxt
+            nxt = submit()
+            try:
+                data = fut.result()
+            except BaseException:
+                if nxt is not None:
+                    nxt[1].cancel()
+                raise
+            yield region, data
 
 
 def streaming_sample_measures(measures: Sequence[Measure], sources: Mapping[str, ArraySource],
@@ -110,8 +151,8 @@ def _moments(src: ArraySource, red: tuple[int, ...], *, ignore_nan: bool, elemen
     n = np.zeros(kept_shape, np.float64)
     mean = np.zeros(kept_shape, np.float64)
     m2 = np.zeros(kept_shape, np.float64)
-    for region in iter_blocks(src.shape, elements=elements):
-        x = np.asarray(src.read(region), dtype=np.float64)
+    for region, x in read_ahead(src, iter_blocks(src.shape, elements=elements, chunks=getattr(src, "chunks", None))):
+        x = np.asarray(x, dtype=np.float64)
         if ignore_nan and np.isnan(x).any():
             valid = ~np.isnan(x)
             n_b = valid.sum(axis=red, keepdims=True).astype(np.float64)
@@ -190,9 +231,10 @@ def _values_of(src: ArraySource, kept: list[int], group: tuple[int, ...], dtype:
     for i, g in zip(kept, group):
         shape[i] = 1
     where = dict(zip(kept, group))
-    for block in iter_blocks(shape, elements=elements):
-        region = tuple(slice(where[i], where[i] + 1) if i in where else r for i, r in enumerate(block))
-        x = np.asarray(src.read(region)).astype(work, copy=False).reshape(-1)
+    regions = (tuple(slice(where[i], where[i] + 1) if i in where else r for i, r in enumerate(block))
+               for block in iter_blocks(shape, elements=elements, chunks=getattr(src, "chunks", None)))
+    for _region, x in read_ahead(src, regions):
+        x = x.astype(work, copy=False).reshape(-1)
         if x.dtype.kind == "f":
             x = x[~np.isnan(x)]
         yield x

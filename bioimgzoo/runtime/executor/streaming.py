@@ -14,8 +14,12 @@ order and what is held:
   buffer, postprocesses the buffer (pointwise ops only) and writes it: whole
   chunks, one writer per chunk, no locks needed;
 * a tile whose trusted part spans two units is computed once and its output
-  kept until the last unit needing it is done (row-major unit order keeps at
-  most about one row of such tiles);
+  kept until the last unit needing it is done (:class:`SharedTiles`).  In
+  row-major unit order that is about one row of tiles across the whole
+  image, so all but :data:`SHARED_TILE_BYTES` of them (those needed
+  latest) wait in ``.npy`` files on disk: memory does not grow with the
+  image's width (measured before: +15 MB per doubling of the width through
+  the shared fixture);
 * reading, computing and writing run in three threads joined by bounded
   queues (:data:`QUEUE_DEPTH` units each), so memory holds a few units
   whatever the image size;
@@ -51,11 +55,13 @@ from .statistics import streaming_sample_measures
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["StreamingExecutor", "WorkUnit", "plan_work_units", "compute_unit", "UnitRecord", "Progress",
-           "QUEUE_DEPTH", "default_work_unit", "NanForInf", "package_key",
+           "QUEUE_DEPTH", "SHARED_TILE_BYTES", "SharedTiles", "default_work_unit", "NanForInf", "package_key",
            "set_engine_threads", "release_freed_memory"]
 
 #: units waiting between the reader and the engine, and between the engine and the writer
 QUEUE_DEPTH = 1
+#: bytes of shared tiles' outputs held in memory; the rest wait on disk (see :class:`SharedTiles`)
+SHARED_TILE_BYTES = 8 << 20
 
 
 def default_work_unit(n_tiled: int, *, distributed: bool = False) -> int:
@@ -154,6 +160,7 @@ class NanForInf:
     def __init__(self, source: ArraySource):
         self.source = source
         self.shape, self.dtype = source.shape, source.dtype
+        self.chunks = getattr(source, "chunks", None)
 
     def read(self, region: Region) -> np.ndarray:
         x = np.asarray(self.source.read(region))
@@ -173,13 +180,14 @@ class _BoxSource:
 
 def compute_unit(network: Network, plan: SamplePlan, unit: WorkUnit, boxes: Mapping[str, np.ndarray], *,
                  stats: Mapping, postprocessing: Sequence[Any] = (), batch_size: int | None = None,
-                 pad_mode: str = "reflect", cache: dict | None = None, keep: Callable[[int], bool] | None = None,
+                 pad_mode: str = "reflect", cache: Any = None, keep: Callable[[int], bool] | None = None,
                  on_window: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run one work unit: its tiles' windows through the engine, cropped into the unit's output boxes.
 
     ``boxes[input_id]`` is the input read over ``unit.reads[input_id]``.
-    ``cache`` (tile index -> trusted outputs) lends and keeps outputs of
-    tiles other units share; ``keep(tile)`` says whether to keep one.
+    ``cache`` (tile index -> trusted outputs: a dict or :class:`SharedTiles`)
+    lends and keeps outputs of tiles other units share; ``keep(tile)`` says
+    whether to keep one.
     Returns the postprocessed output box of each output, by id.
     """
     sources = {iid: _BoxSource(boxes[iid], unit.reads[iid]) for iid in boxes}
@@ -237,6 +245,103 @@ def compute_unit(network: Network, plan: SamplePlan, unit: WorkUnit, boxes: Mapp
         buf = buffers[spec.id]
         result[spec.id] = chain(buf, stats) if chain is not None and chain.steps else buf
     return result
+
+
+# ------------------------------------------------------------ shared tiles
+class SharedTiles:
+    """Outputs of tiles that several work units use, from the unit computing them to the last one using them.
+
+    ``users[tile]``: the positions (in the order units are computed) of
+    the units using ``tile``.  At most ``budget`` bytes (default
+    :data:`SHARED_TILE_BYTES`) stay in memory;
+    beyond that the entries needed latest are written to ``folder`` as
+    ``.npy`` files (Belady's choice: what is spilled is what would be
+    read back last) and read back when their next unit comes.  Used by one
+    thread (the engine's).  :meth:`close` removes the files.
+    """
+
+    def __init__(self, users: Mapping[int, Sequence[int]], *, budget: int | None = None,
+                 folder: str | Path | None = None):
+        self._users = {ti: sorted(pos) for ti, pos in users.items()}
+        self._budget = int(SHARED_TILE_BYTES if budget is None else budget)
+        self._folder_arg = folder
+        self._folder: Path | None = None
+        self._held: dict[int, dict] = {}  # tile -> {output id: (target region, data)}
+        self._bytes = 0
+        self._spilled: dict[int, dict[str, tuple[Region, Path]]] = {}
+        self.spilled = 0  # entries written to disk so far (for tests and benchmarks)
+        self._now = 0  # position of the unit running
+
+    def keep(self, tile: int) -> bool:
+        """Whether ``tile``'s output is needed by a unit after the one computing it."""
+        return len(self._users.get(tile, ())) > 1
+
+    def __contains__(self, tile: int) -> bool:
+        return tile in self._held or tile in self._spilled
+
+    def __getitem__(self, tile: int) -> dict:
+        if tile in self._held:
+            return self._held[tile]
+        return {oid: (target, np.load(path)) for oid, (target, path) in self._spilled[tile].items()}
+
+    def __setitem__(self, tile: int, parts: dict) -> None:
+        self._held[tile] = parts
+        self._bytes += sum(d.nbytes for _t, d in parts.values())
+        while self._bytes > self._budget and self._held:
+            self._spill(max(self._held, key=self._next_use))
+
+    def _next_use(self, tile: int) -> int:
+        later = [p for p in self._users.get(tile, ())[:2] if p > self._now]  # positions <= now: running
+        return later[0] if later else -1
+
+    def _spill(self, tile: int) -> None:
+        if self._folder is None:
+            import tempfile
+
+            if self._folder_arg is not None:
+                self._folder = Path(self._folder_arg)
+                if self._folder.exists():  # an interrupted run's: its tiles belong to other positions
+                    import shutil
+
+                    shutil.rmtree(self._folder)
+                self._folder.mkdir(parents=True)
+            else:
+                self._folder = Path(tempfile.mkdtemp(prefix="bioimgzoo-shared-"))
+        parts = self._held.pop(tile)
+        saved = {}
+        for k, (oid, (target, data)) in enumerate(parts.items()):
+            path = self._folder / f"{tile}-{k}.npy"
+            np.save(path, data)
+            saved[oid] = (target, path)
+            self._bytes -= data.nbytes
+        self._spilled[tile] = saved
+        self.spilled += 1
+
+    def unit_done(self, tiles: Iterable[int]) -> None:
+        """The unit now running (the first position of each of its ``tiles``) is done: drop what nobody needs."""
+        self._now += 1
+        for ti in tiles:
+            pos = self._users.get(ti)
+            if pos:
+                pos.pop(0)
+            if pos:
+                continue
+            self._users.pop(ti, None)
+            parts = self._held.pop(ti, None)
+            if parts is not None:
+                self._bytes -= sum(d.nbytes for _t, d in parts.values())
+            for _target, path in self._spilled.pop(ti, {}).values():
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._held.clear()
+        self._spilled.clear()
+        self._bytes = 0
+        if self._folder is not None:
+            import shutil
+
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
 
 
 # ------------------------------------------------------------------- record
@@ -475,11 +580,11 @@ class StreamingExecutor:
         for u in units:
             if u not in todo and self.on_unit:
                 self.on_unit(number, u, False)
-        # how many pending units use each tile: a shared tile's output is kept until its last one
-        users: dict[int, int] = {}
-        for u in todo:
+        # which pending units use each tile: a shared tile's output is kept until its last one
+        users: dict[int, list[int]] = {}
+        for pos, u in enumerate(todo):
             for ti in u.tiles:
-                users[ti] = users.get(ti, 0) + 1
+                users.setdefault(ti, []).append(pos)
         # each tile is computed by the first pending unit that needs it: that unit reads its window
         seen: set[int] = set()
         own: dict[int, WorkUnit] = {}
@@ -489,7 +594,7 @@ class StreamingExecutor:
             reads = {iid: _union([plan.tiles[ti].reads[iid].region for ti in mine]) for iid in u.reads} if mine else {}
             own[u.index] = replace(u, reads=reads)
         todo = [own[u.index] for u in todo]
-        cache: dict[int, Any] = {}
+        cache = SharedTiles(users, folder=self.record.folder / "shared" if self.record is not None else None)
         read_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         write_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         failure: list[BaseException] = []
@@ -553,12 +658,9 @@ class StreamingExecutor:
                 u, boxes = item
                 outs = compute_unit(self.network, plan, u, boxes, stats=sample.stats,
                                     postprocessing=self.postprocessing, batch_size=self.batch_size,
-                                    pad_mode=self.pad_mode, cache=cache, keep=lambda ti: users.get(ti, 0) > 1,
+                                    pad_mode=self.pad_mode, cache=cache, keep=cache.keep,
                                     on_window=self.on_window)
-                for ti in u.tiles:
-                    users[ti] -= 1
-                    if users[ti] == 0:
-                        cache.pop(ti, None)
+                cache.unit_done(u.tiles)
                 del boxes
                 if not put(write_q, (u, outs)):
                     break
@@ -569,5 +671,6 @@ class StreamingExecutor:
             write_q.put(_END)
             for t in threads:
                 t.join()
+            cache.close()
         if failure:
             raise failure[0]
