@@ -300,18 +300,29 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
 
 
 def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_policy: str, n: int) -> Sample:
-    """One sample, its non-finite values screened in a streaming pass (``nan_policy``)."""
-    from .executor.statistics import iter_blocks, read_ahead
+    """One sample, its non-finite values screened in a streaming pass (``nan_policy``).
+
+    When the preprocessing needs per-sample statistics, the screening rides
+    on their first pass (one read of the image less) and the sample carries
+    them; if the image holds non-finite values they are dropped and the
+    executor computes them again as ``nan_policy`` says.
+    """
+    from .executor.statistics import iter_blocks, streaming_sample_measures
 
     spec = model.inputs[0]
     bad = frozenset()
+    stats = dict(model._dataset_stats or {})
     if src.dtype.kind == "f":
-        n_bad = n_nan = 0
-        for _region, x in read_ahead(src, iter_blocks(src.shape, chunks=src.chunks)):
-            finite = np.isfinite(x)
-            if not finite.all():
-                n_bad += int(finite.size - np.count_nonzero(finite))
-                n_nan += int(np.count_nonzero(np.isnan(x)))
+        screen = _Screening(src, iter_blocks(src.shape, chunks=src.chunks))
+        measures = {m for c in model._pre for m in c.required_measures
+                    if m.scope == "sample" and m.tensor_id == spec.id}
+        if measures:
+            got = streaming_sample_measures(measures, {spec.id: screen}, {spec.id: spec.axis_ids})
+        for region in screen.unseen():  # what the statistics did not read (or all of it, without statistics)
+            screen.read(region)
+        n_bad, n_nan = screen.non_finite, screen.nan
+        if measures and not n_bad:
+            stats.update(got)
         if n_bad:
             where = f"input '{spec.id}'" + (f" of sample {k + 1}" if n > 1 else "")
             what = f"{n_bad:,} non-finite values ({n_nan:,} NaN, {n_bad - n_nan:,} inf)"
@@ -324,7 +335,30 @@ def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_p
                 bad = frozenset({spec.id})
                 log.warning("%s holds %s: the statistics of preprocessing skip them, but the output is not "
                             "finite where they reach", where, what)
-    return Sample({spec.id: src}, sinks, plan, dict(model._dataset_stats or {}), nonfinite=bad, context=("lazy", k))
+    return Sample({spec.id: src}, sinks, plan, stats, nonfinite=bad, context=("lazy", k))
+
+
+class _Screening:
+    """A source that counts the non-finite values of the blocks of one partition (``regions``) read through it."""
+
+    def __init__(self, source: Any, regions: Any):
+        self.source, self.shape, self.dtype = source, source.shape, source.dtype
+        self.chunks = getattr(source, "chunks", None)
+        self._todo = {tuple((r.start, r.stop) for r in region): region for region in regions}
+        self.non_finite = self.nan = 0
+
+    def read(self, region: Region) -> np.ndarray:
+        x = np.asarray(self.source.read(region))
+        key = tuple((r.start, r.stop) for r in region)
+        if self._todo.pop(key, None) is not None:  # a block of the partition, seen for the first time
+            finite = np.isfinite(x)
+            if not finite.all():
+                self.non_finite += int(finite.size - np.count_nonzero(finite))
+                self.nan += int(np.count_nonzero(np.isnan(x)))
+        return x
+
+    def unseen(self) -> list[Region]:
+        return list(self._todo.values())
 
 
 class _ZeroNonFinite:

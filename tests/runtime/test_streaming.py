@@ -99,6 +99,27 @@ def test_shared_tiles_spilled_to_disk_give_the_same_output(same_conv, tmp_path, 
     assert not (tmp_path / "o.ome.zarr" / ".bioimgzoo").exists()
 
 
+@pytest.mark.parametrize("nan_policy", ["warn", "zero", "fail"])
+def test_non_finite_inputs_stream_as_they_predict_in_memory(same_conv, tmp_path, nan_policy):
+    """The screening rides on the statistics pass; with NaN/inf found, the statistics follow nan_policy."""
+    import zarr
+
+    model = bioimgzoo.load(same_conv)
+    x = (RNG.random((100, 90), dtype=np.float32) * 200).astype(np.float32)
+    x[3, 5], x[70, 80], x[40, 2] = np.nan, np.inf, -np.inf
+    zarr.create_array(str(tmp_path / "in.zarr"), shape=x.shape, chunks=(32, 32), dtype="float32")[...] = x
+    kw = dict(axes="yx", tile=32, nan_policy=nan_policy)
+    if nan_policy == "fail":
+        with pytest.raises(InputError, match="3 non-finite values"):
+            model.predict(str(tmp_path / "in.zarr"), out=tmp_path / "o.ome.zarr", **kw)
+        return
+    ref = model.predict(x, **kw)
+    out = np.asarray(model.predict(str(tmp_path / "in.zarr"), out=tmp_path / "o.ome.zarr", work_unit=32, **kw)[...])
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    assert np.isfinite(ref).sum() > 0.5 * ref.size
+    assert np.nanmax(np.abs(out - ref)) <= 1e-5
+
+
 def test_shared_tiles_spill_what_is_needed_last():
     from bioimgzoo.runtime.executor.streaming import SharedTiles
 

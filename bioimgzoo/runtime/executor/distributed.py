@@ -48,8 +48,8 @@ import numpy as np
 from ...errors import InputError
 from .protocol import Network, Sample
 from ..plan import Region, SamplePlan
-from .streaming import (NanForInf, UnitRecord, WorkUnit, _intersect, _shift, _union, compute_unit,
-                        release_freed_memory, set_engine_threads)
+from .streaming import (UnitRecord, WorkUnit, _intersect, _shift, _union, add_sample_statistics,
+                        compute_unit, release_freed_memory, set_engine_threads)
 
 log = logging.getLogger("bioimgzoo")
 
@@ -271,7 +271,7 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         jobs = []
         for sample in samples:
             # per-sample statistics on the client (a streaming pass), then the sample goes to every worker once
-            _add_statistics(network, sample)
+            add_sample_statistics(network, sample)
             jobs.append(client.scatter({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
                                         "postprocess": postprocess},
                                        broadcast=True))
@@ -400,16 +400,6 @@ def _worker_lost(error: BaseException) -> bool:
     from distributed.scheduler import KilledWorker
 
     return isinstance(error, (CancelledError, KilledWorker))
-
-
-def _add_statistics(network: Network, sample: Sample) -> None:
-    from .statistics import streaming_sample_measures
-
-    measures = {m for c in network.preprocessing for m in c.required_measures if m.scope == "sample"}
-    if measures:
-        sources = {k: (NanForInf(s) if k in sample.nonfinite else s) for k, s in sample.inputs.items()}
-        sample.stats = {**sample.stats, **streaming_sample_measures(
-            measures, sources, {t.id: t.axis_ids for t in network.inputs}, ignore_nan=bool(sample.nonfinite))}
 
 
 # ------------------------------------------------------- many small images

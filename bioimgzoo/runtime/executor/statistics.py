@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -34,7 +33,7 @@ from ...errors import InputError
 from ..processing import Measure
 from .protocol import ArraySource
 
-__all__ = ["streaming_sample_measures", "BLOCK_ELEMENTS", "iter_blocks", "read_ahead"]
+__all__ = ["streaming_sample_measures", "BLOCK_ELEMENTS", "iter_blocks"]
 
 #: most values read at once by a statistics pass (32 MB of float64 work)
 BLOCK_ELEMENTS = 1 << 22
@@ -68,31 +67,6 @@ def iter_blocks(shape: Sequence[int], *, elements: int = BLOCK_ELEMENTS,
             block[i] = max(1, elements // max(1, rest))
     for starts in itertools.product(*[range(0, n, b) for n, b in zip(shape, block)]):
         yield tuple(slice(s, min(s + b, n)) for s, b, n in zip(starts, block, shape))
-
-
-def read_ahead(src: ArraySource, regions: Iterable[tuple[slice, ...]]) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """``(region, src.read(region))`` for each region, the next one read in a thread while this one is used.
-
-    Why: decoding a block (zarr decompression, which releases the GIL) then
-    overlaps the numpy work on the previous one; memory holds two blocks.
-    """
-    regions = iter(regions)
-    with ThreadPoolExecutor(1, thread_name_prefix="bioimgzoo-read-ahead") as pool:
-        def submit() -> tuple | None:
-            region = next(regions, None)
-            return None if region is None else (region, pool.submit(lambda r=region: np.asarray(src.read(r))))
-
-        nxt = submit()
-        while nxt is not None:
-            region, fut = nxt
-            nxt = submit()
-            try:
-                data = fut.result()
-            except BaseException:
-                if nxt is not None:
-                    nxt[1].cancel()
-                raise
-            yield region, data
 
 
 def streaming_sample_measures(measures: Sequence[Measure], sources: Mapping[str, ArraySource],
@@ -151,8 +125,8 @@ def _moments(src: ArraySource, red: tuple[int, ...], *, ignore_nan: bool, elemen
     n = np.zeros(kept_shape, np.float64)
     mean = np.zeros(kept_shape, np.float64)
     m2 = np.zeros(kept_shape, np.float64)
-    for region, x in read_ahead(src, iter_blocks(src.shape, elements=elements, chunks=getattr(src, "chunks", None))):
-        x = np.asarray(x, dtype=np.float64)
+    for region in iter_blocks(src.shape, elements=elements, chunks=getattr(src, "chunks", None)):
+        x = np.asarray(src.read(region), dtype=np.float64)
         if ignore_nan and np.isnan(x).any():
             valid = ~np.isnan(x)
             n_b = valid.sum(axis=red, keepdims=True).astype(np.float64)
@@ -231,10 +205,9 @@ def _values_of(src: ArraySource, kept: list[int], group: tuple[int, ...], dtype:
     for i, g in zip(kept, group):
         shape[i] = 1
     where = dict(zip(kept, group))
-    regions = (tuple(slice(where[i], where[i] + 1) if i in where else r for i, r in enumerate(block))
-               for block in iter_blocks(shape, elements=elements, chunks=getattr(src, "chunks", None)))
-    for _region, x in read_ahead(src, regions):
-        x = x.astype(work, copy=False).reshape(-1)
+    for block in iter_blocks(shape, elements=elements, chunks=getattr(src, "chunks", None)):
+        region = tuple(slice(where[i], where[i] + 1) if i in where else r for i, r in enumerate(block))
+        x = np.asarray(src.read(region)).astype(work, copy=False).reshape(-1)
         if x.dtype.kind == "f":
             x = x[~np.isnan(x)]
         yield x

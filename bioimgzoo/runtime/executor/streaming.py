@@ -56,7 +56,7 @@ log = logging.getLogger("bioimgzoo")
 
 __all__ = ["StreamingExecutor", "WorkUnit", "plan_work_units", "compute_unit", "UnitRecord", "Progress",
            "QUEUE_DEPTH", "SHARED_TILE_BYTES", "SharedTiles", "default_work_unit", "NanForInf", "package_key",
-           "set_engine_threads", "release_freed_memory"]
+           "set_engine_threads", "release_freed_memory", "add_sample_statistics"]
 
 #: units waiting between the reader and the engine, and between the engine and the writer
 QUEUE_DEPTH = 1
@@ -515,6 +515,20 @@ class Progress:
 _END = object()
 
 
+def add_sample_statistics(network: Network, sample: Sample) -> None:
+    """Add the per-sample statistics ``network``'s preprocessing needs and ``sample.stats`` lacks.
+
+    Streamed over the whole inputs (:mod:`.statistics`); values the
+    sample's ``nonfinite`` inputs hold as inf are skipped like NaN.
+    """
+    measures = {m for c in network.preprocessing for m in c.required_measures
+                if m.scope == "sample" and m not in sample.stats}
+    if measures:
+        sources = {k: (NanForInf(s) if k in sample.nonfinite else s) for k, s in sample.inputs.items()}
+        sample.stats = {**sample.stats, **streaming_sample_measures(
+            measures, sources, {t.id: t.axis_ids for t in network.inputs}, ignore_nan=bool(sample.nonfinite))}
+
+
 class StreamingExecutor:
     """Runs samples whose inputs and outputs live on disk, work unit by work unit.
 
@@ -548,17 +562,11 @@ class StreamingExecutor:
         self.record = record
         self.on_unit = on_unit
         self.on_window = on_window
-        self._sample_measures = {m for c in network.preprocessing for m in c.required_measures
-                                 if m.scope == "sample"}
-        self._axes = {t.id: t.axis_ids for t in network.inputs}
         self.units_computed = 0
 
     def add_statistics(self, sample: Sample) -> None:
         """The sample's per-sample statistics, from a streaming pass over its whole inputs."""
-        if self._sample_measures:
-            sources = {k: (NanForInf(s) if k in sample.nonfinite else s) for k, s in sample.inputs.items()}
-            sample.stats = {**sample.stats, **streaming_sample_measures(
-                self._sample_measures, sources, self._axes, ignore_nan=bool(sample.nonfinite))}
+        add_sample_statistics(self.network, sample)
 
     def units(self, sample: Sample) -> list[WorkUnit]:
         unit = self.work_unit or default_work_unit(len(sample.plan.image_len))
