@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -385,6 +386,47 @@ def test_a_folder_of_small_images_through_the_cluster(same_conv, tmp_path):
     assert sorted(finished) == sorted(map(str, files))
     for x, w in zip(images, written):
         np.testing.assert_allclose(tifffile.imread(w), model.predict(x, axes="yx")[0], atol=1e-6)  # c=1 squeezed
+
+
+def _lost_once(key, path, dest, options):
+    """Stands in for the worker's file task: the first try of im1 dies with its worker."""
+    from pathlib import Path
+
+    from distributed.scheduler import KilledWorker
+
+    from bioimgzoo.runtime.executor import distributed as d
+
+    marker = Path(path + ".lost")
+    if path.endswith("im1.tif") and not marker.exists():
+        marker.touch()
+        from types import SimpleNamespace
+
+        raise KilledWorker(f"bioimgzoo-file-{path}", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+    if path.endswith("im2.tif"):
+        raise ValueError("this file's own error")
+    return d._predict_file_impl(key, path, dest, options)
+
+
+def test_a_file_lost_with_its_worker_is_run_again_but_a_failing_file_is_not(same_conv, tmp_path, monkeypatch):
+    import tifffile
+    from distributed import Client, LocalCluster
+
+    from bioimgzoo.runtime.executor import distributed as d
+
+    model = bioimgzoo.load(same_conv)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"im{i}.tif")
+        tifffile.imwrite(files[-1], RNG.random((40, 48), dtype=np.float32), metadata={"axes": "YX"})
+    dests = [str(tmp_path / "out" / f"im{i}_{{output}}.tif") for i in range(3)]
+    monkeypatch.setattr(d, "_predict_file_impl", d._predict_file, raising=False)
+    monkeypatch.setattr(d, "_predict_file", _lost_once)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        written = d.predict_files(model, files[:2], dests[:2], scheduler=client)
+        assert (tmp_path / "im1.tif.lost").exists() and all(Path(w).is_file() for w in written)
+        with pytest.raises(InputError, match="im2.tif failed on the cluster: ValueError: this file's own error"):
+            d.predict_files(model, files, dests, scheduler=client)
 
 
 def test_on_a_cluster_each_tile_runs_once_and_owned_boxes_partition_the_output(same_conv):

@@ -435,26 +435,35 @@ def predict_files(model: Any, files: Sequence[str], destinations: Sequence[str],
     results: dict[int, str] = {}
     try:
         window = window or 2 * (sum(client.nthreads().values()) or 1)
-        pending = iter(enumerate(zip(files, destinations)))
+        pending = iter(range(len(files)))
         running = as_completed()
-        index_of = {}
+        index_of: dict[str, tuple[int, int]] = {}  # task key -> (file index, attempt)
+        run_id = uuid.uuid4().hex[:8]
+
+        def submit(i: int, attempt: int) -> None:
+            again = f"-retry{attempt}" if attempt else ""  # a new key: the lost task's key may still be known
+            fut = client.submit(_predict_file, key, str(files[i]), str(destinations[i]), options, pure=False,
+                                resources={"GPU": 1} if gpu else None, key=f"bioimgzoo-file-{run_id}-{i}{again}")
+            index_of[fut.key] = (i, attempt)
+            running.add(fut)
 
         def submit_next() -> None:
-            item = next(pending, None)
-            if item is not None:
-                i, (f, d) = item
-                fut = client.submit(_predict_file, key, str(f), str(d), options, pure=False,
-                                    resources={"GPU": 1} if gpu else None)
-                index_of[fut.key] = i
-                running.add(fut)
+            i = next(pending, None)
+            if i is not None:
+                submit(i, 0)
 
         for _ in range(window):
             submit_next()
         for fut in running:
-            i = index_of.pop(fut.key)
+            i, attempt = index_of.pop(fut.key)
             try:
                 results[i] = fut.result()
             except Exception as e:
+                if _worker_lost(e) and attempt < _MAX_ATTEMPTS - 1:
+                    # its worker died: a file is written to a temp name and renamed, so running it again is safe
+                    log.warning("%s was lost with its worker (%s): running it again", files[i], type(e).__name__)
+                    submit(i, attempt + 1)
+                    continue
                 for other in list(running.futures):
                     other.cancel()
                 raise InputError(f"{files[i]} failed on the cluster: {type(e).__name__}: {e}") from e
