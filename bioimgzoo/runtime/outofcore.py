@@ -224,7 +224,7 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
     folded_shape = [image.shape[i] for i in lay.folded]
     samples_idx = list(itertools.product(*[range(n) for n in folded_shape]))
     network = Network(model.engine, tuple(model.inputs), tuple(outputs), tuple(model._pre), model._batch_limit)
-    unit = work_unit or default_work_unit(len(plan.image_len), distributed=scheduler is not None or bool(workers))
+    unit = work_unit or default_work_unit(len(plan.image_len))
     units = plan_work_units(plan, unit, output_axes={o.id: o.axis_ids for o in outputs})
     out_dtypes = _output_dtypes(outputs, post, dict(model._dataset_stats or {}))
 

@@ -64,14 +64,13 @@ QUEUE_DEPTH = 1
 SHARED_TILE_BYTES = 8 << 20
 
 
-def default_work_unit(n_tiled: int, *, distributed: bool = False) -> int:
+def default_work_unit(n_tiled: int) -> int:
     """Input pixels per tiled axis of a work unit: 1024 (2D) / 128 (3D).
 
     Small units keep memory flat; tiles shared by neighbouring units are
     computed once, in one process and on a cluster alike (there the owner
     of a shared tile saves its output for the neighbour: see
-    :mod:`.distributed`), so the cluster gains nothing from larger units
-    (``distributed`` is kept for callers; it changes nothing).
+    :mod:`.distributed`), so a cluster gains nothing from larger units.
     """
     return {1: 1 << 20, 2: 1024, 3: 128}.get(n_tiled, 32)
 
