@@ -80,8 +80,10 @@ def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
     from ..io.zarr import open_image
 
     lazy = open_image(image)
+    isolated = {"isolated": True, "wheels": options.get("wheels")} if options.get("isolated") else {}
     model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
-                 trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
+                 trust_code=bool(options.get("trust_code")), **isolated,
+                 **_hub_kwargs(options.get("hub"), options.get("offline")))
     done = {"computed": 0, "skipped": 0}
 
     def count(_sample, _unit, computed):

@@ -100,7 +100,9 @@ class PredictOptions:
                    "overlap by the network's measured receptive field, in larger windows where it takes them).")
 @click.option("--isolated", is_flag=True,
               help="Run pytorch_state_dict weights in a virtual environment with the packages the model declares "
-                   "(built once, cached).")
+                   "(built once, cached; installing them runs their code: needs --trust-code).")
+@click.option("--wheels", default=None, type=click.Path(), metavar="DIR",
+              help="With --isolated: install the model's dependencies from the wheels in DIR instead of the index.")
 @_hub_opts
 @zarr_options
 def predict(source, inputs, out_dir, **options):
@@ -284,7 +286,11 @@ def _load(package, options: dict):
     from .. import load
     from ..descr.weights import runnable_formats
 
-    isolated = {"isolated": True} if options.get("isolated") else {}
+    isolated = {"isolated": True, "wheels": options.get("wheels")} if options.get("isolated") else {}
+    if options.get("wheels") and not options.get("isolated"):
+        from ..errors import InputError
+
+        raise InputError("--wheels names the wheels of an isolated environment: pass it with --isolated")
     model = load(package, weights=options.get("weights"), device=options.get("device"),
                  trust_code=bool(options.get("trust_code")), **isolated)
     model.strict_sizes = bool(options.get("strict_sizes"))

@@ -18,13 +18,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import InvalidDescriptionError
+from ..errors import InvalidDescriptionError, WeightsError
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["Dependencies", "read_dependencies", "declared_dependencies", "missing_dependency_message"]
+__all__ = ["Dependencies", "read_dependencies", "declared_dependencies", "missing_dependency_message",
+           "index_requirements"]
 
 #: conda entries the current environment provides (torch) or that mean nothing to pip
 _PROVIDED = {"python", "pip", "pytorch", "torch", "cpuonly", "cudatoolkit", "pytorch-cuda", "cudnn", "mkl",
@@ -72,6 +73,64 @@ def _installed(name: str) -> bool:
         return True
     except importlib.metadata.PackageNotFoundError:
         return False
+
+
+#: file names pip installs from as they are (an archive or a wheel is a path, whatever its folder)
+_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".egg")
+
+
+def index_requirements(lines: Sequence[str], *, where: str) -> tuple[str, ...]:
+    """The pip lines of a dependency file as plain requirement specifiers, or a refusal naming the first other.
+
+    Installing a package runs its code (build backends, ``setup.py``), so
+    :mod:`.isolated` installs only ``name[extras] <version specifiers> ;
+    <marker>`` from an index (or a wheel folder the *user* names): a line
+    that is a pip option (``--find-links``, ``--index-url``, ``-e``, ``-r``),
+    a path, a URL, a VCS reference, a direct reference (``name @ ...``), an
+    archive's file name or an environment variable is refused here, before
+    pip runs.  Returns the requirements normalised (``str(Requirement)``).
+
+    Raises
+    ------
+    WeightsError
+        Naming the line, what it is, and the way to install local wheels.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = []
+    for raw in lines:
+        line = str(raw).strip()
+        if not line or line.startswith("#"):
+            continue
+        text = re.split(r"\s+#", line, maxsplit=1)[0].strip()  # pip's own inline comments
+        why = None
+        if text.startswith("-"):
+            why = "a pip option (it can point pip at other indexes, folders or files)"
+        elif "$" in text:
+            why = "an environment variable (pip expands it into a path or URL)"
+        else:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                why = ("not a requirement specifier (a path, URL or VCS reference is installed from wherever it "
+                       "points)")
+            else:
+                if req.url:
+                    why = "a direct reference (name @ URL or path), installed from wherever it points"
+                elif req.name.lower().endswith(_ARCHIVE_SUFFIXES):
+                    why = "a file name, which pip installs from the current folder"
+                else:
+                    out.append(str(req))
+                    continue
+        raise WeightsError(f"{where} asks pip for {_clip(line)!r}: {why}. Installing a package runs its code, so "
+                           "bioimgzoo installs only requirement specifiers (name[extras] and version, e.g. "
+                           "'scikit-image>=0.21') from the package index; to install wheels you have, pass their "
+                           "folder yourself: wheels=DIR (CLI --wheels DIR)")
+    return tuple(out)
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def read_dependencies(path: str | os.PathLike) -> Dependencies:

@@ -115,7 +115,10 @@ class Model:
     @classmethod
     def load(cls, source: Any, *, weights: str | None = None, device: str | None = None,
              trust_code: bool = False, isolated: bool = False, strict_sizes: bool = False,
-             **hub_options: Any) -> "Model":
+             wheels: Any = None, **hub_options: Any) -> "Model":
+        if wheels is not None and not isolated:
+            raise InputError("wheels= (--wheels) names the wheels an isolated environment installs: pass it with "
+                             "isolated=True (--isolated)")
         package = source if isinstance(source, Package) else open_package(source, **hub_options)
         if isolated and weights is None:
             weights = "pytorch_state_dict"  # the only format whose code needs the package's dependencies
@@ -127,7 +130,7 @@ class Model:
         if isolated:  # the network runs in a virtual environment with the package's own dependencies
             from .isolated import create_isolated_engine
 
-            engine = create_isolated_engine(package, fmt, device=dev, trust_code=trust_code)
+            engine = create_isolated_engine(package, fmt, device=dev, trust_code=trust_code, wheels=wheels)
         else:
             engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
                                             n_outputs=len(package.descr.outputs))
