@@ -72,14 +72,16 @@ def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
     if not is_zarr_path(out):
         raise InputError(f"-o {out}: a zarr input is written as OME-Zarr; name the output out.ome.zarr")
     out_path = Path(out)
-    if out_path.exists() and not (options.get("overwrite") or options.get("resume")):
-        raise InputError(f"output {out_path} exists: pass --overwrite to replace it, --resume to finish an "
-                         "interrupted run, or choose another path")
+    if options.get("overwrite") and options.get("resume"):
+        raise InputError("--overwrite and --resume contradict each other: give one of them")
     tile = _parse_tile(options.get("tile"))
     # open the image before the model: a bad input is said before any download
-    from ..io.zarr import open_image
+    from ..io.zarr import check_output_store, open_image
 
     lazy = open_image(image)
+    # an output that is the input, inside it or holding it, or a folder that is not ours: refused before anything
+    check_output_store(out_path, inputs=[image, lazy], overwrite=bool(options.get("overwrite")),
+                       resume=bool(options.get("resume")))
     isolated = {"isolated": True, "wheels": options.get("wheels")} if options.get("isolated") else {}
     model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
                  trust_code=bool(options.get("trust_code")), **isolated,
@@ -112,6 +114,7 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
     files = find_images(inputs)
     out_root = _writable_out_dir(out_dir)
     dests = []
+    sources = {f.resolve(): f for f in files}
     for f in files:
         stem = f.name.split(".")[0]
         dest = out_root / f"{stem}_{{output}}.tif"
@@ -120,6 +123,12 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
         dests.append(str(dest))
     model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
                  trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
+    for f, dest in zip(files, dests):
+        for o in model.outputs:
+            target = Path(dest.replace("{output}", o.id)).resolve()
+            if target in sources:  # an output is never an input: --overwrite would destroy it
+                raise InputError(f"the output {target.name} of {f} would replace the input {sources[target]}: choose "
+                                 "another -o folder (nothing was written)")
     n = [0]
 
     def done(_f, _w):

@@ -245,6 +245,9 @@ def _plan_outputs(files: list[Path], out_root: Path, package, opts: PredictOptio
         sub = r.parent.relative_to(common) if common is not None else None
         paths = {k: output_path(out_root, f, k, fmt=_extension(opts.fmt, f), subfolder=sub) for k in keys}
         for k, p in paths.items():
+            if p.resolve() in seen:  # an output is never an input (links resolved): --overwrite would destroy it
+                raise InputError(f"the output {p} of {f} would replace the input {seen[p.resolve()]}: choose another "
+                                 "-o folder (nothing was written)")
             key = str(p).lower()  # case-insensitive file systems (macOS, Windows) collide too
             if key in taken:
                 raise InputError(f"{f} and {taken[key]} would both write {p}: rename one of them (nothing was "

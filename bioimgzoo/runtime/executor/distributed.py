@@ -18,8 +18,9 @@
      chunks (or shard): still one writer per chunk, no locks.  The client
      logs the unit as finished when this task completes.
 
-  The parts are deleted when the run ends; a resumed run reuses the parts
-  on disk.  At most ``window`` tasks are in flight (about two per worker
+  The parts are deleted when the run ends; the client logs each part with
+  the digest of what it holds, and a resumed run reuses only the parts on
+  disk that still hold what was logged.  At most ``window`` tasks are in flight (about two per worker
   thread), so the scheduler never holds the whole image's graph.
 * A worker that dies loses its running tasks; the scheduler runs them
   again on another worker (dask's ``allowed-failures``).  A unit that keeps
@@ -48,8 +49,8 @@ import numpy as np
 from ...errors import InputError
 from .protocol import Network, Sample
 from ..plan import Region, SamplePlan
-from .streaming import (UnitRecord, WorkUnit, _intersect, _shift, _union, add_sample_statistics,
-                        compute_unit, release_freed_memory, set_engine_threads)
+from .streaming import (UnitRecord, WorkUnit, _intersect, _own_folder, _shift, _union, add_sample_statistics,
+                        array_digest, compute_unit, release_freed_memory, set_engine_threads, verify_units)
 
 log = logging.getLogger("bioimgzoo")
 
@@ -150,23 +151,32 @@ def _compute_on_worker(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict
                         batch_size=job["batch_size"], pad_mode=job["pad_mode"])
 
 
-def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> int:
-    """Compute phase on a worker: the unit's own tiles, saved as one part file per output."""
+def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> dict[str, str]:
+    """Compute phase on a worker: the unit's own tiles, saved as one part file per output.
+
+    Returns each part's :func:`~.streaming.array_digest` (the client logs it: a resumed run reuses a part only
+    when the file still holds that)."""
     outs = _compute_on_worker(key, job, unit)
+    digests = {}
     for oid, data in outs.items():
         final = _part_path(parts, number, unit.index, oid)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, np.ascontiguousarray(data))
-        os.replace(tmp, final)  # a part on disk is complete: a resumed run may reuse it
+        data = np.ascontiguousarray(data)
+        np.save(tmp, data)
+        os.replace(tmp, final)
+        digests[oid] = array_digest(data)
     del outs
     release_freed_memory()
-    return unit.index
+    return digests
 
 
 def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[WorkUnit], number: int,
-                   parts: str) -> int:
-    """Assemble phase on a worker: the unit's box from its owners' parts, written as whole chunks."""
+                   parts: str) -> dict[str, str]:
+    """Assemble phase on a worker: the unit's box from its owners' parts, written as whole chunks.
+
+    Returns the digest of what each output's sink stored (the client logs it)."""
     sample: Sample = job["sample"]
+    digests = {}
     for oid, region in unit.writes.items():
         buf = None
         for src in sources:
@@ -177,17 +187,15 @@ def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[Wor
             if buf is None:
                 buf = np.empty(tuple(r.stop - r.start for r in region), part.dtype)
             buf[_shift(inter, [r.start for r in region])] = part[_shift(inter, [r.start for r in src.writes[oid]])]
-        sample.outputs[oid].write(region, buf)
-    return unit.index
+        digests[oid] = sample.outputs[oid].write(region, buf)
+    return digests
 
 
-def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> int:
+def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict[str, str]:
     """One work unit on a worker, all its tiles (shared ones too): read, compute, write whole chunks."""
     sample: Sample = job["sample"]
     outs = _compute_on_worker(key, job, unit)
-    for oid, data in outs.items():
-        sample.outputs[oid].write(unit.writes[oid], data)
-    return unit.index
+    return {oid: sample.outputs[oid].write(unit.writes[oid], data) for oid, data in outs.items()}
 
 
 def connect(scheduler: Any = None, workers: int | None = None, threads: int | None = None, *,
@@ -277,6 +285,8 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                                        broadcast=True))
         todo = []
         for number, (sample, job) in enumerate(zip(samples, jobs)):
+            if record is not None:  # resuming: a logged unit counts only when the store still holds it
+                verify_units(record, number, units, sample.outputs)
             for u in units:
                 if record is not None and record.is_done(number, u.index):
                     if on_unit:
@@ -295,15 +305,16 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         if owned is None:
             ready.extend(todo)
         else:
-            Path(parts).mkdir(parents=True, exist_ok=True)
+            _own_folder(Path(parts))
             needed: dict[tuple[int, int], Any] = {}
             for number, job, u in todo:
                 sources = sorted({owner_of[t].index for t in u.tiles})
                 todo_parts = []
                 for v in sources:
                     if (number, v) not in needed:
-                        have = all(_part_path(parts, number, v, oid).is_file() for oid in owned[v].writes)
-                        needed[(number, v)] = have  # a part on disk is complete (renamed into place)
+                        # a part on disk is reused only when the record lists it with what it holds now
+                        have = all(_part_holds(record, parts, number, v, oid) for oid in owned[v].writes)
+                        needed[(number, v)] = have
                         if not have:
                             computes.append((number, job, owned[v]))
                     if not needed[(number, v)]:
@@ -351,7 +362,7 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
             in_flight -= 1
             kind, number, u, item, attempt = meta.pop(fut.key)
             try:
-                fut.result()
+                digests = fut.result()
             except Exception as e:
                 if _worker_lost(e) and attempt < _MAX_ATTEMPTS - 1:
                     # a worker died under it (or the scheduler dropped it with that worker): units are
@@ -367,6 +378,9 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                                  f"{type(e).__name__}: {e}. The output is incomplete (no OME-Zarr metadata "
                                  "written); fix the cause and rerun with --resume") from e
             if kind == "part":
+                if record is not None:
+                    for oid, digest in digests.items():
+                        record.mark_part(number, u.index, oid, digest)
                 for item in waiting_on.pop((number, u.index), []):
                     k = (item[0], item[2].index)
                     missing[k] -= 1
@@ -374,7 +388,7 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                         ready.append(item)
             else:
                 if record is not None:
-                    record.mark(number, u.index)
+                    record.mark(number, u.index, digests)
                 computed += 1
                 if on_unit:
                     on_unit(number, u, True)
@@ -387,6 +401,18 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
             client.close()
             cluster.close()
     return computed
+
+
+def _part_holds(record: UnitRecord | None, parts: str, number: int, unit: int, oid: str) -> bool:
+    """A part file is there (no link) and holds what the record logged for it."""
+    path = _part_path(parts, number, unit, oid)
+    if record is None or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        digest = array_digest(np.load(path, mmap_mode="r", allow_pickle=False))
+    except Exception:  # noqa: BLE001 -- a part that does not load is computed again
+        return False
+    return record.part_verified(number, unit, oid, digest)
 
 
 #: tries of one work unit whose worker was lost (dask's own retries of a task on a dead worker come first)
