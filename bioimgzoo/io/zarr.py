@@ -57,7 +57,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["LazyImage", "open_image", "is_zarr_path", "OmeZarrWriter", "NGFF_VERSIONS", "ngff_axes_order_ok",
-           "read_ngff_metadata", "check_output_store", "STORE_MARKER", "is_own_store"]
+           "read_ngff_metadata", "check_output_store", "STORE_MARKER", "is_own_store", "check_pixels"]
 
 NGFF_VERSIONS = ("0.4", "0.5")
 #: NGFF axis type of each of our layout letters
@@ -245,8 +245,29 @@ class LazyImage:
         return len(self._shape)
 
     def read(self, region: Sequence[slice | int]) -> np.ndarray:
-        """The box ``region`` (slices or indices, one per axis) as a numpy array."""
-        return np.asarray(self.array[tuple(region)])
+        """The box ``region`` (slices or indices, one per axis) as a numpy array.
+
+        Raises
+        ------
+        InputError
+            When the stored pixels do not decode (a chunk of the wrong size, a
+            truncated or foreign file): one message naming the store and the box.
+        """
+        try:
+            data = np.asarray(self.array[tuple(region)])
+        except InputError:
+            raise
+        except MemoryError:
+            raise InputError(f"{self.path}: reading {_box(region)} needs more memory than there is (its chunks are too "
+                             "large to decode): rechunk the image") from None
+        except Exception as e:  # zarr, numcodecs and tifffile raise many types for damaged data
+            raise InputError(f"{self.path}: the pixels of {_box(region)} cannot be read ({type(e).__name__}: "
+                             f"{str(e)[:200]}): the store is damaged (a chunk of the wrong size or a foreign file?); "
+                             "rewrite or re-download it") from e
+        if (data.dtype.kind, data.dtype.itemsize) != (self.dtype.kind, self.dtype.itemsize):
+            raise InputError(f"{self.path}: {_box(region)} decodes as {data.dtype}, the array declares {self.dtype}: "
+                             "the store is damaged; rewrite it")
+        return data
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -298,7 +319,15 @@ def open_image(path: str | Path, *, level: int = 0) -> LazyImage:
     scale = _dataset_scale(multiscale, datasets[level])
     letters = list(axes)
     units = {letters[i]: a["unit"] for i, a in enumerate(multiscale["axes"]) if a.get("unit")}
-    array = node[datasets[level]["path"]]
+    key = str(datasets[level].get("path", ""))
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InputError(f"{path}: pyramid level {level} names the array {key!r}, which is not a path inside the "
+                         "store; the metadata is damaged")
+    try:
+        array = node[key]
+    except Exception as e:  # a missing or broken array under the name the metadata gives
+        raise InputError(f"{path}: pyramid level {level} ({key!r}) cannot be opened ({type(e).__name__}: "
+                         f"{str(e)[:200]}): the store is incomplete or damaged") from e
     return _lazy(path, array, axes=axes, scale=dict(zip(letters, scale)), units=units, ngff=version, level=level)
 
 
@@ -359,7 +388,42 @@ def _array_axes(array: Any) -> str | None:
     return None if "?" in letters or len(set(letters)) != len(letters) else letters
 
 
+def _box(region: Sequence[Any]) -> str:
+    return "[" + ", ".join(f"{r.start}:{r.stop}" if isinstance(r, slice) else str(r) for r in region) + "]"
+
+
+#: pixel types a model can be fed: bool, integers and floats (not complex, strings, dates, objects or records)
+_PIXEL_KINDS = "biuf"
+
+
+def check_pixels(path: Any, shape: Sequence[int], dtype: Any, chunks: Any = None) -> None:
+    """Refuse an image no model can read: no pixels, a type that is not a number, chunks of size 0 or of the wrong rank.
+
+    Raises
+    ------
+    InputError
+    """
+    dt = np.dtype(dtype)
+    if dt.fields is not None or dt.kind not in _PIXEL_KINDS:
+        what = f"records of fields ({dt})" if dt.fields is not None else f"{dt} values"
+        raise InputError(f"{path} holds {what}, not numbers a model can take: convert it to an integer or float "
+                         "image")
+    if any(int(n) <= 0 for n in shape):
+        raise InputError(f"{path} has shape {tuple(int(n) for n in shape)}: an image without pixels; check the path "
+                         "(a pyramid level or array that was never written?)")
+    if chunks is None:
+        return
+    try:
+        sizes = tuple(int(c) for c in chunks)
+    except (TypeError, ValueError):
+        return  # irregular (dask-like) chunks: read as they come
+    if len(sizes) != len(shape) or any(c < 1 for c in sizes):
+        raise InputError(f"{path} declares chunks {sizes} for an array of shape {tuple(shape)}: chunks must have one "
+                         "size of at least 1 per axis; the store's metadata is damaged")
+
+
 def _lazy(path: Path, array: Any, **kw: Any) -> LazyImage:
+    check_pixels(path, array.shape, array.dtype, getattr(array, "chunks", None))
     return LazyImage(path, _array=array, _shape=tuple(int(n) for n in array.shape), _dtype=array.dtype, **kw)
 
 

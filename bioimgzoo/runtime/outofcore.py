@@ -31,7 +31,8 @@ import numpy as np
 
 from ..descr.axes import axis_letter, parse_axes
 from ..errors import InputError
-from ..io.zarr import AXIS_TYPES, LazyImage, OmeZarrWriter, check_output_store, is_zarr_path, open_image
+from ..io.zarr import (AXIS_TYPES, LazyImage, OmeZarrWriter, check_output_store, check_pixels, is_zarr_path,
+                       open_image)
 from .axes import _default_layout, to_model_layout
 from .executor.protocol import Network, Sample
 from .executor.streaming import (Progress, StreamingExecutor, UnitRecord, array_digest, default_work_unit,
@@ -72,10 +73,19 @@ class _ArrayImage:
     def __init__(self, array: Any):
         self.array, self.shape, self.dtype = array, tuple(int(n) for n in array.shape), np.dtype(array.dtype)
         self.axes, self.scale, self.units, self.path = None, {}, {}, _array_location(array)
+        chunks = getattr(array, "chunks", None)
+        check_pixels(self.path or f"the {type(array).__name__}", self.shape, self.dtype,
+                     chunks if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks) else None)
 
     def read(self, region: Sequence[Any]) -> np.ndarray:
-        part = self.array[tuple(region)]
-        return np.asarray(part.compute() if hasattr(part, "compute") else part)
+        try:
+            part = self.array[tuple(region)]
+            return np.asarray(part.compute() if hasattr(part, "compute") else part)
+        except InputError:
+            raise
+        except Exception as e:  # a zarr chunk that does not decode, a dask graph that fails
+            raise InputError(f"the input array cannot be read over {[(r.start, r.stop) for r in region]} "
+                             f"({type(e).__name__}: {str(e)[:200]}): its storage is damaged") from e
 
 
 def _stored_chunks(image: Any) -> tuple[int, ...] | None:

@@ -54,7 +54,7 @@ from .streaming import (UnitRecord, WorkUnit, _intersect, _own_folder, _shift, _
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "predict_files"]
+__all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "predict_files", "probe_scheduler"]
 
 #: models loaded on this worker process, by package key
 _WORKER_MODELS: dict[str, Any] = {}
@@ -211,11 +211,7 @@ def connect(scheduler: Any = None, workers: int | None = None, threads: int | No
     if scheduler is not None and not isinstance(scheduler, str):
         return scheduler, None, None  # a Client the caller made
     if scheduler is not None:
-        try:
-            return Client(scheduler, timeout="20s"), None, None
-        except Exception as e:
-            raise InputError(f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
-                             "(tcp://host:8786) and that the scheduler runs") from e
+        return _bounded_client(scheduler), None, None
     n = int(workers or 1)
     if n < 1:
         raise InputError(f"--workers {workers} is not valid: pass at least 1")
@@ -225,6 +221,116 @@ def connect(scheduler: Any = None, workers: int | None = None, threads: int | No
     cluster = LocalCluster(n_workers=n, threads_per_worker=per_worker, processes=True, dashboard_address=None,
                            resources={"GPU": 1} if gpu else None, silence_logs=logging.ERROR)
     return Client(cluster), cluster, engine_threads
+
+
+#: the largest handshake a dask scheduler sends (a few hundred bytes in practice)
+_MAX_HANDSHAKE = 1 << 20
+
+
+def _recv(sock: Any, n: int, deadline: float, address: str) -> bytes:
+    import socket
+    import time
+
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise InputError(f"{address} closed the connection before saying anything: it is not a dask scheduler "
+                             "(check the address and port; a scheduler listens on 8786 by default)")
+        buf += chunk
+    return buf
+
+
+def probe_scheduler(address: str, timeout: float) -> None:
+    """Check, within ``timeout`` seconds, that a ``tcp://`` address answers as a dask scheduler does.
+
+    A dask server speaks first: its handshake, one length-prefixed message
+    (8-byte size, frame lengths, msgpack naming ``compression`` and
+    ``python``).  A closed port, a silent socket, an HTTP server (the
+    dashboard on 8787) or anything else ends in one :class:`InputError`
+    instead of a wait without end.  Other schemes (``tls://``, ``inproc://``)
+    are left to the bounded connection itself.
+    """
+    import socket
+    import struct
+    import time
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+    except ValueError as e:
+        raise InputError(f"--scheduler {address!r} is not an address: give tcp://host:port (e.g. "
+                         "tcp://head-node:8786)") from e
+    if scheme != "tcp":
+        return
+    try:
+        host, port = parse_host_port(loc, default_port=8786)
+    except ValueError as e:
+        raise InputError(f"--scheduler {address!r}: {e}; give tcp://host:port") from e
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        raise InputError(f"cannot reach the dask scheduler at {address} ({e.strerror or type(e).__name__}): check the "
+                         "address and that the scheduler runs (dask scheduler, or dask-scheduler)") from e
+    try:
+        with sock:
+            (size,) = struct.unpack("Q", _recv(sock, 8, deadline, address))
+            if not 16 <= size <= _MAX_HANDSHAKE:
+                raise ValueError(f"a message of {size} bytes")
+            body = _recv(sock, size, deadline, address)
+            from distributed.protocol.utils import unpack_frames
+
+            frames, missing = unpack_frames(body, partial=True)
+            if missing or not any(b"compression" in bytes(f) and b"python" in bytes(f) for f in frames):
+                raise ValueError("no handshake")
+    except socket.timeout:
+        raise InputError(f"{address} accepted the connection but said nothing within {timeout:g} s: a dask "
+                         "scheduler greets at once, so this is not one (an HTTP server, such as the dashboard on 8787, "
+                         "waits for a request) or it hangs; check the address and port (BIOIMGZOO_TIMEOUT sets the "
+                         "wait)") from None
+    except (ValueError, struct.error):
+        raise InputError(f"{address} answers, but not as a dask scheduler (an HTTP server, such as the dashboard on "
+                         "8787?): check the address and port; the scheduler listens on 8786 by default") from None
+    except OSError as e:
+        raise InputError(f"the connection to {address} failed ({e.strerror or type(e).__name__}): check that the "
+                         "scheduler runs") from e
+
+
+def _bounded_client(address: str) -> Any:
+    """A Client of the scheduler at ``address``, or one InputError within a bounded time (never a hang)."""
+    import threading
+
+    from distributed import Client
+
+    from ... import config
+
+    timeout = config.http_timeout()
+    probe_scheduler(address, timeout)
+    made: dict = {}
+
+    def make() -> None:
+        try:
+            made["client"] = Client(address, timeout=timeout)
+        except BaseException as e:  # handed to the caller's thread
+            made["error"] = e
+
+    thread = threading.Thread(target=make, daemon=True, name="bioimgzoo-connect")
+    thread.start()
+    thread.join(2 * timeout + 5)
+    if thread.is_alive():  # the thread is left behind (a daemon): the run stops here
+        raise InputError(f"connecting to the dask scheduler at {address} did not complete within {2 * timeout + 5:g} "
+                         "s: check that it runs and answers (BIOIMGZOO_TIMEOUT sets the wait)")
+    if "error" in made:
+        e = made["error"]
+        raise InputError(f"cannot connect to the dask scheduler at {address}: {str(e)[:300] or type(e).__name__}; "
+                         "check the address (tcp://host:8786) and that the scheduler runs") from e
+    return made["client"]
 
 
 def _connect_with_model(model: Any, scheduler: Any, workers: int | None, threads: int | None) -> tuple:
