@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..._files import user_secret
 from ...errors import InputError, WeightsError
 from ..plan import Region, SamplePlan
 from .memory import BATCH_VOXELS, MAX_BATCH, _extract
@@ -359,40 +360,6 @@ def array_digest(data: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _record_key() -> bytes:
-    """This user's secret for the record's digests (``<cache>/keys/record``, created once, mode 0600).
-
-    A record line is a keyed digest of what was written: someone who can write
-    the store (not the user's cache) cannot forge a line that verifies.
-    """
-    from ... import config
-
-    folder = config.cache_dir() / "keys"
-    path = folder / "record"
-    try:
-        key = path.read_bytes()
-        if len(key) == 32:
-            return key
-    except OSError:
-        pass
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".record-{os.getpid()}-{threading.get_ident()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(32))
-        if not path.exists():
-            os.replace(tmp, path)
-        else:
-            tmp.unlink(missing_ok=True)
-        key = path.read_bytes()
-        if len(key) == 32:
-            return key
-    except OSError as e:
-        log.warning("cannot keep the key of resume records in %s (%s): a resumed run recomputes every unit", folder, e)
-    return os.urandom(32)  # this run only: its lines will not verify later, so they are recomputed
-
-
 def _own_folder(path: Path) -> Path:
     """``path`` as a real folder of the run (created): never through a symbolic link planted in the store."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
@@ -421,7 +388,7 @@ class UnitRecord:
         self.signature = json.loads(json.dumps({**dict(signature), "record": RECORD_VERSION}, sort_keys=True,
                                                default=str))
         self._bound = json.dumps(self.signature, sort_keys=True).encode()
-        self._key = _record_key()
+        self._key = user_secret()
         #: (kind, sample, unit[, output]) -> keyed digest, as logged
         self.logged: dict[tuple, str] = {}
         #: (sample, unit) finished: written in this run, or logged before and verified against the store
