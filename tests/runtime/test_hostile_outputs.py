@@ -232,16 +232,22 @@ def _interrupted(model, src, out, *, after: int, **kw):
         model.predict(str(src), axes="yx", tile=32, out=out, work_unit=32, on_unit=on_unit, **kw)
 
 
-@pytest.fixture()
-def resumable(same_conv, tmp_path):
+def _prepared(package, tmp_path, work_unit: int):
+    """The model, a zarr input and its uninterrupted streamed output."""
     import zarr
 
-    model = bioimgzoo.load(same_conv)
+    model = bioimgzoo.load(package)
     x = RNG.random((160, 128), dtype=np.float32)
     src = tmp_path / "in.zarr"
     zarr.create_array(str(src), shape=x.shape, chunks=(32, 32), dtype="float32")[...] = x
-    full = np.asarray(model.predict(str(src), axes="yx", tile=32, out=tmp_path / "full.ome.zarr", work_unit=32)[...])
+    full = np.asarray(model.predict(str(src), axes="yx", tile=32, out=tmp_path / "full.ome.zarr",
+                                    work_unit=work_unit)[...])
     return model, src, full
+
+
+@pytest.fixture()
+def resumable(same_conv, tmp_path):
+    return _prepared(same_conv, tmp_path, 32)
 
 
 def _log(out: Path) -> list[str]:
@@ -376,14 +382,9 @@ def test_the_log_stays_until_the_store_is_complete(resumable, tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_cluster_parts_overwritten_between_runs_are_computed_again(same_conv, tmp_path):
-    import zarr
     from distributed import Client, LocalCluster
 
-    model = bioimgzoo.load(same_conv)
-    x = RNG.random((160, 128), dtype=np.float32)
-    src = tmp_path / "in.zarr"
-    zarr.create_array(str(src), shape=x.shape, chunks=(32, 32), dtype="float32")[...] = x
-    full = np.asarray(model.predict(str(src), axes="yx", tile=32, out=tmp_path / "full.ome.zarr", work_unit=48)[...])
+    model, src, full = _prepared(same_conv, tmp_path, 48)
     out = tmp_path / "o.ome.zarr"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
