@@ -432,10 +432,10 @@ def _refuse_side_effects(text: str, where: str) -> None:
     they call) must only define things: no bare statements, no file reads or
     writes, no absolute paths; and no part of it may reach processes, the
     network, native code or code built from strings
-    (:func:`bioimgzoo.validation.code_scan.scan_python`), which the package's
+    (:func:`bioimgzoo.validation.safety.scan_python`), which the package's
     own safety check would fail.
     """
-    from ..validation.code_scan import import_time_effects, scan_python
+    from ..validation.safety import import_time_effects, scan_python
 
     found = {(f["line"], f["what"]): f["why"] for f in import_time_effects(text) + scan_python(text)}
     if not found:

@@ -18,10 +18,10 @@ never execute package content:
   Anything else (``os:system`` as an architecture) fails, never "not
   applicable";
 - ``safety.code``: architecture and custom-op Python files are parsed, not
-  imported, by :mod:`.code_scan` (an AST walk with a small dataflow: aliases,
-  star imports, ``getattr``/``sys.modules``/builtins indirection): every
-  reference to processes, files, the network, native code or code built from
-  strings is reported;
+  imported, by :func:`scan_python` (``_code_scan.py``: an AST walk with a
+  small dataflow through aliases, star imports, ``getattr``/``sys.modules``/
+  builtins indirection): every reference to processes, files, the network,
+  native code or code built from strings is reported;
 - ``safety.onnx``: ONNX external-data references, wherever a tensor can live
   (initializers, sparse initializers, node attributes, subgraphs, functions,
   training graphs), stay inside the package and exist;
@@ -39,10 +39,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from ._registry import FAILED, PASSED, STAGE_FILES, WARNING, register_family
-from .code_scan import risk_of, scan_python
+from ._code_scan import import_time_effects, risk_of, scan_python
 
-__all__ = ["scan_pickle", "scan_state_dict", "scan_python", "WEIGHTS_ONLY_OPCODES", "onnx_external_data",
-           "defined_callable"]
+__all__ = ["scan_pickle", "scan_state_dict", "scan_python", "import_time_effects", "WEIGHTS_ONLY_OPCODES",
+           "onnx_external_data", "defined_callable"]
 
 FAMILY = register_family("safety", "Safety (files read, never run)", order=25)
 

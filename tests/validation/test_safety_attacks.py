@@ -32,8 +32,8 @@ import yaml
 torch = pytest.importorskip("torch")
 
 from bioimgzoo.validation import check_package  # noqa: E402
-from bioimgzoo.validation.code_scan import scan_python  # noqa: E402
-from bioimgzoo.validation.safety import onnx_external_data, scan_pickle, scan_state_dict  # noqa: E402
+from bioimgzoo.validation.safety import (onnx_external_data, scan_pickle, scan_python,  # noqa: E402
+                                         scan_state_dict)
 
 from .test_broken_packages import ARCH, _state_dict_package  # noqa: E402
 
