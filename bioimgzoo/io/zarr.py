@@ -32,7 +32,7 @@ an unfinished run, never mistaken for a result.  Integer outputs go to
 
 An output is never an input, inside one, or holding one, and an existing
 path is replaced (``overwrite``) or continued (``resume``) only when it is a
-store bioimgzoo wrote: :func:`check_output_store` decides, before anything
+store written by bioimgzoo: :func:`check_output_store` decides, before anything
 is written or deleted, with symbolic links resolved (a link as the output
 itself is refused: nothing is written or deleted through it).  bioimgzoo's
 stores carry its marker from their creation on, the root attribute
@@ -102,7 +102,7 @@ def _store_attributes(path: Path) -> dict:
 
 
 def is_own_store(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding a zarr store bioimgzoo created (its root carries :data:`STORE_MARKER`)."""
+    """Whether ``path`` is a folder holding a zarr store created by bioimgzoo (its root carries :data:`STORE_MARKER`)."""
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
         return False
@@ -135,7 +135,7 @@ def check_output_store(out: str | Path, *, inputs: Sequence[Any] = (), overwrite
     Refused: an output that is a symbolic link; one that is an input, lies
     inside one, or holds one (paths resolved); an existing path without
     ``overwrite`` or ``resume``; with either, an existing path that is not a
-    store bioimgzoo wrote (its :data:`STORE_MARKER`), and with ``overwrite``,
+    store written by bioimgzoo (its :data:`STORE_MARKER`), and with ``overwrite``,
     one holding entries bioimgzoo does not write.  ``inputs``: paths (or
     objects with a ``path``) of what the run reads.
 
@@ -169,7 +169,7 @@ def check_output_store(out: str | Path, *, inputs: Sequence[Any] = (), overwrite
                          "an interrupted run, or choose another path")
     flag = "--overwrite" if overwrite else "--resume"
     if not out.is_dir():
-        raise InputError(f"output {out} exists and is a file, not an OME-Zarr store bioimgzoo wrote: {flag} replaces "
+        raise InputError(f"output {out} exists and is a file, not an OME-Zarr store written by bioimgzoo: {flag} replaces "
                          "or continues only bioimgzoo's own outputs; move it away or choose another path")
     try:
         entries = [e.name for e in os.scandir(out)]
@@ -177,14 +177,14 @@ def check_output_store(out: str | Path, *, inputs: Sequence[Any] = (), overwrite
         raise InputError(f"output {out} cannot be read ({e.strerror or e}): choose another path") from e
     if not is_own_store(out):
         there = f"it holds {_listing(entries)}" if entries else "it is an empty folder"
-        raise InputError(f"output {out} exists and is not an OME-Zarr store bioimgzoo wrote ({there}; no "
+        raise InputError(f"output {out} exists and is not an OME-Zarr store written by bioimgzoo ({there}; no "
                          f"'{STORE_MARKER}' mark in its root attributes): {flag} replaces or continues only "
                          "bioimgzoo's own outputs; move it away, delete it yourself, or choose another path")
     if overwrite:
         strangers = [e for e in entries if e not in _OWN_ENTRIES and not e.isdigit()]
         if strangers:
-            raise InputError(f"output {out} is a store bioimgzoo wrote, but it also holds {_listing(strangers)}, "
-                             "which bioimgzoo did not write: --overwrite would delete them; move them out first "
+            raise InputError(f"output {out} is a store written by bioimgzoo, but it also holds {_listing(strangers)}, "
+                             "which are not bioimgzoo's: --overwrite would delete them; move them out first "
                              "(nothing was deleted)")
     return out
 

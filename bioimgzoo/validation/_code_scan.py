@@ -452,10 +452,17 @@ def scan_python(source: str, *, filename: str = "<file>") -> list[dict]:
     """
     try:
         tree = ast.parse(source, filename=filename)
+        return _scan(tree, _Flow(tree))
     except (SyntaxError, ValueError) as e:
         return [{"line": getattr(e, "lineno", 0) or 0, "what": "syntax error",
                  "why": f"the file does not parse ({getattr(e, 'msg', str(e))})"}]
-    return _scan(tree, _Flow(tree))
+    except (RecursionError, MemoryError):  # a file built to exhaust the parser: a finding, never a skip
+        return [_UNREADABLE]
+
+
+#: the finding for source nested too deeply to parse or follow
+_UNREADABLE = {"line": 0, "what": "unreadable code",
+               "why": "the file is nested too deeply to be read (a file built to defeat checks)"}
 
 
 def _scan(tree: ast.AST, flow: _Flow, nodes: Iterable[ast.AST] | None = None) -> list[dict]:
@@ -554,10 +561,15 @@ def import_time_effects(source: str, *, filename: str = "<file>") -> list[dict]:
     whose body does any of that.
     """
     try:
-        tree = ast.parse(source, filename=filename)
+        return _import_time_effects(ast.parse(source, filename=filename))
     except (SyntaxError, ValueError) as e:
         return [{"line": getattr(e, "lineno", 0) or 0, "what": "syntax error",
                  "why": f"the file does not parse ({getattr(e, 'msg', str(e))})"}]
+    except (RecursionError, MemoryError):
+        return [_UNREADABLE]
+
+
+def _import_time_effects(tree: ast.Module) -> list[dict]:
     flow = _Flow(tree)
     nodes = _import_time_nodes(tree)
     found = {(f["line"], f["what"]): f["why"] for f in _scan(tree, flow, nodes)}

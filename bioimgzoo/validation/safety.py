@@ -289,6 +289,8 @@ def defined_callable(source: str, name: str) -> tuple[bool, str]:
         tree = ast.parse(source)
     except (SyntaxError, ValueError) as e:
         return False, f"the file does not parse ({getattr(e, 'msg', e)})"
+    except (RecursionError, MemoryError):
+        return False, "the file is nested too deeply to be read"
     how = ""
     stack = list(tree.body)
     while stack:

@@ -150,7 +150,7 @@ def test_overwrite_deletes_only_a_store_bioimgzoo_wrote(same_conv, victim, tmp_p
         for flag in ("--overwrite", "--resume"):
             r = cli("predict", same_conv, path, "-o", target, "--axes", "yx", flag)
             assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-            assert said in r.output and "not an OME-Zarr store bioimgzoo wrote" in r.output, r.output
+            assert said in r.output and "not an OME-Zarr store written by bioimgzoo" in r.output, r.output
         assert (tree(target) if target.is_dir() else target.read_text()) == before
     # bioimgzoo's own output: replaced; a document dropped into it later: refused, named, kept
     out = tmp_path / "out.ome.zarr"
@@ -335,7 +335,7 @@ def test_resume_refuses_other_settings_a_broken_head_and_a_planted_link(resumabl
     elsewhere.write_text("precious\n")
     done.unlink()
     done.symlink_to(elsewhere)
-    with pytest.raises(InputError, match="not a file bioimgzoo wrote"):
+    with pytest.raises(InputError, match="not a file written by bioimgzoo"):
         model.predict(str(src), axes="yx", tile=32, out=out, work_unit=32, resume=True)
     assert elsewhere.read_text() == "precious\n"
     # the run's folder itself a link

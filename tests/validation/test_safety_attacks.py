@@ -264,6 +264,7 @@ OBFUSCATED = {
     "writes a file": "import pathlib\n\ndef go():\n    pathlib.Path('/tmp/x').write_text('y')\n",
     "open for writing": "def go():\n    open('/tmp/x', 'a').write('y')\n",
     "frames": "import sys\n\ndef go():\n    return sys._getframe(1).f_globals\n",
+    "nested to defeat the scanner": "X = " + "a." * 3000 + "b\n",
 }
 
 

@@ -397,7 +397,7 @@ class UnitRecord:
         self._lock = threading.Lock()
         _own_folder(self.folder)
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
-            raise InputError(f"{self.path} is not a file bioimgzoo wrote (a link or a folder): the store was changed by "
+            raise InputError(f"{self.path} is not a file written by bioimgzoo (a link or a folder): the store was changed by "
                              "hand; pass --overwrite to start again")
         if resume and self.path.is_file():
             lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
