@@ -49,11 +49,11 @@ def build_package(plan: ExportPlan, ref: Reference, staging: Path) -> Built:
     files["readme"] = _readme(plan, ref, staging)
     contents = ref.contents
     descr = describe(contents, files, root=staging, io_checks=True)
-    dij = _deepimagej_precheck(descr, staging)
+    dij = _deepimagej_precheck(descr, staging, plan.format_version)
     if not has_failures(dij) and "deepimagej" not in contents.meta.tags:
         contents = replace(contents, meta=replace(contents.meta, tags=[*contents.meta.tags, "deepimagej"]))
         descr = describe(contents, files, root=staging, io_checks=True)
-        dij = _deepimagej_precheck(descr, staging)
+        dij = _deepimagej_precheck(descr, staging, plan.format_version)
     return Built(descr=descr, contents=contents, files=files, deepimagej=dij)
 
 
@@ -163,13 +163,11 @@ def _technical_lines(c: Contents) -> list[str]:
 class _StagingSource:
     """A package source over the staging folder plus the rdf content about to be written."""
 
-    def __init__(self, root: Path, rdf: dict, names: dict[str, Path]):
-        import yaml
-
+    def __init__(self, root: Path, text: str, names: dict[str, Path]):
         self.root = root
         self.rdf_name = "rdf.yaml"
         self.name = f"staged package {root}"
-        self._bytes = yaml.safe_dump(rdf).encode()
+        self._bytes = text.encode()
         self._names = names
 
     def read_rdf(self) -> tuple[bytes, str]:
@@ -179,21 +177,19 @@ class _StagingSource:
         return self._names.get(path, self.root / path)
 
 
-def _deepimagej_precheck(descr: Any, staging: Path) -> list:
+def _deepimagej_precheck(descr: Any, staging: Path, format_version: str | None) -> list:
     """Run the DeepImageJ rules on the description as it will be written (rdf content, staged files)."""
-    from bioimageio.spec import get_package_content
-
     from ..package import Package, build_model_description
     from ..validation.deepimagej import check_deepimagej
+    from ._serialize import package_content
 
-    content = get_package_content(descr, bioimageio_yaml_file_name="rdf.yaml")
-    rdf = content["rdf.yaml"]
-    names = {k: Path(str(v.source)) for k, v in content.items() if k != "rdf.yaml" and hasattr(v, "source")}
-    source = _StagingSource(staging, rdf, names)
+    content = package_content(descr, format_version=format_version)
+    rdf = content.rdf
+    source = _StagingSource(staging, content.text, content.files)
     # parsed from the rdf as it will be written: its files are package-relative names, as a consumer sees
     # them (the in-memory description names the staged files by absolute path, which a package may not)
     written = build_model_description(rdf, root=staging, file_name="rdf.yaml", where=source.name)
-    pkg = Package(source=source, descr=written, original_format_version=str(descr.format_version), raw=rdf)
+    pkg = Package(source=source, descr=written, original_format_version=content.format_version, raw=rdf)
     return check_deepimagej(pkg)
 
 

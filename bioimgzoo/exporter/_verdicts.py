@@ -17,11 +17,15 @@ __all__ = ["tool_verdicts", "reviewer_warnings"]
 
 #: what a tool name looks like in the summary
 TOOL_NAMES = {"deepimagej": "DeepImageJ", "icy": "Icy", "ilastik": "ilastik", "qupath": "QuPath",
-              "biapy": "BiaPy", "careamics": "CAREamics", "bioimageio.core": "bioimageio.core"}
+              "biapy": "BiaPy", "careamics": "CAREamics", "bioimageio.core": "bioimageio.core",
+              "readers": "readers"}
 
 
-def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None]:
-    """``([{tool, status, failed_rules, reasons}], note)`` for the package at ``zip_path``."""
+def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None, list[dict]]:
+    """``([{tool, status, failed_rules, reasons}], note, readers)`` for the package at ``zip_path``.
+
+    ``readers`` are the deployed readers' verdicts (``{reader, title, version, status, message, field}``).
+    """
     from ..package import open_package
 
     package = open_package(zip_path)
@@ -38,20 +42,24 @@ def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None]:
         except Exception as e:  # a checker's own failure must not lose the written package
             note = f"the consumer checkers failed ({type(e).__name__}: {e}); DeepImageJ rules only"
         else:
-            out = [_as_dict(v) for v in verdicts.values()]
+            readers = [{"reader": f.details.get("reader"), "title": f.details.get("title", ""),
+                        "version": f.details.get("version", ""), "status": f.status, "message": f.message,
+                        "field": f.details.get("field", "")}
+                       for f in (verdicts["readers"].findings if "readers" in verdicts else ())]
+            out = [_as_dict(v) for v in verdicts.values() if v.tool != "readers"]
             if any(v["failed_rules"] == ["Q1"] for v in out):
                 try:
                     out = _unzipped_qupath(zip_path, out, consumer_verdicts)
                 except Exception:  # the zip's own verdict stands
                     pass
-            return out, None
+            return out, None, readers
     from ..validation.deepimagej import check_deepimagej
 
     results = check_deepimagej(package)
     failed = [r for r in results if r.status == "failed"]
     return [{"tool": "deepimagej", "status": "failed" if failed else "passed",
              "failed_rules": [f"D{r.rule}" for r in failed],
-             "reasons": {f"D{r.rule}": r.message for r in failed}}], note
+             "reasons": {f"D{r.rule}": r.message for r in failed}}], note, []
 
 
 def _as_dict(v) -> dict:

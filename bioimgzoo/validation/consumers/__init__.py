@@ -1,5 +1,9 @@
 """Consumer-tool checkers: will DeepImageJ, Icy, ilastik, QuPath, BiaPy, CAREamics run this package?
 
+:mod:`.readers` opens the package with the readers deployed today (JDLL's
+parser, modelled from its source; bioimageio.spec as BiaPy pins it;
+bioimageio.core as the zoo's CI runs it) and reports each one's verdict.
+
 One module per tool implements that tool's rules of ``shared/docs/consumer-rules.md``
 (ids ``D1``-``D29``, ``I1``-``I5``, ``Q1``-``Q5``, ``B1``-``B5``, ``C1``), read off
 the tools' own sources and the zoo CI; where a rule is about numbers the tool's
@@ -25,6 +29,7 @@ from ._base import TOOLS, ConsumerVerdict, evaluate, open_subject, verdict
 from ._base import tools as _registered
 # each module registers its tool (and its family) on import
 from . import deepimagej, icy, ilastik, qupath, biapy, careamics  # noqa: E402,F401  (order = report order)
+from . import readers  # noqa: E402,F401  (the deployed readers; also rules D0, B0, I0 of the tools above)
 
 __all__ = ["TOOLS", "ConsumerVerdict", "consumer_verdicts"]
 
