@@ -200,42 +200,17 @@ def _deepimagej_precheck(descr: Any, staging: Path, format_version: str | None) 
 def github_users_trusted(meta: Meta, notes: list[str]) -> Iterator[None]:
     """Inside the block, the authors' and maintainers' GitHub users that cannot be verified offline count as
     known (a note names them); a name GitHub says does not exist is an error."""
-    from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
+    from bioimageio.spec._internal.constants import KNOWN_INVALID_GITHUB_USERS
+
+    from ..validation.format import github_users_known
 
     users = [a["github_user"] for a in meta.authors + meta.maintainers if a.get("github_user")]
-    added = [u.lower() for u in _github_users_offline(users, notes)]
-    added = [u for u in dict.fromkeys(added) if u not in KNOWN_GITHUB_USERS]
-    KNOWN_GITHUB_USERS.update(added)
-    try:
+    with github_users_known(users) as (unverified, why):
+        # asked GitHub once per unknown user: nonexistent ones are now in spec's KNOWN_INVALID_GITHUB_USERS
+        bad = [u for u in users if u.lower() in KNOWN_INVALID_GITHUB_USERS]
+        if bad:
+            raise ExportError(f"github_user {bad[0]!r}: GitHub knows no such user; fix the name or leave it out")
+        if unverified:
+            notes.append(f"GitHub user(s) {', '.join(unverified)} could not be verified ({why}): check the "
+                         "spelling")
         yield
-    finally:
-        KNOWN_GITHUB_USERS.difference_update(added)
-
-
-def _github_users_offline(users: Sequence[str], notes: list[str]) -> list[str]:
-    """GitHub user names bioimageio.spec cannot verify because api.github.com is unreachable.
-
-    The spec looks every unknown ``github_user`` up online and, offline, fails with a
-    connection error instead of a warning; such names are reported and then treated as
-    known while this export validates (see :func:`github_users_trusted`).  A name GitHub
-    says does not exist is an error.
-    """
-    from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
-    from bioimageio.spec._internal.field_validation import validate_github_user
-    from bioimageio.spec._internal.validation_context import ValidationContext
-
-    unverified = []
-    for user in dict.fromkeys(users):
-        if user.lower() in KNOWN_GITHUB_USERS:
-            continue
-        try:
-            with ValidationContext(perform_io_checks=True):
-                validate_github_user(user)
-        except ValueError as e:
-            raise ExportError(f"github_user {user!r}: {e}; fix the name or leave it out") from e
-        except Exception:  # no network: httpx.ConnectError and friends
-            unverified.append(user)
-    if unverified:
-        notes.append(f"GitHub user(s) {', '.join(unverified)} could not be verified (api.github.com unreachable): "
-                     "check the spelling")
-    return unverified

@@ -43,7 +43,7 @@ from .deepimagej import render_markdown
 
 __all__ = ["TOOL", "READERS", "ReaderResult", "read_with", "reader_results"]
 
-TOOL = tool("readers", "Deployed readers", order=49, render_markdown=render_markdown)
+TOOL = tool("readers", "Deployed readers", order=58, render_markdown=render_markdown)
 
 
 @dataclass(frozen=True)
@@ -279,6 +279,9 @@ def _register_on_tools() -> None:
             t.rule(rule_id, title=TITLES["D0"], fix=FIXES["D0"])(_rule(name))
         else:
             t.rule(rule_id, title=f"{r.title} reads the description", fix=_FIX)(_rule(name))
+        # first in the tool's order: a reader that refuses the description comes before every other rule
+        t.rules.insert(0, t.rules.pop())
+        t.family.checks.insert(0, t.family.checks.pop())
 
 
 _register_on_tools()
