@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["tool_verdicts", "reviewer_warnings"]
+__all__ = ["tool_verdicts", "reviewer_warnings", "normalisation_warnings"]
 
 #: what a tool name looks like in the summary
 TOOL_NAMES = {"deepimagej": "DeepImageJ", "icy": "Icy", "ilastik": "ilastik", "qupath": "QuPath",
@@ -109,6 +109,43 @@ def reviewer_warnings(*, module, meta, card: dict) -> list[str]:
         if hits or len(low) < 3:
             warnings.append(f"{key} looks like placeholder text ({str(text).strip()[:60]!r}): write the real one")
     return warnings
+
+
+_NORMALISING = {"zero_mean_unit_variance", "fixed_zero_mean_unit_variance", "scale_range", "scale_linear",
+                "scale_mean_variance"}
+
+
+def normalisation_warnings(inputs: dict, preprocessing: dict) -> list[str]:
+    """An input whose example looks raw (integer pixels, or values far from a normalised range) while no
+    normalising preprocessing is declared: the package would feed the network raw values.
+
+    Most networks are trained on normalised images; packaging one without its normalisation gives wrong
+    results in every consumer, silently.  The statistics only *suggest* it (a network may normalise inside
+    itself), so this is a warning.
+    """
+    import numpy as np
+
+    out = []
+    for tid, example in inputs.items():
+        ops = {str(getattr(p, "id", "")) for p in preprocessing.get(tid, [])}
+        if ops & _NORMALISING:
+            continue
+        arr = np.asarray(example)
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        if finite.size == 0:
+            continue
+        lo, hi = float(finite.min()), float(finite.max())
+        mean, std = float(finite.mean()), float(finite.std())
+        raw = (arr.dtype.kind in "ui" and hi > 1) or hi - lo > 20 or abs(mean) > 10 or std > 10
+        if not raw:
+            continue
+        out.append(
+            f"input {tid!r}: the example is {arr.dtype} with values {lo:g}..{hi:g} (mean {mean:.4g}, std {std:.4g}) "
+            "and no normalisation is declared, so every consumer will feed the network these raw values. If it "
+            "was trained on normalised images, declare it: --preprocessing '[{\"id\": \"zero_mean_unit_variance\", "
+            "\"kwargs\": {\"axes\": [\"x\", \"y\"]}}]' (Python: preprocessing=[...]); if the network "
+            "normalises inside itself, ignore this")
+    return out
 
 
 def _looks_untrained(module) -> bool:

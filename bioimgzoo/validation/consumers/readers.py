@@ -226,9 +226,25 @@ def _in_env(s: Subject, r: Reader) -> ReaderResult:
                    version=version)
 
 
+def _prefetch_env_readers(s: Subject) -> None:
+    """Run every environment reader at once (each is a subprocess that mostly imports): half the wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [n for n, r in READERS.items() if r.env is not None and f"reader:{n}" not in s.cache]
+    if len(names) < 2:
+        return
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        results = dict(zip(names, pool.map(lambda n: _in_env(s, READERS[n]), names)))
+    for n, res in results.items():
+        s.cache.setdefault(f"reader:{n}", res)
+
+
 def read_with(s: Subject, name: str) -> ReaderResult:
     """Reader ``name``'s verdict on the subject's package (computed once per subject)."""
     r = READERS[name]
+    if r.env is not None and f"reader:{name}" not in s.cache and s.descr is not None:
+        _rdf_text(s)  # read once here, not in two threads
+        _prefetch_env_readers(s)
 
     def run() -> ReaderResult:
         if s.descr is None and name in ("biapy", "zoo-ci") and not s.raw:
