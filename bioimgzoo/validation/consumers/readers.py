@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping
 
 from .._registry import FAILED, PASSED, SKIPPED
 from ._base import NeedsFiles, Subject, tool
-from ._reader_envs import EnvUnavailable, ReaderEnv, installed_versions, reader_python
+from ._reader_envs import EnvUnavailable, ReaderEnv, reader_python
 from .deepimagej import render_markdown
 
 __all__ = ["TOOL", "READERS", "ReaderResult", "read_with", "reader_results"]
@@ -151,15 +151,6 @@ _MISSING = object()
 # ------------------------------------------------------------------------------------------ subprocesses
 
 
-def _github_users(raw: Mapping) -> list[str]:
-    users = []
-    for key in ("authors", "maintainers", "packaged_by"):
-        for person in raw.get(key) or []:
-            if isinstance(person, Mapping) and isinstance(person.get("github_user"), str):
-                users.append(person["github_user"])
-    return users
-
-
 def _materialise(s: Subject, folder: Path) -> tuple[Path, bool, str]:
     """The package laid out in ``folder`` for a reader: (rdf path, whether its files are there, why not)."""
     from ..files import raw_file_refs
@@ -189,8 +180,9 @@ def _materialise(s: Subject, folder: Path) -> tuple[Path, bool, str]:
 
 
 def _in_env(s: Subject, r: Reader) -> ReaderResult:
+    from ..format import github_users
+
     assert r.env is not None
-    marker = installed_versions(r.env)
     try:
         python = reader_python(r.env)
     except EnvUnavailable as e:
@@ -203,7 +195,7 @@ def _in_env(s: Subject, r: Reader) -> ReaderResult:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         try:
             proc = subprocess.run([str(python), str(worker), str(rdf), "1" if io_checks else "0",
-                                   json.dumps(_github_users(s.raw))], capture_output=True, text=True, timeout=600,
+                                   json.dumps(github_users(s.raw))], capture_output=True, text=True, timeout=600,
                                   env=env, cwd=tmp)
         except subprocess.TimeoutExpired:
             return _result(r, SKIPPED, f"{r.title} ({r.version}) did not finish reading in 600 s")
@@ -214,8 +206,6 @@ def _in_env(s: Subject, r: Reader) -> ReaderResult:
                                   f"{proc.returncode}): {tail}", "-")
     out = json.loads(lines[-1])
     version = f"spec {out['spec']}" + (f", core {out['core']}" if out.get("core") else "")
-    if marker is None:
-        marker = installed_versions(r.env)
     suffix = f" ({note})" if note else ""
     if out["errors"]:
         first = out["errors"][0]

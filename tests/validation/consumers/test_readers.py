@@ -4,9 +4,7 @@ environments (built once per machine in the tests' persistent folder)."""
 from __future__ import annotations
 
 import copy
-import json
 import shutil
-import zipfile
 
 import pytest
 import yaml
