@@ -34,8 +34,8 @@ from . import readers  # noqa: E402,F401  (the deployed readers; also rules D0, 
 __all__ = ["TOOLS", "ConsumerVerdict", "consumer_verdicts"]
 
 
-def consumer_verdicts(package: Any, *, static: bool = False,
-                      tools: Iterable[str] | None = None) -> dict[str, ConsumerVerdict]:
+def consumer_verdicts(package: Any, *, static: bool = False, tools: Iterable[str] | None = None,
+                      build_readers: bool = True) -> dict[str, ConsumerVerdict]:
     """Predict each consumer tool's verdict on a package.
 
     Parameters
@@ -47,6 +47,9 @@ def consumer_verdicts(package: Any, *, static: bool = False,
         read; the rules that need them are ``skipped`` with the reason.
     tools : iterable of str, optional
         Names from :data:`TOOLS` (default: all).
+    build_readers : bool
+        Build a deployed reader's missing environment (once, from the package index); False: use built
+        ones only, the others are ``skipped``.
 
     Returns
     -------
@@ -58,5 +61,6 @@ def consumer_verdicts(package: Any, *, static: bool = False,
     if unknown:
         raise ValueError(f"unknown consumer tools {unknown}; known: {list(TOOLS)}")
     subject = open_subject(package, static=static)
+    subject.cache["readers:build"] = build_readers
     registered = _registered()
     return {name: verdict(name, evaluate(registered[name], subject)) for name in TOOLS if name in names}

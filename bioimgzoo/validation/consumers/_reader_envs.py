@@ -73,8 +73,11 @@ def installed_versions(env: ReaderEnv) -> dict | None:
         return None
 
 
-def reader_python(env: ReaderEnv) -> Path:
-    """The python of ``env``'s environment, built first if missing and allowed; raises :class:`EnvUnavailable`."""
+def reader_python(env: ReaderEnv, *, build: bool = True) -> Path:
+    """The python of ``env``'s environment, built first if missing and allowed; raises :class:`EnvUnavailable`.
+
+    ``build=False`` uses a built environment only (``bioimgzoo info`` downloads nothing).
+    """
     mode = config.readers_mode()
     if mode == "off":
         raise EnvUnavailable("the deployed readers are turned off (BIOIMGZOO_READERS=off)")
@@ -82,8 +85,9 @@ def reader_python(env: ReaderEnv) -> Path:
     final = root / env.key
     if (final / _MARKER).is_file():
         return _python(final)
-    if mode == "cached" or config.offline():
-        why = "offline (BIOIMGZOO_OFFLINE)" if config.offline() else "BIOIMGZOO_READERS=cached"
+    if mode == "cached" or config.offline() or not build:
+        why = "offline (BIOIMGZOO_OFFLINE)" if config.offline() else "BIOIMGZOO_READERS=cached" if build else \
+            "this command downloads nothing"
         raise EnvUnavailable(f"its environment ({', '.join(env.requirements)}) is not built and is not built "
                              f"now: {why}. Run once with the package index reachable (bioimgzoo validate builds "
                              f"it under {root})")

@@ -184,7 +184,7 @@ def _in_env(s: Subject, r: Reader) -> ReaderResult:
 
     assert r.env is not None
     try:
-        python = reader_python(r.env)
+        python = reader_python(r.env, build=s.cache.get("readers:build", True))
     except EnvUnavailable as e:
         return _result(r, SKIPPED, f"{r.title} ({r.version}) not run: {e}")
     except Exception as e:  # a cache folder that cannot be written, ...
@@ -208,8 +208,10 @@ def _in_env(s: Subject, r: Reader) -> ReaderResult:
     version = f"spec {out['spec']}" + (f", core {out['core']}" if out.get("core") else "")
     suffix = f" ({note})" if note else ""
     if out["errors"]:
-        first = out["errors"][0]
-        more = f" (and {len(out['errors']) - 1} more error(s))" if len(out["errors"]) > 1 else ""
+        first = dict(out["errors"][0])
+        first["loc"] = _field(first["loc"])
+        others = [f for f in dict.fromkeys(_field(e["loc"]) for e in out["errors"]) if f != first["loc"]]
+        more = f" (also {', '.join(others[:4])})" if others else ""
         return _result(r, FAILED, f"{r.title} ({version}) refuses {first['loc'] or '-'}: {first['msg']}{more}"
                                   f"{suffix}", first["loc"] or "-", version)
     return _result(r, PASSED, f"{r.title} ({version}) opens it: {out['type']}, {out['status']}{suffix}",
@@ -227,6 +229,16 @@ def _prefetch_env_readers(s: Subject) -> None:
         results = dict(zip(names, pool.map(lambda n: _in_env(s, READERS[n]), names)))
     for n, res in results.items():
         s.cache.setdefault(f"reader:{n}", res)
+
+
+def _field(loc: str) -> str:
+    """pydantic's location without the union branches it tried (``covers.0.function-after[...]`` -> ``covers.0``)."""
+    parts = []
+    for part in loc.split("."):
+        if any(c in part for c in "[(<") or part in ("RelativeFilePath", "HttpUrl"):
+            break
+        parts.append(part)
+    return ".".join(parts) or loc
 
 
 def read_with(s: Subject, name: str) -> ReaderResult:
