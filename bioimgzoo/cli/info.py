@@ -113,11 +113,16 @@ def _consumer_verdicts(pkg) -> dict | None:
     """Each consumer tool's verdict, from the description alone (static rules: nothing is downloaded)."""
     from ..validation.consumers import consumer_verdicts
 
-    verdicts = consumer_verdicts(pkg, static=True)
+    # the deployed readers run where their environments are built (validate builds them): info downloads nothing
+    verdicts = consumer_verdicts(pkg, static=True, build_readers=False)
     out = {}
     for tool, v in verdicts.items():
         out[str(tool)] = {"status": str(getattr(v, "status", v)),
                           "failed_rules": [str(r) for r in (getattr(v, "failed_rules", None) or [])]}
+        if tool == "readers":
+            out[str(tool)]["readers"] = [{"reader": f.details.get("reader"), "version": f.details.get("version"),
+                                          "status": f.status, "field": f.details.get("field", ""),
+                                          "message": f.message} for f in v.findings]
     return out
 
 
@@ -244,6 +249,9 @@ def _print(f: dict, pkg) -> None:
         for tool, v in f["consumers"].items():
             failed = f": fails {', '.join(v['failed_rules'])}" if v["failed_rules"] else ""
             say(f"  {tool}: {v['status']}{failed}")
+            for r in v.get("readers", []):
+                why = "" if r["status"] == "passed" else f" -- {r['message'][:160]}"
+                say(f"    {r['reader']} ({r['version']}): {r['status']}{why}")
     if f.get("tiling"):
         say(f"\nTiling: {f['tiling']}")
     con.print("\nLarger images are tiled automatically with sizes from the list above (predict --tile to "

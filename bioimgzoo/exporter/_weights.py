@@ -9,6 +9,12 @@
   are taken from the caller or read back from same-named attributes of the
   module.  The rebuilt module must load the state dict strictly and reproduce
   the outputs (a written file: in a fresh process, from that file alone).
+  A network of bioimgzoo itself is never named by ``import_from`` (readers
+  such as BiaPy or DeepImageJ's Python engine have no bioimgzoo): an
+  allow-listed one (:data:`bioimgzoo.trust.TRUSTED_ARCHITECTURES`) ships its
+  module file byte for byte (which bioimgzoo then loads without
+  ``trust_code``), any other its extracted source; no written architecture
+  may import bioimgzoo.
 * ``torchscript``: ``torch.jit.script`` first (keeps shape-dependent control
   flow), else ``torch.jit.trace`` at one size; either is accepted only when it
   reproduces the module on several input sizes.
@@ -220,6 +226,8 @@ def _candidates(module: Any, architecture: Any) -> tuple[list[dict], list[str]]:
     cls = type(module)
     if architecture is not None:
         parsed = _parse_architecture(architecture)
+        if "import_from" in parsed and _is_own(parsed["import_from"]):
+            return _own_candidates(parsed["callable"], parsed["import_from"], cls), []
         if "import_from" in parsed and parsed["import_from"] != "__main__":
             return [parsed], []
         if "source" in parsed:
@@ -229,10 +237,43 @@ def _candidates(module: Any, architecture: Any) -> tuple[list[dict], list[str]]:
     mod_name = cls.__module__
     top = mod_name.split(".")[0]
     nested = "<locals>" in cls.__qualname__
+    if _is_own(mod_name) and not nested:
+        return _own_candidates(cls.__name__, mod_name, cls), []
     if mod_name != "__main__" and not nested and top in _installed_top_levels() and mod_name in sys.modules:
         return [{"callable": cls.__name__, "import_from": mod_name},
                 {"callable": cls.__name__, "extract": cls}], []
     return [{"callable": cls.__name__, "extract": cls}], []
+
+
+def _is_own(module_name: str) -> bool:
+    """A module of bioimgzoo itself (never named by ``import_from`` in a package: readers lack bioimgzoo)."""
+    return module_name.split(".")[0] == "bioimgzoo"
+
+
+def _own_candidates(name: str, module_name: str, cls: type) -> list[dict]:
+    """bioimgzoo's own network ``module_name:name``: its module file verbatim when allow-listed, else extracted."""
+    from ..trust import TRUSTED_ARCHITECTURES
+
+    obj = getattr(importlib.import_module(module_name), name, None)
+    cands: list[dict] = []
+    if (module_name, name) in TRUSTED_ARCHITECTURES:
+        cands.append({"callable": name, "verbatim": module_name, "extract": obj})
+    if obj is not None:
+        cands.append({"callable": name, "extract": obj})
+    elif cls.__name__ == name:
+        cands.append({"callable": name, "extract": cls})
+    return cands
+
+
+def _imports_bioimgzoo(text: str) -> bool:
+    import ast
+
+    for node in ast.walk(ast.parse(text)):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if any(n.split(".")[0] == "bioimgzoo" for n in names):
+            return True
+    return False
 
 
 def _constructor(cand: dict, module: Any) -> Callable | None:
@@ -250,13 +291,15 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
     """Save the state dict and find an architecture that rebuilds the module; raise ExportError if none."""
     import torch
 
-    from ._source import SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
+    from ._source import ExtractedSource, SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
 
     candidates, tried = _candidates(module, architecture)
     for cand in candidates:
         name = cand["callable"]
         if "import_from" in cand:
             label = f"{cand['import_from']}:{name}"
+        elif "verbatim" in cand:
+            label = f"{cand['verbatim']}:{name} (its module file, verbatim)"
         elif "extract_file" in cand:
             label = f"{Path(cand['extract_file']).name}:{name} (extracted)"
         else:
@@ -301,8 +344,17 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
             comment = f"state dict; architecture {label}"
         else:
             try:
-                extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
-                             else extract_architecture(cand["extract"]))
+                if "verbatim" in cand:
+                    from ..trust import own_source
+
+                    extracted = ExtractedSource(text=own_source(cand["verbatim"]).decode("utf-8"), callable=name,
+                                                origin=f"bioimgzoo's {cand['verbatim']} (verbatim)", names=())
+                else:
+                    extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
+                                 else extract_architecture(cand["extract"]))
+                if _imports_bioimgzoo(extracted.text):
+                    raise SourceUnavailable("the architecture's source imports bioimgzoo, which the package's "
+                                            "readers (BiaPy, DeepImageJ's Python engine, bioimageio.core) lack")
                 cases = list(check_cases[:2])
                 outputs = rebuild_outputs(extracted.text, name, kwargs, module.state_dict(), cases)
                 for case, got in zip(cases, outputs):
@@ -314,7 +366,7 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
                 tried.append(f"{label}: {e}")
                 continue
             arch_path = folder / "architecture.py"
-            arch_path.write_text(extracted.text, encoding="utf-8")
+            arch_path.write_bytes(extracted.text.encode("utf-8"))  # byte for byte (no newline translation)
             fields["source"] = arch_path
             extra.append(arch_path)
             rebuilt = load_callable_from_file(arch_path, name)(**kwargs)  # only the written file runs

@@ -15,7 +15,7 @@ from ._registry import FAILED, NOT_APPLICABLE, OK_STATUSES, PASSED, SKIPPED, WAR
 __all__ = ["CheckReport", "CONSUMER_TOOLS"]
 
 #: the consumer tools of ../shared/docs/consumer-rules.md: reported beside the status, failing it only if required
-CONSUMER_TOOLS = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics")
+CONSUMER_TOOLS = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers")
 
 
 class CheckReport:

@@ -89,5 +89,6 @@ def test_refusal_holds_without_the_files_family(zoo_fixture, tmp_path, monkeypat
     statuses = {f.check: f.status for f in report.findings}
     assert statuses == {"format.open": "passed", "format.spec": "skipped", "format.upgrade": "passed",
                         "format.completeness": "warning", "format.repairs": "not-applicable",
+                        "format.github_users": "passed",
                         "reproduction.runtime": "skipped"}
     assert "/etc/passwd" in next(f.message for f in report.findings if f.check == "format.spec")

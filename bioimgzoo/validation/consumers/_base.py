@@ -25,7 +25,7 @@ from ._view import ModelView, model_view
 __all__ = ["TOOLS", "ConsumerVerdict", "Rule", "Tool", "Subject", "NeedsFiles", "evaluate", "verdict", "tool",
            "open_subject"]
 
-TOOLS: tuple[str, ...] = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics")
+TOOLS: tuple[str, ...] = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers")
 
 
 class NeedsFiles(Exception):
