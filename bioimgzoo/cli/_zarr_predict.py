@@ -107,8 +107,13 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
 
     if cluster.get("raw_output"):
         raise InputError("--raw-output applies to OME-Zarr outputs: name the output out.ome.zarr (-o out.ome.zarr)")
-    files = find_images(inputs)
+    from .predict import input_files
+
+    find_images(inputs)  # a missing input is said before the model is opened (a download)
     out_root = _writable_out_dir(out_dir)
+    model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
+                 trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
+    files = input_files(inputs, out_root, model)
     dests = []
     for f in files:
         stem = f.name.split(".")[0]
@@ -116,8 +121,6 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
         if not options.get("overwrite") and any(out_root.glob(f"{stem}_*.tif")):
             raise InputError(f"outputs of {f.name} exist in {out_root}: pass --overwrite to replace them")
         dests.append(str(dest))
-    model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
-                 trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
     n = [0]
 
     def done(_f, _w):
