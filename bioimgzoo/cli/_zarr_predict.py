@@ -107,7 +107,7 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
 
     if cluster.get("raw_output"):
         raise InputError("--raw-output applies to OME-Zarr outputs: name the output out.ome.zarr (-o out.ome.zarr)")
-    from .predict import input_files
+    from ._inputs import input_files
 
     find_images(inputs)  # a missing input is said before the model is opened (a download)
     out_root = _writable_out_dir(out_dir)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from ._messages import cli_spelling
+from ._inputs import input_files, labels_plan
 from ._zarr_predict import pop_options, predict_files_on_cluster, predict_zarr, wants_zarr, zarr_options
 from ._options import _hub_kwargs, _hub_opts, _parse_tile, _writable_out_dir
 
@@ -158,24 +159,6 @@ def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict,
     return jobs
 
 
-def input_files(inputs: tuple[str, ...], out_root: Path, package) -> list[Path]:
-    """The images to predict: what folders and globs find, less what bioimgzoo wrote (said in one line)."""
-    from ..descr.tensors import tensor_specs
-    from ..io import find_images
-
-    _, outs = tensor_specs(package.descr)
-    skipped: list = []
-    files = find_images(inputs, out_dir=out_root, output_keys=[o.id for o in outs] + ["labels"], skipped=skipped)
-    if skipped:
-        shown = ", ".join(str(f) for f, _ in skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3
-                                                               else "")
-        reasons = sorted({why.split(" ")[0] for _, why in skipped})
-        why = " or ".join({"inside": "inside the output folder", "named": "named as its outputs"}[r]
-                          for r in reasons)
-        click.echo(f"Left out {len(skipped)} file(s) that bioimgzoo wrote ({why}): {shown}", err=True)
-    return files
-
-
 # --------------------------------------------------------------------------- 1. options
 def _check_options(options: dict) -> PredictOptions:
     """Everything the command line can get wrong, said before anything is opened or written."""
@@ -216,48 +199,6 @@ def _check_options(options: dict) -> PredictOptions:
 
 
 # --------------------------------------------------------------------------- 2. outputs
-@dataclass(frozen=True)
-class LabelsPlan:
-    """Which output --labels reads, its foreground/boundary channels, and the model's space axes."""
-
-    output: str
-    channels: Any  # runtime.labels.LabelChannels
-    spatial: tuple[str, ...]
-    link: str | None = None  # --labels-3d: the axis along which slices' objects are linked
-
-
-def labels_plan(package, *, link: bool = False) -> LabelsPlan:
-    """The output --labels turns into instances; an InputError before any work when there is none."""
-    from ..descr.sizes import AxisSizes
-    from ..descr.tensors import tensor_specs
-    from ..errors import InputError
-    from ..runtime.labels import find_probability_channels
-
-    _, outs = tensor_specs(package.descr)
-    problems = []
-    for spec in outs:
-        spatial = tuple(a.id for a in spec.axes if a.kind == "space")
-        if not spatial:
-            problems.append(f"'{spec.id}' has no space axes")
-            continue
-        n = None
-        if "channel" in spec.axis_ids:
-            sz = spec.sizes.get("channel")
-            n = sz.min if isinstance(sz, AxisSizes) else len(spec.channel_names) or None
-        try:
-            found = find_probability_channels(spec.channel_names, n, output=f"output '{spec.id}'")
-        except InputError as e:
-            problems.append(str(e))
-            continue
-        if link and "z" in spatial:
-            raise InputError(f"--labels-3d links the slices of a z stack labelled slice by slice; this model's "
-                             f"output '{spec.id}' is 3D ({', '.join(spatial)}), so --labels labels in 3D already: "
-                             "drop --labels-3d")
-        return LabelsPlan(spec.id, found, spatial, "z" if link else None)
-    raise InputError("--labels needs an output of foreground (and optionally boundary) probabilities; this "
-                     f"model has none ({'; '.join(problems)}): drop --labels")
-
-
 def _plan_outputs(files: list[Path], out_root: Path, package, opts: PredictOptions, *,
                   labels: bool) -> list[ImageJob]:
     """One unique output path per image and output, or an InputError before anything is written.
