@@ -91,7 +91,9 @@ def _measure(pythonpath: str | None, args: list[str]) -> dict:
     env.setdefault("OMP_NUM_THREADS", "2")
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, env=env)
+    # run outside the source tree: `python -c` puts the working folder first on sys.path
+    res = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir())
     lines = [ln for ln in res.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
         raise SystemExit(f"benchmark step failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
@@ -108,7 +110,8 @@ def main() -> None:
         pkg = _package(tmp / "pkg")
         image = tmp / "nuclei.tif"
         n = _image(image, args.size)
-        trees = [("this tree", None)] + ([("baseline", str(Path(args.baseline).resolve()))] if args.baseline else [])
+        here = str(Path(__file__).resolve().parents[1])
+        trees = [("this tree", here)] + ([("baseline", str(Path(args.baseline).resolve()))] if args.baseline else [])
         rows = []
         for name, path in trees:
             plain = _measure(path, ["predict", str(pkg), str(image), "-o", str(tmp / f"o-{name}-plain")])

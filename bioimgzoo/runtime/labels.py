@@ -114,54 +114,54 @@ def _every(total: int, report: Progress) -> Callable[[int], None]:
 
 
 def _distance_split(fg: np.ndarray, report: Progress) -> tuple[np.ndarray, int]:
-    """Watershed of the distance transform from its (smoothed) local maxima, inside the foreground."""
+    """Watershed of the distance transform from its (smoothed) local maxima, inside the foreground.
+
+    Object by object, in the order of their first pixel: an object with one centre (or none) is one
+    instance; one with several is split by a watershed from them.  The labels are written into the
+    array of objects itself (negated while the others are still being read), so the distance, the
+    centres and the result cost about 10 bytes per pixel.
+    """
     from scipy import ndimage as ndi
 
-    components, n_comp = ndi.label(fg)
+    labels, n_comp = ndi.label(fg)
     if n_comp == 0:
-        return components.astype(np.int32), 0
+        return labels.astype(np.int32), 0
     # the distance of an object's pixel to the background is found within its bounding box plus one
     # pixel (the nearest background pixel is closer than the box's faces), with the other objects of
     # that box as foreground: the same values as the whole image's transform, a box at a time
     dist = np.zeros(fg.shape, np.float32)
     tick = _every(n_comp, lambda f: report(0.4 * f))
-    for i, box in enumerate(_boxes(components, n_comp, 1), 1):
+    for i, box in enumerate(_boxes(labels, n_comp, 1), 1):
         tick(i)
         if box is None:
             continue
-        own = components[box] == i
-        dist[box][own] = ndi.distance_transform_edt(fg[box])[own]
-    markers, n = ndi.label(_peaks(dist))
+        own = labels[box] == i
+        dist[box][own] = ndi.distance_transform_edt(labels[box] > 0)[own]
+    peaks = _peaks(dist)
     report(0.5)
-    labels = np.zeros(fg.shape, np.int32)
-    rest = []  # components without a marker: instances of their own, numbered after the markers
     watershed = _watershed_function()
     scale = float(dist.max())  # the depth scale of scipy's watershed (used without scikit-image)
     tick = _every(n_comp, lambda f: report(0.5 + 0.5 * f))
     margin = int(4.0 * _SIGMA + 0.5)
-    for i, box in enumerate(_boxes(components, n_comp, margin), 1):
+    count = 0
+    for i, box in enumerate(_boxes(labels, n_comp, margin), 1):
         tick(i)
         if box is None:
             continue
-        own = components[box] == i
-        inside = markers[box][own]
-        found = np.unique(inside[inside > 0])
-        if found.size == 0:
-            rest.append(i)
-        elif found.size == 1:
-            labels[box][own] = found[0]
-        else:  # several centres: split the object by a watershed of its smoothed distance
-            smooth = ndi.gaussian_filter(dist[box], _SIGMA, output=np.float32)  # exact: the box has the margin
-            split = watershed(smooth, np.where(own, markers[box], 0), own, scale)
-            labels[box][own] = split[own]
-    del dist, markers
-    if rest:
-        number = np.zeros(n_comp + 1, np.int32)
-        number[rest] = np.arange(n + 1, n + 1 + len(rest), dtype=np.int32)
-        pick = number[components]
-        labels = np.where(pick > 0, pick, labels)
-        n += len(rest)
-    return labels, n
+        own = labels[box] == i
+        markers, k = ndi.label(peaks[box] & own)
+        if k <= 1:  # one centre, or none: one instance
+            count += 1
+            labels[box][own] = -count
+            continue
+        # several centres: the object is split by a watershed of its smoothed distance (exact: the box
+        # holds the smoothing's margin)
+        smooth = ndi.gaussian_filter(dist[box], _SIGMA, output=np.float32)
+        split = watershed(smooth, markers, own, scale)
+        labels[box][own] = -(split[own] + count)
+        count += k
+    np.negative(labels, out=labels)
+    return labels, count
 
 
 def _peaks(dist: np.ndarray) -> np.ndarray:
@@ -208,34 +208,33 @@ def _watershed_function() -> Callable[[np.ndarray, np.ndarray, np.ndarray, float
 
 
 def _grow_seeds(fg: np.ndarray, seeds: np.ndarray, n: int, report: Progress) -> tuple[np.ndarray, int]:
-    """Every foreground pixel takes the label of the nearest seed in its own object; seedless objects their own."""
+    """Every foreground pixel takes the label of the nearest seed in its own object; seedless objects their own.
+
+    Objects in the order of their first pixel, their instances numbered on; written into the array
+    of objects itself (negated while the others are still being read).
+    """
     from scipy import ndimage as ndi
 
-    components, n_comp = ndi.label(fg)
-    labels = np.zeros(fg.shape, np.int32)
-    rest = []
+    labels, n_comp = ndi.label(fg)
+    count = 0
     tick = _every(n_comp, report)
-    for i, box in enumerate(_boxes(components, n_comp, 0), 1):
+    for i, box in enumerate(_boxes(labels, n_comp, 0), 1):
         tick(i)
         if box is None:
             continue
-        own = components[box] == i
+        own = labels[box] == i
         mine = np.where(own, seeds[box], 0)
         found = np.unique(mine[mine > 0])
-        if found.size == 0:
-            rest.append(i)
-        elif found.size == 1:
-            labels[box][own] = found[0]
-        else:
-            nearest = ndi.distance_transform_edt(mine == 0, return_distances=False, return_indices=True)
-            labels[box][own] = mine[tuple(nearest)][own]
-    if rest:
-        number = np.zeros(n_comp + 1, np.int32)
-        number[rest] = np.arange(n + 1, n + 1 + len(rest), dtype=np.int32)
-        pick = number[components]
-        labels = np.where(pick > 0, pick, labels)
-        n += len(rest)
-    return labels, n
+        if found.size <= 1:
+            count += 1
+            labels[box][own] = -count
+            continue
+        nearest = ndi.distance_transform_edt(mine == 0, return_distances=False, return_indices=True)
+        grown = mine[tuple(nearest)][own]
+        labels[box][own] = -(np.searchsorted(found, grown).astype(np.int32) + 1 + count)
+        count += found.size
+    np.negative(labels, out=labels)
+    return labels.astype(np.int32, copy=False), count
 
 
 @dataclass(frozen=True)
@@ -327,18 +326,23 @@ def output_to_labels(array: np.ndarray, axes: Sequence[str], *, spatial: Sequenc
     fg_t = np.transpose(fg, order)
     bd_t = np.transpose(bd, order) if bd is not None else None
     lead = fg_t.shape[:len(other)]
-    out = np.zeros(fg_t.shape, np.int32)
-    count = 0
     slices = list(np.ndindex(*lead))
+    out = np.zeros(fg_t.shape, np.int32) if len(slices) > 1 else None  # one slice: its labels are the output
+    count = 0
     for k, index in enumerate(slices):
         part = probabilities_to_instances(
             fg_t[index], None if bd_t is None else bd_t[index], threshold=threshold, min_size=min_size,
             progress=lambda f, k=k: report(0.95 * (k + f) / len(slices)))
+        if out is None:
+            out = part.reshape(fg_t.shape)
+            break
         found = part > 0
         part[found] += count  # numbered on: one label per object of the whole output
         out[index] = part
         if found.any():
             count = int(part.max())
+    if out is None:  # an axis of length 0: nothing to label
+        out = np.zeros(fg_t.shape, np.int32)
     if link is not None:
         _link(out, [axes[i] for i in other].index(link))
     report(1.0)
