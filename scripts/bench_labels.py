@@ -40,23 +40,11 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 def _package(folder: Path) -> Path:
     import numpy as np
-    import torch
 
     from bioimgzoo import testing as T
 
-    class Identity(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(1, 1, 1)
-            with torch.no_grad():
-                self.conv.weight.fill_(1.0)
-                self.conv.bias.zero_()
-
-        def forward(self, x):
-            return self.conv(x)
-
     x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
-    return T.write_package(folder, Identity(),
+    return T.write_package(folder, T.Identity(),
                            inputs=[T.TensorDef("raw", "bcyx", sizes={"y": (64, 16), "x": (64, 16)}, test=x)],
                            outputs=[T.TensorDef("probability", "bcyx",
                                                 refs={"y": ("raw", "y"), "x": ("raw", "x")})],

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["probabilities_to_instances", "find_probability_channels", "output_to_labels", "LabelChannels"]
+__all__ = ["probabilities_to_instances", "find_probability_channels", "output_to_labels", "link_slices",
+           "LabelChannels", "LINK_IOU"]
 
 _FOREGROUND = ("foreground", "fg", "mask", "nuclei", "nucleus", "cells", "cell", "object", "objects",
                "probability", "prob", "semantic")
@@ -355,42 +356,47 @@ LINK_IOU = 0.25
 
 
 def _link(labels: np.ndarray, axis: int) -> None:
-    """Link the objects of neighbouring slices along ``axis`` that overlap (in place), then renumber 1..n.
-
-    Each object of a slice joins the object of the previous slice it overlaps
-    most, when their intersection over union is at least :data:`LINK_IOU` and
-    that object has not already been joined by a better overlapping one.
-    """
+    """Link the objects of neighbouring slices along ``axis`` (in place, :func:`link_slices`), then renumber 1..n."""
     moved = np.moveaxis(labels, axis, 0)
-    n = int(labels.max())
-    if n == 0:
+    if not labels.any():
         return
-    same = np.arange(n + 1, dtype=np.int64)  # label -> the label it is linked to
     for z in range(1, moved.shape[0]):
-        prev, cur = moved[z - 1], moved[z]
-        both = (prev > 0) & (cur > 0)
-        if not both.any():
-            continue
-        a, b = prev[both].astype(np.int64), cur[both].astype(np.int64)
-        pairs, inter = np.unique(a * (n + 1) + b, return_counts=True)
-        pa, pb = pairs // (n + 1), pairs % (n + 1)
-        area_prev = np.bincount(prev.ravel(), minlength=n + 1)
-        area_cur = np.bincount(cur.ravel(), minlength=n + 1)
-        iou = inter / (area_prev[pa] + area_cur[pb] - inter)
-        taken_prev, taken_cur = set(), set()
-        for i in np.argsort(-iou, kind="stable"):
-            if iou[i] < LINK_IOU:
-                break
-            x, y = int(pa[i]), int(pb[i])
-            if x in taken_prev or y in taken_cur:
-                continue
-            taken_prev.add(x)
-            taken_cur.add(y)
-            same[y] = same[x]
-        cur[...] = same[cur]  # later slices compare with the linked labels
+        link_slices(moved[z - 1], moved[z])
     # renumbered 1..n, in the order of their numbers
     used = np.unique(labels)
     used = used[used > 0]
-    number = np.zeros(n + 1, np.int32)
+    number = np.zeros(int(used[-1]) + 1, np.int32)
     number[used] = np.arange(1, used.size + 1, dtype=np.int32)
     labels[...] = number[labels]
+
+
+def link_slices(previous: np.ndarray, current: np.ndarray) -> None:
+    """Give the objects of ``current`` that continue an object of ``previous`` its label (in place).
+
+    Each object of ``current`` takes the label of the object of ``previous`` it
+    overlaps most, when their intersection over union is at least
+    :data:`LINK_IOU` and no better overlapping object took that label first;
+    the others keep their own (labels of the two slices are distinct).
+    """
+    both = (previous > 0) & (current > 0)
+    if not both.any():
+        return
+    a, b = previous[both].astype(np.int64), current[both].astype(np.int64)
+    base = int(max(previous.max(), current.max())) + 1
+    pairs, inter = np.unique(a * base + b, return_counts=True)
+    pa, pb = pairs // base, pairs % base
+    area_prev = np.bincount(previous.ravel(), minlength=base)
+    area_cur = np.bincount(current.ravel(), minlength=base)
+    iou = inter / (area_prev[pa] + area_cur[pb] - inter)
+    same = np.arange(base, dtype=previous.dtype)
+    taken_prev, taken_cur = set(), set()
+    for i in np.argsort(-iou, kind="stable"):
+        if iou[i] < LINK_IOU:
+            break
+        x, y = int(pa[i]), int(pb[i])
+        if x in taken_prev or y in taken_cur:
+            continue
+        taken_prev.add(x)
+        taken_cur.add(y)
+        same[y] = x
+    current[...] = same[current]
