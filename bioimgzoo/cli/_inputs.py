@@ -15,7 +15,7 @@ __all__ = ["input_files", "labels_plan", "LabelsPlan"]
 
 
 def input_files(inputs: tuple[str, ...], out_root: Path, package) -> list[Path]:
-    """The images to predict: what folders and globs find, less what bioimgzoo wrote (said in one line)."""
+    """The images to predict: what folders and globs find, less what bioimgzoo itself wrote (said in one line)."""
     from ..descr.tensors import tensor_specs
     from ..io import find_images
 
@@ -28,7 +28,7 @@ def input_files(inputs: tuple[str, ...], out_root: Path, package) -> list[Path]:
         reasons = sorted({why.split(" ")[0] for _, why in skipped})
         why = " or ".join({"inside": "inside the output folder", "named": "named as its outputs"}[r]
                           for r in reasons)
-        click.echo(f"Left out {len(skipped)} file(s) that bioimgzoo wrote ({why}): {shown}", err=True)
+        click.echo(f"Left out {len(skipped)} file(s) written by bioimgzoo ({why}): {shown}", err=True)
     return files
 
 

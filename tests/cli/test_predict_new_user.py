@@ -54,7 +54,7 @@ def test_globs_and_folders_never_pick_up_earlier_outputs(tiny_pkg, tmp_path):
     # the same command again (README style): the results folder is inside the glob, but is never input
     r = cli("predict", tiny_pkg, glob, "-o", results, "--overwrite")
     assert r.exit_code == 0, r.output
-    assert "Left out 2 file(s) that bioimgzoo wrote (inside the output folder)" in r.output
+    assert "Left out 2 file(s) written by bioimgzoo (inside the output folder)" in r.output
     assert sorted(p.name for p in results.glob("*.tif")) == ["img_00_out.tif", "img_01_out.tif"]
     # outputs written beside the inputs (-o the input folder): recognised by bioimgzoo's own naming
     r = cli("predict", tiny_pkg, small / "day1", "-o", small / "day1")
