@@ -92,7 +92,32 @@ class _DuplicateKey(Exception):
 
 
 def _check_shape(data: bytes | str, where: str, yaml: Any, loader: Any, max_nodes: int, max_depth: int) -> None:
-    """Walk the event stream: refuse alias bombs and deep nesting before anything is built."""
+    """Walk the event stream: refuse alias bombs and deep nesting before anything is built.
+
+    libyaml (the C parser, and PyYAML >= 6.0.4 in every parser) refuses nesting past its own
+    depth with its own message, and the C parser does so before handing out the events of a
+    deep document, so the message naming ``BIOIMGZOO_MAX_YAML_DEPTH`` would never be reached.
+    When the fast parser fails, the events are walked again with PyYAML's pure-Python parser,
+    which hands them out one by one (our limit then speaks first); a parser's own refusal of
+    depth is reported as our limit in any case.
+    """
+    try:
+        _walk_events(yaml.parse(data, Loader=loader), where, yaml, max_nodes, max_depth)
+        return
+    except yaml.YAMLError as e:
+        error = e
+    if loader is not yaml.SafeLoader:
+        try:
+            _walk_events(yaml.parse(data, Loader=yaml.SafeLoader), where, yaml, max_nodes, max_depth)
+        except yaml.YAMLError as e:
+            error = e
+    problem = str(getattr(error, "problem", None) or "").lower()  # the parser's words, not the document's
+    if "nesting" in problem or "depth" in problem:
+        raise LimitExceededError(_too_deep(where, max_depth)) from None
+    raise error
+
+
+def _walk_events(parsed: Any, where: str, yaml: Any, max_nodes: int, max_depth: int) -> None:
     # per open container: [nodes inside so far, deepest nesting inside, anchor]
     stack: list[list] = []
     anchors: dict[str, tuple[int, int]] = {}  # anchor -> (expanded nodes, nesting depth)
@@ -108,16 +133,14 @@ def _check_shape(data: bytes | str, where: str, yaml: Any, loader: Any, max_node
                 "model description has a few thousand. It looks like an alias bomb and is refused; if it is "
                 "genuine, raise BIOIMGZOO_MAX_YAML_NODES")
         if len(stack) + depth > max_depth:
-            raise LimitExceededError(
-                f"{where} nests mappings/lists more than {max_depth} levels deep: refused (a real model "
-                "description nests fewer than 10). If it is genuine, raise BIOIMGZOO_MAX_YAML_DEPTH")
+            raise LimitExceededError(_too_deep(where, max_depth))
         if stack:
             stack[-1][0] += nodes
             stack[-1][1] = max(stack[-1][1], depth)
 
     events = (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.MappingEndEvent,
               yaml.SequenceEndEvent, yaml.ScalarEvent, yaml.AliasEvent)
-    for ev in yaml.parse(data, Loader=loader):
+    for ev in parsed:
         if not isinstance(ev, events):
             continue
         if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
@@ -142,6 +165,11 @@ def _check_shape(data: bytes | str, where: str, yaml: Any, loader: Any, max_node
                 raise InvalidDescriptionError(f"{where} refers to the alias *{ev.anchor} inside its own "
                                               "definition (a recursive structure): not a model description")
             add(*anchors.get(ev.anchor, (1, 0)))  # an undefined alias fails in the loader below
+
+
+def _too_deep(where: str, max_depth: int) -> str:
+    return (f"{where} nests mappings/lists more than {max_depth} levels deep: refused (a real model "
+            "description nests fewer than 10). If it is genuine, raise BIOIMGZOO_MAX_YAML_DEPTH")
 
 
 def load_yaml(data: bytes | str, where: str) -> Any:

@@ -31,8 +31,11 @@ class _Group(click.Group):
         except BioimgzooError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            # messages quote package- and server-chosen text: never let it drive the terminal
-            click.secho(f"Error: {terminal_safe(e)}", fg="red", err=True)
+            # messages quote package- and server-chosen text: never let it drive the terminal; the API's
+            # keywords in them are written as this command line's options (quoted code left as it is)
+            from ._messages import to_cli
+
+            click.secho(f"Error: {terminal_safe(to_cli(str(e)))}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             if ctx.obj and ctx.obj.get("debug"):

@@ -605,8 +605,13 @@ class OmeZarrWriter:
             self._write_metadata(img, levels)
         labels = [img.name for img in self.images.values() if img.label]
         if labels:
+            group = self._group("labels")
+            # a label image added to a finished store (predict --labels) joins the ones it lists
+            listed = dict(group.attrs)
+            earlier = list((listed.get("ome", listed) or {}).get("labels") or [])
+            labels = list(dict.fromkeys(earlier + labels))
             attrs = {"labels": labels} if self.ngff == "0.4" else {"version": "0.5", "labels": labels}
-            self._write_attrs(self._group("labels"), attrs, validate=None)
+            self._write_attrs(group, attrs, validate=None)
         self._validate_written()
 
     def _pyramid(self, img: _Image) -> int:

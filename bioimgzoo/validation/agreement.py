@@ -192,14 +192,14 @@ def _sizes(ctx: Any) -> Iterator[tuple]:
             try:
                 outs = model.engine.run(arrays)
             except Exception as e:
-                bad.append(f"{label}: the network fails ({type(e).__name__}: {str(e)[:200]})")
+                bad.append(f"{wf}: {label}: the network fails ({type(e).__name__}: {str(e)[:200]})")
                 continue
             for spec_out, out in zip(model.outputs, outs):
                 want = declared_output_shape(model, spec_out, sizes, b)
                 got = dict(zip(spec_out.axis_ids, np.shape(out)))
                 wrong = {ax: (got.get(ax), w) for ax, w in want.items() if w is not None and got.get(ax) != w}
                 if len(np.shape(out)) != len(spec_out.axes) or wrong:
-                    bad.append(f"{label}: output {spec_out.id} has shape {tuple(np.shape(out))}, declared "
+                    bad.append(f"{wf}: {label}: output {spec_out.id} has shape {tuple(np.shape(out))}, declared "
                                f"{tuple(want.values())}")
     details = {"weights_format": wf, "tried": tried}
     if bad:
@@ -309,7 +309,7 @@ def _tiling(ctx: Any) -> Iterator[tuple]:
         whole = predict_outputs(model, {spec.id: x}, axes, tile=ref_tile,
                                 halo=ref_halo if fixed else {ax: 0 for ax in spatial})
     except Exception as e:
-        yield FAILED, f"tiled prediction failed: {type(e).__name__}: {e}", {"weights_format": wf}
+        yield FAILED, f"{wf}: tiled prediction failed: {type(e).__name__}: {e}", {"weights_format": wf}
         return
     reference = "a prediction with a three times larger halo" if fixed else "the whole-image prediction"
     details: dict[str, Any] = {"weights_format": wf, "image": image, "tile": tile, "halo": halo,

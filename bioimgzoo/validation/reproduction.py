@@ -271,9 +271,16 @@ def formats_to_run(ctx: Any) -> tuple[list[str], list[tuple]]:
     available = present_formats(ctx.pkg.descr)
     runnable = set(runnable_formats(ctx.pkg.descr))
     run, others = [], []
+    broken = ctx.broken_weights()
     for wf in ctx.weights or available:
         if wf not in available:
             others.append(_verdict(FAILED, wf, [f"the package has no {wf} weights"]))
+            continue
+        if wf in broken:  # missing or damaged: this format fails, the others are still tested
+            others.append(_verdict(FAILED, wf, [f"its weights file cannot be used: {broken[wf]}"],
+                                   details={"fix": f"Add the {wf} weights file the package names (or correct its "
+                                                   "path and sha256 in rdf.yaml), or remove the entry; the "
+                                                   "other weight formats were tested"}))
             continue
         # the one trust policy: code the package names runs only when trusted, whoever asks
         refused = trust.untrusted_code(ctx.pkg.descr, trust_code=ctx.trust_code, weights_format=wf)
@@ -349,7 +356,8 @@ def _mismatch_text(oid: str, cmp: dict) -> str:
 
 def _verdict(status: str, wf: str, errors: list[str], seconds: float = 0.0, details: dict | None = None, *,
              message: str = "") -> tuple:
-    message = message or ("; ".join(errors) if errors else f"{wf} reproduces the test outputs")
+    # every line names its weight format: two formats failing alike are two failures, not one printed twice
+    message = message or (f"{wf}: " + "; ".join(errors) if errors else f"{wf} reproduces the test outputs")
     return status, message, {"weights_format": wf, "errors": list(errors), "seconds": round(seconds, 3),
                              **(details or {})}
 

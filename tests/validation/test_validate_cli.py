@@ -62,7 +62,7 @@ def test_fixture_fails_on_the_deepimagej_rules_with_their_fixes(zoo_fixture, tmp
 def test_file_outside_the_package_fails_and_nothing_runs(zoo_fixture, tmp_path):
     bad = _outside_package(zoo_fixture, tmp_path)
     out = tmp_path / "reports.json"
-    res = CliRunner().invoke(main, ["validate", str(bad), str(bad), "--json", str(out)])
+    res = CliRunner().invoke(main, ["validate", str(bad), str(bad), "-v", "--json", str(out)])
     assert res.exit_code == 1, res.output
     assert res.output.count("FAILED") >= 2 and "fix: Put every file" in res.output
     data = json.loads(out.read_text())

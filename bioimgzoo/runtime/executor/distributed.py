@@ -382,13 +382,13 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         total_threads = sum(client.nthreads().values()) or 1
         window = window or 2 * total_threads
         resources = {"GPU": 1} if gpu else None
-        jobs = []
+        jobs, payloads = [], []
         for sample in samples:
             # per-sample statistics on the client (a streaming pass), then the sample goes to every worker once
             add_sample_statistics(network, sample)
-            jobs.append(client.scatter({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
-                                        "postprocess": postprocess},
-                                       broadcast=True))
+            payloads.append({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
+                             "postprocess": postprocess})
+            jobs.append(client.scatter(payloads[-1], broadcast=True))
         todo = []
         for number, (sample, job) in enumerate(zip(samples, jobs)):
             if record is not None:  # resuming: a logged unit counts only when the store still holds it
@@ -437,6 +437,7 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
 
         def submit(kind: str, item: tuple, attempt: int) -> None:
             again = f"-retry{attempt}" if attempt else ""  # a new key: the lost task's key may still be known
+            item = (item[0], jobs[item[0]]) + tuple(item[2:])  # the sample as scattered last (see below)
             if kind == "unit" and owned is None:
                 number, job, u = item
                 fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
@@ -475,6 +476,10 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                     # idempotent (parts renamed into place, whole chunks rewritten), so run it again
                     log.warning("work unit %s of sample %s was lost with its worker (%s): running it again",
                                 u.index, number + 1, type(e).__name__)
+                    if jobs[number].status != "finished":
+                        # the scattered sample itself went with the worker(s) that held it ("lost
+                        # dependencies"): a retry needing it would be cancelled again; scatter it anew
+                        jobs[number] = client.scatter(payloads[number], broadcast=True)
                     submit(kind, item, attempt + 1)
                     in_flight += 1
                     continue
