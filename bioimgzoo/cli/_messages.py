@@ -26,7 +26,7 @@ API_TO_CLI = {
     "offline": "--offline", "hub": "--hub", "update": "--update", "id": "--id", "threshold": "--threshold",
     "work_unit": "--work-unit", "ngff": "--ngff", "scheduler": "--scheduler", "workers": "--workers",
     "name": "--name", "description": "--description", "authors": "--author", "card": "--card", "task": "--task",
-    "steps": "--steps", "val_fraction": "--val-fraction", "checkpoint_dir": "--checkpoint-dir",
+    "steps": "--steps", "val_fraction": "--val-fraction", "checkpoint_dir": "--checkpoint-dir", "wheels": "--wheels",
 }
 #: export settings the command line takes from the model card's ``export:`` section (``--card``)
 _CARD_KEYS = ("opset_version", "tolerance", "sizes", "validation", "architecture")

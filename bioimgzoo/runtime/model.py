@@ -117,8 +117,8 @@ class Model:
              trust_code: bool = False, isolated: bool = False, strict_sizes: bool = False,
              wheels: Any = None, **hub_options: Any) -> "Model":
         if wheels is not None and not isolated:
-            raise InputError("wheels= (--wheels) names the wheels an isolated environment installs: pass it with "
-                             "isolated=True (--isolated)")
+            raise InputError("wheels=DIR (CLI: --wheels DIR) names the wheel folder an isolated environment installs "
+                             "from: pass it together with isolated=True (CLI: --isolated)")
         package = source if isinstance(source, Package) else open_package(source, **hub_options)
         if isolated and weights is None:
             weights = "pytorch_state_dict"  # the only format whose code needs the package's dependencies
