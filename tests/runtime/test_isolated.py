@@ -345,3 +345,12 @@ def test_environment_key_covers_what_decides_the_content(tmp_path):
     assert environment_key(["x==1.0"], wheels=a)[0] != environment_key(["x==1.0"], wheels=b)[0]
     content = environment_key(["x"])[1]
     assert content["python"][0] and content["torch"] and content["inherits"]
+
+
+def test_pip_s_index_settings_are_part_of_the_key(monkeypatch):
+    from bioimgzoo.runtime.isolated import environment_key
+
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    plain = environment_key(["x==1.0"])[0]
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    assert environment_key(["x==1.0"])[0] != plain
