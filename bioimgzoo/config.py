@@ -173,6 +173,17 @@ def reader_envs_dir() -> Path:
     return cache_dir() / "readers"
 
 
+#: pip's own settings that decide what it installs (where from, which versions): part of an isolated
+#: environment's key (see bioimgzoo.runtime.isolated)
+PIP_SOURCE_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_PRE",
+                        "PIP_ONLY_BINARY", "PIP_NO_BINARY", "PIP_CONSTRAINT", "PIP_CONFIG_FILE")
+
+
+def pip_source_settings() -> dict[str, str]:
+    """The values of :data:`PIP_SOURCE_VARIABLES` that are set (pip reads them; bioimgzoo only keys by them)."""
+    return {k: os.environ[k] for k in PIP_SOURCE_VARIABLES if os.environ.get(k)}
+
+
 def collection_http_pattern() -> str | None:
     """bioimageio.spec's URL pattern for ids, when the user set it."""
     return os.environ.get("BIOIMAGEIO_COLLECTION_HTTP_PATTERN") or None

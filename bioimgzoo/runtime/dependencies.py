@@ -50,12 +50,18 @@ class Dependencies:
         return ", ".join(parts) or "nothing beyond torch"
 
     def install_command(self) -> str:
-        """The command that installs the pip-installable part into the current environment."""
-        if self.path.suffix == ".txt":
-            return f"pip install -r {self.path}"
-        reqs = [r for r in self.pip if not r.startswith("-")]
-        opts = [r for r in self.pip if r.startswith("-")]
-        return " ".join(["pip install", *opts, *(_quote(r) for r in reqs)]) if reqs else ""
+        """The command that installs the pip-installable part into the current environment.
+
+        Only the lines that are requirement specifiers (see :func:`index_requirements`): a package's pip
+        options, paths and URLs are never put into a command a user may copy.
+        """
+        reqs = []
+        for line in self.pip:
+            try:
+                reqs.extend(index_requirements([line], where=self.path.name))
+            except WeightsError:
+                continue
+        return " ".join(["pip install", *(_quote(r) for r in reqs)]) if reqs else ""
 
 
 def _quote(req: str) -> str:

@@ -15,7 +15,8 @@ The environment is built once and cached under ``<cache>/envs/<key>`` (see
 :func:`bioimgzoo.config.cache_dir`), ``key`` the sha256 of everything that
 decides its content (:func:`environment_key`): the requirements, the wheel
 folder's files (names and sha256), this interpreter and its version, the
-site-packages it inherits and torch's version.
+site-packages it inherits, torch's and pip's versions and pip's source
+settings (``PIP_INDEX_URL`` and the like, :func:`bioimgzoo.config.pip_source_settings`).
 
 * the venv is made without ``--system-site-packages`` (from a virtual
   environment that would give the *base* interpreter's packages, not this
@@ -102,7 +103,8 @@ def environment_key(requirements: Sequence[str], *, wheels: Path | None = None) 
     content = {"layout": _LAYOUT, "requirements": sorted(requirements),
                "wheels": None if wheels is None else {"folder": str(wheels), "files": _wheel_files(wheels)},
                "python": [os.path.realpath(sys.executable), sys.version], "inherits": _parent_site_dirs(),
-               "torch": torch_version}
+               "torch": torch_version, "pip": importlib.metadata.version("pip") if _installed("pip") else None,
+               "pip_settings": config.pip_source_settings()}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return digest, content
 

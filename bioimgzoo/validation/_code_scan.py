@@ -100,7 +100,8 @@ _GADGETS = {"__subclasses__": "reaches every class", "__globals__": "reaches a m
             "f_globals": "reaches other code's frames", "f_locals": "reaches other code's frames",
             "f_builtins": "reaches other code's frames", "gi_frame": "reaches other code's frames",
             "tb_frame": "reaches other code's frames", "cr_frame": "reaches other code's frames",
-            "__getattribute__": "looks attributes up by a computed name"}
+            "__getattribute__": "looks attributes up by a computed name",
+            "__self__": "reaches the module or object a function is bound to (print.__self__ is builtins)"}
 #: method names that write, delete or link files whatever object they are called on (pathlib and friends)
 _FILE_METHODS = {"write_text": "writes files", "write_bytes": "writes files", "unlink": "deletes files",
                  "rmdir": "deletes folders", "rmtree": "deletes folders", "symlink_to": "links files",
@@ -114,6 +115,9 @@ _READERS = {"numpy.load", "numpy.loadtxt", "numpy.genfromtxt", "numpy.fromfile",
             "imageio.imread", "imageio.v3.imread", "tifffile.imread", "skimage.io.imread", "h5py.File",
             "zarr.open", "scipy.io.loadmat", "csv.reader"}
 _COMPUTED = "<computed>"
+#: modules other modules import at top level, so that they are reachable as attributes (torch.os)
+_REEXPORTED = {"os", "sys", "subprocess", "builtins", "ctypes", "socket", "importlib", "posix", "nt", "shutil",
+               "pickle", "marshal", "runpy", "pty", "multiprocessing"}
 #: objects from which a name computed at run time can reach a process, a file or code
 _REACHING = {"os", "sys", "builtins", "posix", "nt", "importlib", "io", "pathlib", "operator"}
 _BUILTIN_NAMES = set(dir(builtins))
@@ -128,6 +132,12 @@ def risk_of(name: str) -> str:
             return "reaches a name computed at run time (a built string given to getattr or an import)"
         return ""  # getattr(torch.nn, activation): a library's own names
     parts = name.split(".")
+    # a module reached as another module's attribute (torch.os.system, numpy.sys.modules): judged as itself
+    for i in range(1, len(parts) - 1):
+        if parts[i] in _REEXPORTED:
+            inner = risk_of(".".join(parts[i:]))
+            if inner:
+                return inner
     for i in range(len(parts), 0, -1):
         prefix = ".".join(parts[:i])
         if prefix in _NAMED:

@@ -345,3 +345,22 @@ def test_environment_key_covers_what_decides_the_content(tmp_path):
     assert environment_key(["x==1.0"], wheels=a)[0] != environment_key(["x==1.0"], wheels=b)[0]
     content = environment_key(["x"])[1]
     assert content["python"][0] and content["torch"] and content["inherits"]
+
+
+def test_pip_s_index_settings_are_part_of_the_key(monkeypatch):
+    from bioimgzoo.runtime.isolated import environment_key
+
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    plain = environment_key(["x==1.0"])[0]
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    assert environment_key(["x==1.0"])[0] != plain
+
+
+def test_the_install_command_a_message_suggests_holds_no_package_chosen_option(tmp_path):
+    env = tmp_path / "environment.yaml"
+    env.write_text(yaml.safe_dump({"dependencies": ["pip", {"pip": ["--index-url http://127.0.0.1:9/simple",
+                                                                     "evil @ file:///tmp/evil", "numpy>=1.24"]}]}))
+    assert read_dependencies(env).install_command() == "pip install 'numpy>=1.24'"
+    req = tmp_path / "requirements.txt"
+    req.write_text("-r other.txt\n--find-links /tmp/w\nscipy\n")
+    assert read_dependencies(req).install_command() == "pip install scipy"

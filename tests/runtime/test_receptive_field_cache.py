@@ -328,3 +328,29 @@ def test_a_convolutional_network_passes_the_check():
     for o in (follows, out):
         m = measure_receptive_field(run_pos, spec, [o], links, ["y", "x"])
         assert not m.equivariant and "where a pixel sits" in m.reason, o
+
+
+def test_an_entry_holds_only_for_the_engine_and_key_it_was_written_for():
+    """Written for one engine's input shapes and one key: another engine, key or a forged digest is a miss."""
+    from bioimgzoo.descr.axes import AxisInfo
+    from bioimgzoo.descr.sizes import AxisSizes
+    from bioimgzoo.descr.tensors import TensorSpec
+    from bioimgzoo.runtime import receptive_field as rf
+
+    axes = (AxisInfo("batch", "batch", None), AxisInfo("channel", "channel", 1),
+            AxisInfo("y", "space", 64), AxisInfo("x", "space", 64))
+    sizes = {"batch": None, "channel": AxisSizes(1), "y": AxisSizes(64), "x": AxisSizes(64)}
+    spec = TensorSpec("input", axes, sizes, {a.id: 1.0 for a in axes}, {}, "float32")
+    m = rf.FieldMeasure("input", {"y": 3, "x": 3}, {"y": (64, 8), "x": (64, 8)}, False, {"y": 128, "x": 128})
+    key = ("a" * 64, {"version": 2, "weights": "w"})
+    rf._write_cached(key, m, [[1, 1, "h", "w"]])
+    assert rf.read_cached(key, spec, ["y", "x"], engine_shapes=[[1, 1, "h", "w"]]) == m
+    assert rf.read_cached(key, spec, ["y", "x"], engine_shapes=[[1, 1, 64, 64]]) is None
+    assert rf.read_cached(("a" * 64, {"version": 2, "weights": "other"}), spec, ["y", "x"]) is None
+    # values no network has on these windows, each a miss
+    for bad in ({"radius": {"y": 129, "x": 3}}, {"radius": {"y": -1, "x": 3}},
+                {"accepted": {"y": (32, 8), "x": (64, 8)}}, {"measured_on": {"y": 130, "x": 128}},
+                {"accepted": {"y": (64, 0), "x": (64, 8)}}):
+        forged = rf.FieldMeasure(**{**m.__dict__, **bad})
+        assert not forged.plausible({"y": AxisSizes(64), "x": AxisSizes(64)}, ["y", "x"]), bad
+    assert m.plausible({"y": AxisSizes(64), "x": AxisSizes(64)}, ["y", "x"])

@@ -265,6 +265,10 @@ OBFUSCATED = {
     "open for writing": "def go():\n    open('/tmp/x', 'a').write('y')\n",
     "frames": "import sys\n\ndef go():\n    return sys._getframe(1).f_globals\n",
     "nested to defeat the scanner": "X = " + "a." * 3000 + "b\n",
+    "a module's own os": "import torch\n\ndef go():\n    torch.os.system('x')\n",
+    "os.path's os": "import os.path as osp\nF = osp.os.system\n",
+    "builtins through print": "def go():\n    return print.__self__.eval('1')\n",
+    "sys through numpy": "import numpy as np\nF = np.sys.modules['os']\n",
 }
 
 
