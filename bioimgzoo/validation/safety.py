@@ -15,8 +15,10 @@ never execute package content:
   a library architecture must be one of bioimgzoo's own networks
   (:data:`bioimgzoo.trust.TRUSTED_ARCHITECTURES`); an architecture or custom
   op from a shipped file must be a class or function that file defines.
-  Anything else (``os:system`` as an architecture) fails, never "not
-  applicable";
+  Anything from the standard library, from bioimgzoo beyond its allow-list,
+  or reaching processes, files or the network (``os:system`` as an
+  architecture) fails, never "not applicable"; a third-party library's
+  network (``careamics...``) is a warning for the reviewer to judge;
 - ``safety.code``: architecture and custom-op Python files are parsed, not
   imported, by :func:`scan_python` (``_code_scan.py``: an AST walk with a
   small dataflow through aliases, star imports, ``getattr``/``sys.modules``/
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import pickletools
+import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
@@ -330,9 +333,18 @@ def _callables(ctx: Any) -> Iterator[tuple]:
                 yield PASSED, f"{ref.where}: {ref.target} is bioimgzoo's own network (allowed by its exact name)", details
                 continue
             why = risk_of(f"{ref.module}.{ref.callable}")
-            yield FAILED, (f"{ref.where} names {ref.target}: a library callable outside bioimgzoo's allow-list, "
-                           f"which this check cannot read and which runs whatever {ref.module} does"
-                           + (f" ({why})" if why else "") + "; it runs only with trust_code=True"), details
+            root = ref.module.split(".")[0]
+            if why or root in sys.stdlib_module_names or root == "bioimgzoo":
+                # no network comes from the standard library, and bioimgzoo's own code is allowed by exact name
+                yield FAILED, (f"{ref.where} names {ref.target}: a library callable outside bioimgzoo's allow-list, "
+                               f"which this check cannot read and which runs whatever {ref.module} does"
+                               + (f" ({why})" if why else "") + "; it runs only with trust_code=True"), details
+            else:
+                # a third-party library's network (careamics, biapy, ...): real zoo packages name them; the reviewer
+                # must judge that library, which this check cannot read
+                yield WARNING, (f"{ref.where} names {ref.target}, from the installed library {root!r}, which this "
+                                "check cannot read: it runs only with trust_code=True; review that library (and pin "
+                                "it in the package's dependencies)"), details
             continue
         path, _, name = ref.target.rpartition(":")
         if not path.endswith(".py") or "://" in path:

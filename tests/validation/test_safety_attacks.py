@@ -192,7 +192,8 @@ def test_a_tar_format_and_a_broken_zip_fail(tmp_path):
 # ------------------------------------------------------------------------------------------------ callables
 @pytest.mark.parametrize("module,name", [("os", "system"), ("builtins", "eval"), ("subprocess", "Popen"),
                                          ("bioimgzoo.cli", "main"), ("bioimgzoo.train.nets", "Unet2d"),
-                                         ("torch.nn", "Conv2d")])
+                                         ("importlib", "import_module"), ("torch.hub", "load"),
+                                         ("numpy.ctypeslib", "load_library")])
 def test_a_library_callable_outside_the_allow_list_fails(sd_package, tmp_path, module, name):
     def edit(rdf):
         rdf["weights"]["pytorch_state_dict"]["architecture"] = {"callable": name, "import_from": module,
@@ -203,6 +204,18 @@ def test_a_library_callable_outside_the_allow_list_fails(sd_package, tmp_path, m
     assert f"{module}:{name}" in found["safety.callables"][0].message
     report = check_package(_variant(sd_package, tmp_path / "again", edit=edit), deepimagej=False)
     assert not report.passed
+
+
+@pytest.mark.parametrize("module,name", [("torch.nn", "Conv2d"), ("careamics.models.unet", "UNet")])
+def test_a_third_party_network_is_a_warning_for_the_reviewer(sd_package, tmp_path, module, name):
+    def edit(rdf):
+        rdf["weights"]["pytorch_state_dict"]["architecture"] = {"callable": name, "import_from": module,
+                                                                "kwargs": {}}
+
+    found = _safety(_variant(sd_package, tmp_path, edit=edit))
+    assert [f.status for f in found["safety.callables"]] == ["warning"], found
+    assert f"{module}:{name}" in found["safety.callables"][0].message
+    assert module.split(".")[0] in found["safety.callables"][0].message
 
 
 def test_bioimgzoo_s_own_network_passes(sd_package, tmp_path):
