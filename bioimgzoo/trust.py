@@ -14,7 +14,7 @@ prefix rule: ``bioimgzoo.cli:main`` or ``os:system`` is package-chosen code
 like any other.
 
 Packages bioimgzoo writes ship such a network's *source* (its module file,
-byte for byte) so that readers without bioimgzoo load it.  That file counts
+byte for byte) so that readers without bioimgzoo installed can load it.  That file counts
 as allow-listed only when the callable is an allow-listed class's name and
 the file's declared sha256 is the sha256 of bioimgzoo's own module file (the
 file is verified against it before use); bioimgzoo then builds the class
