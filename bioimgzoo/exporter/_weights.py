@@ -310,7 +310,10 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
             tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
             continue
         if architecture_kwargs is not None:
-            kwargs, missing = dict(architecture_kwargs), []
+            # the given arguments, completed with the others read back from the module: readers such as
+            # BiaPy read the network's channels from the written kwargs (out_channels, n_classes, ...)
+            inferred = _infer_kwargs(func, module)[0] if func is not None else {}
+            kwargs, missing = {**inferred, **dict(architecture_kwargs)}, []
         elif "kwargs" in cand:
             kwargs, missing = dict(cand["kwargs"]), []
         elif func is None:
