@@ -12,8 +12,8 @@
   A network of bioimgzoo itself is never named by ``import_from`` (readers
   such as BiaPy or DeepImageJ's Python engine have no bioimgzoo): an
   allow-listed one (:data:`bioimgzoo.trust.TRUSTED_ARCHITECTURES`) ships its
-  module file byte for byte (which bioimgzoo then loads without
-  ``trust_code``), any other its extracted source; no written architecture
+  module file byte for byte (loaded without ``trust_code``, as it is
+  ours), any other its extracted source; no written architecture
   may import bioimgzoo.
 * ``torchscript``: ``torch.jit.script`` first (keeps shape-dependent control
   flow), else ``torch.jit.trace`` at one size; either is accepted only when it
