@@ -14,11 +14,11 @@ prefix rule: ``bioimgzoo.cli:main`` or ``os:system`` is package-chosen code
 like any other.
 
 Packages bioimgzoo writes ship such a network's *source* (its module file,
-byte for byte) so that readers without bioimgzoo installed can load it.  That file counts
+byte for byte) so that readers lacking bioimgzoo can load it.  That file counts
 as allow-listed only when the callable is an allow-listed class's name and
 the file's declared sha256 is the sha256 of bioimgzoo's own module file (the
-file is verified against it before use); bioimgzoo then builds the class
-from its own module and never runs the package's copy.  Any other byte
+file is verified against it before use); the class is then built from
+bioimgzoo's own module and the package's copy never runs.  Any other byte
 makes it a package-chosen file like any other (``trust_code`` needed).
 
 Everything here decides; nothing runs package code except

@@ -132,8 +132,8 @@ class ExportResult:
         if self.readers:
             lines += ["", "readers (the versions consumers deploy, run on the written package):"]
             for r in self.readers:
-                text = r["status"] + (f": {r['message'][:160]}" if r["status"] != "passed" else "")
-                lines.append(f"  {r['title'] + ' ' + r['version']:<40} {text}")
+                text = r["status"] + (f": {r['message'][:200]}" if r["status"] != "passed" else "")
+                lines.append(f"  {r['title']} ({r['version']}): {text}")
         lines.append("  bioimageio.spec: " + ("valid, no warnings" if not self.spec_warnings else
                                               f"valid, {len(self.spec_warnings)} warning(s)"))
         lines += [f"    - {w}" for w in self.spec_warnings]

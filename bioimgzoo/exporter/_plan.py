@@ -216,6 +216,10 @@ def plan_export(example_input: Any, out: Any, *, name: str | None, description: 
         steps = pre_descr[tid]
         if str(inputs[tid].dtype) != "float32" and not (steps and steps[-1].id == "ensure_dtype"):
             steps.append(ensure_dtype("float32"))
+        if str(inputs[tid].dtype) != "float32" and len(steps) > 1 and steps[0].id != "ensure_dtype":
+            # cast first: otherwise bioimageio.spec opens the pipeline with ensure_dtype to the raw type
+            # (uint16), which BiaPy's check refuses ("Not recognized preprocessing found: ensure_dtype")
+            steps.insert(0, ensure_dtype("float32"))
     output_ids = ([tensor_id(o, "output id") for o in overrides["output_ids"]]
                   if overrides.get("output_ids") else None)
     meta = _meta(meta_src, name=name, description=description, authors=author_list, license=license,

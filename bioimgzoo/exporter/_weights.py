@@ -12,8 +12,8 @@
   A network of bioimgzoo itself is never named by ``import_from`` (readers
   such as BiaPy or DeepImageJ's Python engine have no bioimgzoo): an
   allow-listed one (:data:`bioimgzoo.trust.TRUSTED_ARCHITECTURES`) ships its
-  module file byte for byte (which bioimgzoo then loads without
-  ``trust_code``), any other its extracted source; no written architecture
+  module file byte for byte (loaded without ``trust_code``, as it is
+  ours), any other its extracted source; no written architecture
   may import bioimgzoo.
 * ``torchscript``: ``torch.jit.script`` first (keeps shape-dependent control
   flow), else ``torch.jit.trace`` at one size; either is accepted only when it
@@ -310,7 +310,10 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
             tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
             continue
         if architecture_kwargs is not None:
-            kwargs, missing = dict(architecture_kwargs), []
+            # the given arguments, completed with the others read back from the module: readers such as
+            # BiaPy read the network's channels from the written kwargs (out_channels, n_classes, ...)
+            inferred = _infer_kwargs(func, module)[0] if func is not None else {}
+            kwargs, missing = {**inferred, **dict(architecture_kwargs)}, []
         elif "kwargs" in cand:
             kwargs, missing = dict(cand["kwargs"]), []
         elif func is None:

@@ -2,8 +2,8 @@
 
 A package exported from :class:`UNet2d` ships this file, byte for byte, as
 its ``pytorch_state_dict`` architecture (it imports nothing but torch, so
-readers without bioimgzoo installed can load it); bioimgzoo loads such a package without
-``trust_code`` because the file's sha256 is this file's (``bioimgzoo.trust``).  It is written for ``torch.jit.script`` (no Python
+readers lacking bioimgzoo can load it); such a package needs no ``trust_code``
+here because the file's sha256 is this file's (``bioimgzoo.trust``).  It is written for ``torch.jit.script`` (no Python
 control flow that TorchScript cannot compile) and exports to ONNX opset 17
 (only Conv, BatchNorm, ReLU, MaxPool, ConvTranspose, Concat, Sigmoid).
 """

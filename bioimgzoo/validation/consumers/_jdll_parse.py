@@ -90,12 +90,24 @@ def _snake_loader():
             "Double": "tag:yaml.org,2002:float", "Merge": "tag:yaml.org,2002:merge", "null": "tag:yaml.org,2002:null",
             "Date": "tag:yaml.org,2002:timestamp"}
 
+    limits = {}
+
     class SnakeLoader(yaml.SafeLoader):
         yaml_implicit_resolvers: dict = {}
 
-    for kind, rx, first, _limit in SNAKEYAML_RESOLVERS:
+        def resolve(self, kind, value, implicit):  # SnakeYAML tries a pattern only on values up to its limit
+            if kind is yaml.ScalarNode and implicit[0]:
+                first = value[:1] if value else ""
+                for tag, rx in self.yaml_implicit_resolvers.get(first, []):
+                    if len(value) <= limits.get((tag, first), 1024) and rx.match(value):
+                        return tag
+                return self.DEFAULT_SCALAR_TAG
+            return super().resolve(kind, value, implicit)
+
+    for kind, rx, first, limit in SNAKEYAML_RESOLVERS:
         for ch in (first or [""]):
             SnakeLoader.yaml_implicit_resolvers.setdefault(ch, []).append((tags[kind], re.compile(rx)))
+            limits[(tags[kind], ch)] = limit
 
     def construct_float(loader, node):  # SnakeYAML's float: Double.valueOf after removing '_' (also 1e-06)
         text = loader.construct_scalar(node).replace("_", "")

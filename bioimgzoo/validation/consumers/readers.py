@@ -124,8 +124,16 @@ def _yaml11(s: Subject, r: Reader) -> ReaderResult:
 
     text = _rdf_text(s)
     r = Reader(r.name, r.title, f"PyYAML {yaml.__version__}")
+    class Yaml11Loader(yaml.SafeLoader):
+        def resolve(self, kind, value, implicit):
+            # PyYAML's own resolution, except that a scalar of over 1 kB stays a string: a megabyte of
+            # base-60 digits ("1:2:3...") would take hours to convert (SnakeYAML has the same limit)
+            if kind is yaml.ScalarNode and implicit[0] and len(value) > 1024:
+                return self.DEFAULT_SCALAR_TAG
+            return super().resolve(kind, value, implicit)
+
     try:
-        old = yaml.safe_load(text)
+        old = yaml.load(text, Loader=Yaml11Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         return _result(r, FAILED, f"PyYAML cannot parse the description: {str(e).splitlines()[0]}", "-")
     new = load_yaml(text, "rdf.yaml")

@@ -48,6 +48,12 @@ def test_snakeyaml_types_as_jdll_reads_them():
         {"a": 1e-06, "b": 1e-06, "c": True, "d": "0.5.4", "e": "1e-06", "f": 15}
 
 
+def test_a_megabyte_of_base_60_digits_stays_a_string():
+    # SnakeYAML tries its number patterns on values of at most 1024 characters; converting this would be
+    # quadratic in PyYAML's constructor
+    assert isinstance(snakeyaml_load("a: " + "1:" * 200_000 + "1")["a"], str)
+
+
 def test_jdll_reads_the_readable_form():
     assert jdll_read(_text(GOOD)) is None
 
