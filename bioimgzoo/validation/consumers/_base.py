@@ -293,13 +293,15 @@ def subject_of_run(ctx: Any) -> "Subject | str":
     refused = ""
     if not static:
         refused = ctx.refused or ("; ".join(ctx.outside) if pkg is ctx.pkg and ctx.outside else "")
-    engines = None
-    if pkg is ctx.pkg and hasattr(ctx, "scratch"):
-        from ..reproduction import load_model
+    # the run's own model of each format (loaded once, its runs shared) when the tools judge the run's package
+    shared = _run_engines(ctx) if pkg is ctx.pkg and hasattr(ctx, "scratch") else None
+    return Subject(pkg, static=static, refused=refused, engines=shared)
 
-        def engines(fmt: str) -> Any:  # the run's own model of that format: loaded once, runs shared
-            return load_model(ctx, fmt).engine
-    return Subject(pkg, static=static, refused=refused, engines=engines)
+
+def _run_engines(ctx: Any) -> Callable[[str], Any]:
+    from ..reproduction import load_model
+
+    return lambda fmt: load_model(ctx, fmt).engine
 
 
 def open_subject(source: Any, *, static: bool = False, **hub_options: Any) -> Subject:
