@@ -47,11 +47,19 @@ class BatchProgress:
     def stage(self, image: str, what: str) -> Callable[[float], None]:
         """Show the step ``what`` of ``image`` after its tiles; returns the call that sets its fraction done."""
         name = Path(image).name
-        self.bar.update(self.after, description=f"{what} {name}", completed=0, visible=True, rate="")
+        self.bar.update(self.after, description=f"{what} {name}", completed=0, total=100, visible=True, rate="")
 
         def done(fraction: float) -> None:
             self.bar.update(self.after, completed=min(max(fraction, 0.0), 1.0) * 100)
         return done
+
+    def decoding(self, image: str, steps: str | None) -> None:
+        """The whole-image postprocessing (an instance decoder) of ``image``: shown while it runs."""
+        if steps is None:
+            self.stage_done()
+            return
+        self.stage(image, f"Decoding ({steps})")
+        self.bar.update(self.after, total=None)  # no fraction to show: a pulse and the elapsed time
 
     def stage_done(self) -> None:
         self.bar.update(self.after, visible=False)

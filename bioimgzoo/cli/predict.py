@@ -395,6 +395,9 @@ def _predict_all(model, jobs: list[ImageJob], opts: PredictOptions, options: dic
                                         nan_policy=options.get("nan_policy") or "warn",
                                         channels=opts.channels, on_window=progress.windows,
                                         on_plan=progress.planned,
+                                        # the image decoded is the next to come out (late-bound `done`)
+                                        on_post=lambda steps: progress.decoding(
+                                            reader.fed[done].label if done < len(reader.fed) else "image", steps),
                                         names=_Names(reader))
             done = 0
             last = time.perf_counter()

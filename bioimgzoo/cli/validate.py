@@ -71,7 +71,9 @@ def _package_line(report) -> str:
     """One line for one of several packages: status, id, version, the families and tools that failed."""
     from .._text import terminal_safe
 
-    pid = terminal_safe(report.meta.get("id") or report.name or report.source, single_line=True, max_len=60)
+    where = Path(str(report.source))
+    where = where.parent.name if where.name in ("rdf.yaml", "bioimageio.yaml") and where.parent.name else where.name
+    pid = terminal_safe(report.meta.get("id") or report.name or where or report.source, single_line=True, max_len=40)
     version = terminal_safe(report.meta.get("version") or "-", single_line=True, max_len=16)
     failing = [f for f in report.own_families if report.family_status(f) == "failed"]
     failing += [f"{t} (required)" for t in report.required if report.consumers.get(t, {}).get("status") == "failed"]

@@ -298,14 +298,18 @@ class Model:
                      batch_size: int | None = None, pad_mode: str = "reflect", nan_policy: str = "warn",
                      progress: bool = False, on_window: Callable[[int], None] | None = None,
                      names: Any = None, channels: Any = None,
-                     on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
+                     on_plan: Callable[[int], None] | None = None,
+                     on_post: Callable[[str | None], None] | None = None) -> Iterator[Any]:
         """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
 
         Options as for :meth:`predict` (checked here, before any image is
         read).  Windows of consecutive images are batched together;
         ``on_window(n)`` is called after every engine call with the number
         of windows run, ``on_plan(n)`` when an image (sample) is planned with
-        its number of windows (a progress total).  ``names``: a label per image (e.g. its file name)
+        its number of windows (a progress total), ``on_post(steps)`` before the
+        postprocessing that takes a whole image at once (an instance decoder, named
+        by ``steps``) runs on an image, and ``on_post(None)`` after it (work after
+        the tiles, for a progress display).  ``names``: a label per image (e.g. its file name)
         for warnings and errors; default ``image 1``, ``image 2``, ...
         ``channels``: as for :meth:`predict`.
         """
@@ -317,11 +321,12 @@ class Model:
         images = with_channels(images, channels, axes=axes, names=names)
         return self._iter_predict(images, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                   pad_mode=pad_mode, nan_policy=nan_policy, on_window=on_window, names=names,
-                                  labelled=True, on_plan=on_plan)
+                                  labelled=True, on_plan=on_plan, on_post=on_post)
 
     def _iter_predict(self, images: Iterable[Any], *, axes: Any, tile: Any, halo: Any, batch_size: int | None,
                       pad_mode: str, nan_policy: str, on_window: Callable[[int], None] | None, names: Any,
-                      labelled: bool, on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
+                      labelled: bool, on_plan: Callable[[int], None] | None = None,
+                      on_post: Callable[[str | None], None] | None = None) -> Iterator[Any]:
         try:
             dataset_stats = self._dataset_stats
             if self._dataset_measures and dataset_stats is None:
@@ -336,10 +341,16 @@ class Model:
             executor = InMemoryExecutor(network, batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
             samples = self._samples(images, axes, tile=tile, halo=halo, dataset_stats=dataset_stats or {},
                                     nan_policy=nan_policy, names=names, labelled=labelled, on_plan=on_plan)
+            whole = ", ".join(dict.fromkeys(st for c in self._post if getattr(c, "whole_sample", False)
+                                            for st in c.steps)) if on_post is not None else ""
             # samples come back in order, so an image is complete when its last sample is
             for sample in executor.run(samples):
                 job, part = sample.context
+                if whole:
+                    on_post(whole)
                 job.done[part] = self._postprocess(sample)
+                if whole:
+                    on_post(None)
                 if len(job.done) == job.n_samples:
                     yield self._unfold(job)
         except MemoryError as e:

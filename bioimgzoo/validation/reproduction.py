@@ -25,7 +25,7 @@ import numpy as np
 from ._registry import FAILED, PASSED, SKIPPED, STAGE_RUN, Finding, register_family
 
 __all__ = ["core_reproduction", "TESTABLE_FORMATS", "Tolerance", "tolerance_for", "compare_outputs",
-           "load_model", "test_tensors", "runtime_outputs", "formats_to_run"]
+           "load_model", "test_tensors", "runtime_outputs", "formats_to_run", "SharedRuns", "fresh_runs"]
 
 #: weight formats bioimageio.core can run here
 TESTABLE_FORMATS = ("pytorch_state_dict", "torchscript", "onnx", "tensorflow_saved_model_bundle", "keras_hdf5",
@@ -205,16 +205,79 @@ def _relabel_mismatch(produced: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- our runtime
 
+class SharedRuns:
+    """One weight format's engine as the checks of a validation run share it.
+
+    A network run on the very same input (shape, type and bytes) is run once and
+    its outputs handed to every check that asks (reproduction's outputs feed the
+    agreement checks and the consumer tools' simulations whenever their network
+    input is the same); :func:`fresh_runs` runs the network again (determinism
+    compares two real runs).  ``first_inputs``: the network input of the first
+    run (the test input, as reproduction feeds it).
+    """
+
+    #: outputs kept (the runs of one package's checks: a few, each a test tensor's size)
+    MAX_KEPT = 32
+
+    def __init__(self, engine: Any):
+        self.inner = engine
+        self.runs: dict[tuple, list[np.ndarray]] = {}
+        self.first_inputs: list[np.ndarray] | None = None
+        self.fresh = False
+        self.hits = 0
+
+    def __getattr__(self, name: str) -> Any:  # format, device, session, ...: the engine's own
+        return getattr(self.inner, name)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        import hashlib
+
+        arrays = [np.ascontiguousarray(a) for a in inputs]
+        if self.first_inputs is None:
+            self.first_inputs = [a.copy() for a in arrays]
+        if self.fresh:
+            return self.inner.run(arrays)
+        key = tuple((a.shape, a.dtype.str, hashlib.blake2b(memoryview(a).cast("B"), digest_size=16).digest())
+                    for a in arrays)
+        kept = self.runs.get(key)
+        if kept is not None:
+            self.hits += 1
+            return [o.copy() for o in kept]
+        out = [np.asarray(o) for o in self.inner.run(arrays)]
+        if len(self.runs) < self.MAX_KEPT:
+            self.runs[key] = [o.copy() for o in out]
+        return out
+
+
+class fresh_runs:
+    """``with fresh_runs(model):`` the model's network really runs again (no shared outputs)."""
+
+    def __init__(self, model: Any):
+        self.engine = model.engine if isinstance(model.engine, SharedRuns) else None
+
+    def __enter__(self) -> "fresh_runs":
+        if self.engine is not None:
+            self.engine.fresh = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.engine is not None:
+            self.engine.fresh = False
+
+
 def load_model(ctx: Any, weights_format: str) -> Any:
     """The package's model for one weight format, loaded once per validation run (on the CPU).
 
-    Raises whatever :func:`bioimgzoo.load` raises (callers have applied the trust rule;
-    the runtime applies it again).
+    Its engine is wrapped in :class:`SharedRuns`: every check of the run (and the consumer tools'
+    simulations) uses this one load, and the same network input is run once.  Raises whatever
+    :func:`bioimgzoo.load` raises (callers have applied the trust rule; the runtime applies it again).
     """
     def make() -> Any:
         from ..runtime.model import Model
 
-        return Model.load(ctx.pkg, weights=weights_format, device="cpu", trust_code=ctx.trust_code)
+        model = Model.load(ctx.pkg, weights=weights_format, device="cpu", trust_code=ctx.trust_code)
+        model.engine = SharedRuns(model.engine)
+        return model
 
     return ctx.scratch(f"model.{weights_format}", make)
 
@@ -312,14 +375,11 @@ def _runtime(ctx: Any) -> Iterator[tuple]:
         ctx.artifacts.setdefault(f"input/{tid}", arr)
     for tid, arr in expected.items():
         ctx.artifacts.setdefault(f"expected/{tid}", arr)
-    for wf in run:
-        t = time.perf_counter()
-        try:
-            produced = runtime_outputs(ctx, wf)
-        except Exception as e:  # a model that does not load or run is this check's failure, with the reason
-            yield _verdict(FAILED, wf, [f"prediction failed: {type(e).__name__}: {e}"], time.perf_counter() - t)
+    for wf, (produced, seconds) in zip(run, _outputs_of_each(ctx, run)):
+        if isinstance(produced, BaseException):  # a model that does not load or run fails here, with the reason
+            e = produced
+            yield _verdict(FAILED, wf, [f"prediction failed: {type(e).__name__}: {e}"], seconds)
             continue
-        seconds = time.perf_counter() - t
         errors, per_output = [], {}
         for oid, exp in expected.items():
             got = produced.get(oid)
@@ -341,6 +401,22 @@ def _runtime(ctx: Any) -> Iterator[tuple]:
             worst = max((c["max_abs"] for c in per_output.values()), default=0.0)
             yield _verdict(PASSED, wf, [], seconds, details,
                            message=f"{wf} reproduces the test outputs (max abs error {worst:.3g})")
+
+
+def _outputs_of_each(ctx: Any, formats: list[str]) -> list[tuple[Any, float]]:
+    """Each format's outputs for the test inputs (or the exception), with seconds.
+
+    (Side by side in threads was measured no faster on 2 cores: onnxruntime already uses every
+    core, and torch's import holds the interpreter.)
+    """
+    out = []
+    for wf in formats:
+        t = time.perf_counter()
+        try:
+            out.append((runtime_outputs(ctx, wf), time.perf_counter() - t))
+        except Exception as e:  # reported by the caller as this format's failure
+            out.append((e, time.perf_counter() - t))
+    return out
 
 
 def _mismatch_text(oid: str, cmp: dict) -> str:

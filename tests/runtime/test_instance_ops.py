@@ -299,8 +299,10 @@ def test_stardist_model_decodes_the_stitched_whole_sample(tmp_path):
     model = bioimgzoo.load(rdf)
     whole = model.predict(img, axes="yx")
     windows: list[int] = []
-    tiled = next(model.iter_predict([img], axes="yx", tile=48, on_window=windows.append))
+    decoding: list = []  # the decoder is work after the tiles: announced before it runs, ended after
+    tiled = next(model.iter_predict([img], axes="yx", tile=48, on_window=windows.append, on_post=decoding.append))
     assert sum(windows) >= 4  # several windows of 17 channels, overlapped by the halo, decoded once
+    assert len(decoding) == 2 and "stardist" in decoding[0] and decoding[1] is None
     assert whole.shape == tiled.shape == (96, 96, 1)
     np.testing.assert_array_equal(whole, want)
     np.testing.assert_array_equal(tiled, want)
