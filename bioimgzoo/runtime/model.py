@@ -35,15 +35,15 @@ import logging
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..descr.axes import parse_axes
 from ..descr.sizes import AxisSizes, SizeRef
-from ..descr.tensors import TensorSpec, tensor_specs
-from ..descr.weights import choose_weights, runnable_formats
+from ..descr.tensors import TensorSpec, output_scale, tensor_specs
+from ..descr.weights import TENSORFLOW, choose_weights, runnable_formats
 from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from .. import trust
@@ -106,6 +106,8 @@ class Model:
         measures = {m for c in self._pre + self._post for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
         self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
+        #: StarDist's own exports (config.stardist, no postprocessing op): decoded to labels with labels=True
+        self.stardist = _stardist_of(package, self.inputs, self.outputs)
         #: per-dataset statistics fixed by set_dataset_statistics (else computed per predict call)
         self._dataset_stats: dict | None = None
         self._batch_limit = min((t.batch_limit() or MAX_BATCH) for t in self.inputs) if self.inputs else 1
@@ -123,11 +125,17 @@ class Model:
         if weights is None:
             avail = runnable_formats(package.descr)
             log.info("using %s weights (available: %s; choose with weights=)", fmt, ", ".join(avail))
-        dev = resolve_device(device, fmt)
+        dev = resolve_device(device, "onnx" if fmt in TENSORFLOW else fmt)
         if isolated:  # the network runs in a virtual environment with the package's own dependencies
             from .isolated import create_isolated_engine
 
             engine = create_isolated_engine(package, fmt, device=dev, trust_code=trust_code)
+        elif fmt in TENSORFLOW:  # converted to ONNX once (cached), else TensorFlow itself in a worker
+            from .tf_weights import create_tensorflow_engine
+
+            for ref in trust.code_refs(package.descr, weights_format=fmt):  # custom ops, before any work
+                trust.check_trusted(ref, trust_code=trust_code, what=package.name)
+            engine = create_tensorflow_engine(package, fmt, device=dev, n_outputs=len(package.descr.outputs))
         else:
             engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
                                             n_outputs=len(package.descr.outputs))
@@ -196,7 +204,7 @@ class Model:
     def predict(self, data: Any, *, axes: Any = None, tile: int | Mapping[str, int] | None = None,
                 halo: int | Mapping[str, int] | None = None, batch_size: int | None = None,
                 pad_mode: str = "reflect", nan_policy: str = "warn", progress: bool = False,
-                channels: Any = None, out: Any = None, **out_options: Any) -> Any:
+                channels: Any = None, labels: bool = False, out: Any = None, **out_options: Any) -> Any:
         """Predict one image (array, DataArray, or dict by input id) or a list of them.
 
         Parameters
@@ -243,6 +251,13 @@ class Model:
             a dict by input id for several inputs), e.g. one channel of a
             3-channel image for a 1-channel model.  Needs the image's layout
             (``axes=`` or a DataArray's dims).
+        labels : bool
+            Instance labels instead of the network's output, for a StarDist
+            package (``config.stardist``: StarDist's ``export_bioimageio`` and
+            the zoo's StarDist models): decoded by the ``stardist`` package as
+            ``predict_instances`` does, with the thresholds the package
+            declares, on each stitched whole image (never per tile).  The
+            output's channel axis is dropped; labels are int32.
         out : str or Path, optional
             Write the prediction to this OME-Zarr store, work unit by work
             unit, and return the opened zarr array(s).  A zarr / OME-Zarr /
@@ -272,14 +287,19 @@ class Model:
         from . import outofcore
 
         # an image on disk (zarr, OME-Zarr, TIFF path; zarr/dask array) or out=PATH: streamed, never loaded whole
+        if labels:
+            self._check_labels()
         if out is not None or out_options or outofcore.is_lazy(data):
+            if labels:
+                raise InputError("labels=True needs the whole image in memory (StarDist's decoder looks across "
+                                 "it): predict without out= and streaming, or stream raw_output=True and decode it")
             return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                           pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
         from .progress import TileProgress
 
         with TileProgress(enabled=bool(progress)) as bar:
             options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                           nan_policy=nan_policy, on_window=bar.windows, on_plan=bar.plan, names=None)
+                           nan_policy=nan_policy, on_window=bar.windows, on_plan=bar.plan, names=None, labels=labels)
             if isinstance(data, (list, tuple)):
                 return list(self._iter_predict(with_channels(data, channels, axes=axes, labelled=True),
                                                labelled=True, **options))
@@ -295,7 +315,7 @@ class Model:
                      batch_size: int | None = None, pad_mode: str = "reflect", nan_policy: str = "warn",
                      progress: bool = False, on_window: Callable[[int], None] | None = None,
                      names: Any = None, channels: Any = None,
-                     on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
+                     on_plan: Callable[[int], None] | None = None, labels: bool = False) -> Iterator[Any]:
         """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
 
         Options as for :meth:`predict` (checked here, before any image is
@@ -304,21 +324,24 @@ class Model:
         of windows run, ``on_plan(n)`` when an image (sample) is planned with
         its number of windows (a progress total).  ``names``: a label per image (e.g. its file name)
         for warnings and errors; default ``image 1``, ``image 2``, ...
-        ``channels``: as for :meth:`predict`.
+        ``channels``, ``labels``: as for :meth:`predict`.
         """
         _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
                        axes=axes)
         if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Iterable):
             raise InputError(f"images must be a list or iterable of images, got {type(images).__name__}: "
                              "use predict() for one image")
+        if labels:
+            self._check_labels()
         images = with_channels(images, channels, axes=axes, names=names)
         return self._iter_predict(images, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                   pad_mode=pad_mode, nan_policy=nan_policy, on_window=on_window, names=names,
-                                  labelled=True, on_plan=on_plan)
+                                  labelled=True, on_plan=on_plan, labels=labels)
 
     def _iter_predict(self, images: Iterable[Any], *, axes: Any, tile: Any, halo: Any, batch_size: int | None,
                       pad_mode: str, nan_policy: str, on_window: Callable[[int], None] | None, names: Any,
-                      labelled: bool, on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
+                      labelled: bool, on_plan: Callable[[int], None] | None = None,
+                      labels: bool = False) -> Iterator[Any]:
         try:
             dataset_stats = self._dataset_stats
             if self._dataset_measures and dataset_stats is None:
@@ -337,8 +360,10 @@ class Model:
             for sample in executor.run(samples):
                 job, part = sample.context
                 job.done[part] = self._postprocess(sample)
+                if labels:  # on the stitched whole sample, never per tile
+                    job.done[part] = self._labels(job.done[part])
                 if len(job.done) == job.n_samples:
-                    yield self._unfold(job)
+                    yield self._unfold(job, labels=labels)
         except MemoryError as e:
             raise _memory_error(e) from e
 
@@ -395,7 +420,16 @@ class Model:
                                                                    ignore_nan=bool(sample.nonfinite))}
         return {spec.id: chain(outputs[spec.id], stats) for spec, chain in zip(self.outputs, self._post)}
 
-    def _unfold(self, job: _ImageJob) -> Any:
+    def _check_labels(self) -> None:
+        if self.stardist is None:
+            raise InputError(f"labels=True decodes StarDist packages (config.stardist); {self.name!r} is not one. "
+                             "For probability outputs use bioimgzoo.runtime.labels.output_to_labels (CLI: --labels)")
+
+    def _labels(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.outputs[0]
+        return {**outputs, spec.id: self.stardist.labels(outputs[spec.id], spec.axis_ids, where=self.name)}
+
+    def _unfold(self, job: _ImageJob, *, labels: bool = False) -> Any:
         """One image's result: its samples joined and laid out as the image was."""
         result = {}
         for spec in self.outputs:
@@ -403,10 +437,14 @@ class Model:
             arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
             folding = job.foldings[self.inputs[0].id]
             out = from_model_layout(arr, folding, spec.axes)
+            dims = output_axes_ids(folding, spec.axes)
+            if labels and spec is self.outputs[0] and "channel" in dims:  # labels: one channel, dropped
+                out = np.take(out, 0, axis=dims.index("channel"))
+                dims = tuple(d for d in dims if d != "channel")
             if job.was_xarray:
                 import xarray as xr
 
-                out = xr.DataArray(out, dims=output_axes_ids(folding, spec.axes))
+                out = xr.DataArray(out, dims=dims)
             result[spec.id] = out
         if len(self.outputs) == 1:
             return result[self.outputs[0].id]
@@ -470,6 +508,18 @@ class Model:
         if not self.inputs[0].has_batch:
             return dict(arrays)
         return {k: a[i:i + 1] for k, a in arrays.items()}
+
+
+def _stardist_of(package: Package, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Any:
+    """The package's config.stardist (its network output, decoded by labels=True), or None."""
+    sd = instance_ops.stardist_config(getattr(package, "raw", None))
+    if sd is None or not outputs or not inputs or outputs[0].postprocessing:
+        return None  # a stardist_postprocessing op decodes it already
+    # export_TF upsamples the output to the input's size; else it is at 1/grid
+    spatial = [a for a in sd.spatial if a in outputs[0].axis_ids]
+    links = [output_scale(inputs[0], outputs[0], a) for a in spatial]
+    upsampled = all(link is None or link[2] == 1 for link in links)
+    return replace(sd, upsampled=upsampled)
 
 
 def _is_whole(value: Any) -> bool:
