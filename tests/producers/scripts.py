@@ -37,7 +37,9 @@ def blobs(shape, n, rng):
 
 def no_network_macros():
     """bioimageio.core 0.5's build_model downloads DeepImageJ's macros from GitHub: write a stand-in instead."""
-    import bioimageio.core.build_spec.build_model as bm
+    import bioimageio.core.build_spec  # noqa: F401  (its build_model function shadows the module's name)
+
+    bm = sys.modules["bioimageio.core.build_spec.build_model"]
 
     def macro(name, kwargs, export_folder):
         fname = {"scale_range": "per_sample_scale_range.ijm", "scale_linear": "scale_linear.ijm",
