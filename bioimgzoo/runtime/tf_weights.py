@@ -78,7 +78,10 @@ def extra_missing_message(fmt: str, where: str) -> str:
 
 def extra_installed() -> bool:
     """True when TensorFlow and tf2onnx can be imported (checked without importing them)."""
-    return all(importlib.util.find_spec(m) is not None for m in EXTRA_PACKAGES)
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in EXTRA_PACKAGES)
+    except (ImportError, ValueError):  # a broken or blocked install
+        return False
 
 
 # ----------------------------------------------------------------------------- cache
@@ -405,14 +408,13 @@ def create_tensorflow_engine(package: Any, fmt: str, *, device: str, n_outputs: 
     from .engines import OnnxEngine
 
     name = getattr(package, "name", "this package")
-    sha = _declared_sha256(package, fmt)
+    sha = _weights_sha256(package, fmt)  # declared, else of the file (producers often leave it out)
     path = cached_onnx(sha)
     if path is not None:
         log.info("running the %s weights of %r as their cached ONNX conversion (%s)", fmt, name, path.name)
         return OnnxEngine(path, device=device, n_outputs=n_outputs)
     if not extra_installed():
         raise WeightsError(extra_missing_message(fmt, name))
-    sha = sha or _weights_sha256(package, fmt)
     layout = CacheLayout(config.cache_dir())
     with layout.locked(f"tf-onnx-{sha}", what=f"the ONNX conversion of {name}'s {fmt} weights"):
         path = cached_onnx(sha)  # another process may have converted it while we waited

@@ -75,7 +75,7 @@ conf = Config2D(n_rays=16, grid=(2, 2), n_channel_in=1, unet_n_depth=2, unet_n_f
                 train_patch_size=(64, 64), train_batch_size=2, train_tensorboard=False, use_gpu=False)
 model = StarDist2D(conf, name="tiny", basedir=str(OUT / "stardist-model"))
 t = time.time()
-model.train(list(X), list(Y), validation_data=(list(X[:2]), list(Y[:2])), epochs=3, steps_per_epoch=4)
+model.train(list(X), list(Y), validation_data=(list(X[:2]), list(Y[:2])), epochs=25, steps_per_epoch=10)
 model.thresholds = {"prob": 0.45, "nms": 0.35}  # declared in config.stardist; the decoder must use these
 train_seconds = time.time() - t
 
@@ -175,8 +175,8 @@ build_model(weight_uri=str(h5), test_inputs=[str(work / "test_input.npy")],
             cite=[{"text": "ZeroCostDL4Mic", "doi": "10.1038/s41467-021-22518-0"}],
             preprocessing=[[{"name": "scale_range", "kwargs": {"mode": "per_sample", "axes": "xyc",
                                                                "min_percentile": 1, "max_percentile": 99.8}}]],
-            input_names=["input"], output_names=["output"], input_min_shape=[[1, 16, 16, 1]],
-            input_step=[[0, 4, 4, 0]], output_reference=["input"], output_scale=[[1, 1, 1, 1]],
+            input_names=["input"], output_names=["output"], input_min_shape=[[1, 32, 32, 1]],
+            input_step=[[0, 8, 8, 0]], output_reference=["input"], output_scale=[[1, 1, 1, 1]],
             output_offset=[[0, 0, 0, 0]], halo=[[0, 8, 8, 0]], tensorflow_version=tf.__version__,
             weight_type="keras_hdf5", add_deepimagej_config=True, root=str(work))
 add_weights(str(OUT / "tmp.zip"), str(work / "tf_saved_model_bundle.zip"), str(pkg),
