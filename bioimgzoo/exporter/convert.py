@@ -359,7 +359,7 @@ def write_description(raw: dict, path: Path) -> None:
 def _write_package(pkg: Any, raw: dict, made: dict[str, Path], out: Path, *, overwrite: bool) -> None:
     """The old files byte for byte, the new weights, the new description: to ``out`` (zip or folder), atomically."""
     from .._files import atomic_path
-    from ..package.description import build_model_description
+    from ..package import open_package
     from ..package.sources import FolderSource
 
     rdf_name = next((n for n in ("rdf.yaml", "bioimageio.yaml") if n in _package_files(pkg)), "rdf.yaml")
@@ -389,7 +389,7 @@ def _write_package(pkg: Any, raw: dict, made: dict[str, Path], out: Path, *, ove
             errors = checked.validation_summary.errors if checked.validation_summary else []
             raise ExportError("the converted description is not valid: " + "; ".join(
                 f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:5]))
-        build_model_description(raw, root=staging, file_name=rdf_name, where=str(out))
+        open_package(staging / rdf_name)  # and one bioimgzoo opens as it opened the original
         if out.exists() and overwrite:
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         if out.suffix.lower() == ".zip":
