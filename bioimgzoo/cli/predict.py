@@ -87,7 +87,8 @@ class PredictOptions:
                    "(default: tif; npy for .npy inputs).")
 @click.option("--labels", is_flag=True,
               help="Also write instance labels ({image}_labels): foreground probabilities thresholded, touching "
-                   "objects split by the boundary channel or the distance transform.")
+                   "objects split by the boundary channel or the distance transform; for a StarDist package "
+                   "(config.stardist), StarDist's own decoder with the package's thresholds.")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="Foreground (and boundary) probability threshold for --labels.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
@@ -186,6 +187,8 @@ class LabelsPlan:
     output: str
     channels: Any  # runtime.labels.LabelChannels
     spatial: tuple[str, ...]
+    #: a StarDist package (config.stardist): decoded by stardist, as predict_instances does
+    stardist: bool = False
 
 
 def _labels_plan(package) -> LabelsPlan:
@@ -193,9 +196,13 @@ def _labels_plan(package) -> LabelsPlan:
     from ..descr.sizes import AxisSizes
     from ..descr.tensors import tensor_specs
     from ..errors import InputError
+    from ..runtime.instance_ops import stardist_config
     from ..runtime.labels import find_probability_channels
 
     _, outs = tensor_specs(package.descr)
+    sd = stardist_config(package.raw)
+    if sd is not None and outs:
+        return LabelsPlan(outs[0].id, None, sd.spatial, stardist=True)
     problems = []
     for spec in outs:
         spatial = tuple(a.id for a in spec.axes if a.kind == "space")
@@ -462,9 +469,12 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
         from ..runtime.labels import output_to_labels
 
         prob, dims = arrays[labels_from.output]
-        _warn_not_probabilities(prob, labels_from.output, job.label)
-        lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial, channels=labels_from.channels,
-                                         threshold=opts.threshold)
+        if labels_from.stardist:  # the stitched whole-image output, decoded with the package's thresholds
+            lab, lab_dims = model.labels_of(prob, dims)
+        else:
+            _warn_not_probabilities(prob, labels_from.output, job.label)
+            lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial,
+                                             channels=labels_from.channels, threshold=opts.threshold)
         arrays["labels"] = (lab, lab_dims)
     for key, (arr, dims) in arrays.items():
         dest = job.outputs[key]

@@ -425,6 +425,29 @@ class Model:
             raise InputError(f"labels=True decodes StarDist packages (config.stardist); {self.name!r} is not one. "
                              "For probability outputs use bioimgzoo.runtime.labels.output_to_labels (CLI: --labels)")
 
+    def labels_of(self, output: Any, axes: Any) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Instance labels of a StarDist package's whole output laid out as ``axes`` (what predict returned).
+
+        Returns the labels (int32) and their axes: ``axes`` without the
+        channel.  Axes other than the model's space axes (a z stack folded
+        through a 2D model, time) are decoded slice by slice.
+        """
+        self._check_labels()
+        axes = tuple(str(a) for a in axes)
+        arr = np.asarray(output)
+        inner = [a for a in axes if a in self.stardist.spatial or a == "channel"]
+        lead = [i for i, a in enumerate(axes) if a not in inner]
+        t = np.transpose(arr, lead + [axes.index(a) for a in inner])
+        flat = t.reshape((-1,) + t.shape[len(lead):])
+        c = inner.index("channel")
+        labels = np.stack([np.take(self.stardist.labels(s, tuple(inner), where=self.name), 0, axis=c)
+                           for s in flat])
+        labels = labels.reshape(t.shape[:len(lead)] + labels.shape[1:])
+        rest = [a for a in inner if a != "channel"]
+        out_axes = tuple(axes[i] for i in lead) + tuple(rest)
+        final = tuple(a for a in axes if a != "channel")
+        return np.transpose(labels, [out_axes.index(a) for a in final]), final
+
     def _labels(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.outputs[0]
         return {**outputs, spec.id: self.stardist.labels(outputs[spec.id], spec.axis_ids, where=self.name)}

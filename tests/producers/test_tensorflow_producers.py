@@ -221,3 +221,25 @@ def test_keras_unet_package_passes_validate(keras_build):
     report = bioimgzoo.validate(keras_build / "unet_keras.zip")
     failures = [(f.check, f.message) for f in report.failures if f.family not in report.consumers]
     assert report.passed, failures
+
+
+def test_stardist_labels_from_the_cli_and_from_the_decoder_alone(stardist_build, tmp_path):
+    """predict --labels writes predict_instances' labels; the decoder alone, on StarDist's own prob/dist, too."""
+    import tifffile
+    from click.testing import CliRunner
+
+    from bioimgzoo.cli import main
+    from bioimgzoo.runtime.instance_ops import stardist_instances
+
+    ref = np.load(stardist_build / "reference.npz")
+    thresholds = json.loads((stardist_build / "producer.json").read_text())["thresholds"]
+    for key in ("test", "other"):  # Keras' own (grid-resolution) prob and dist -> the same labels
+        got = stardist_instances(ref[f"{key}_prob"], ref[f"{key}_dist"], grid=(2, 2), upsampled=False,
+                                 prob_threshold=thresholds["prob"], nms_threshold=thresholds["nms"])
+        np.testing.assert_array_equal(got, ref[f"{key}_labels"])
+    tifffile.imwrite(tmp_path / "nuclei.tif", ref["other_image"])
+    res = CliRunner().invoke(main, ["predict", str(stardist_build / "stardist.zip"), str(tmp_path / "nuclei.tif"),
+                                    "-o", str(tmp_path / "out"), "--labels"])
+    assert res.exit_code == 0, res.output
+    labels = tifffile.imread(tmp_path / "out" / "nuclei_labels.tif")
+    np.testing.assert_array_equal(np.squeeze(labels), ref["other_labels"])
