@@ -243,3 +243,29 @@ def test_stardist_labels_from_the_cli_and_from_the_decoder_alone(stardist_build,
     assert res.exit_code == 0, res.output
     labels = tifffile.imread(tmp_path / "out" / "nuclei_labels.tif")
     np.testing.assert_array_equal(np.squeeze(labels), ref["other_labels"])
+
+
+def test_a_conversion_that_does_not_reproduce_falls_back_to_tensorflow(keras_build, monkeypatch, caplog):
+    """ONNX differing from TensorFlow: one warning, the model runs in TensorFlow, and that verdict is cached."""
+    import logging
+
+    import bioimgzoo
+    from bioimgzoo import config
+    from bioimgzoo.runtime import tf_weights
+
+    real_run = tf_weights._Worker.run
+    monkeypatch.setattr(tf_weights._Worker, "run", lambda self, xs: [o + 1.0 for o in real_run(self, xs)])
+    ref = np.load(keras_build / "reference.npz")
+    with caplog.at_level(logging.WARNING, logger="bioimgzoo"):
+        model = bioimgzoo.load(keras_build / "unet_keras.zip", weights="keras_hdf5", device="cpu")
+    assert model.engine.format == "keras_hdf5"  # TensorFlow itself
+    assert any("does not reproduce TensorFlow" in r.message and "TensorFlow itself" in r.message
+               for r in caplog.records), [r.message for r in caplog.records]
+    out = model.predict(ref["other_image"], axes="yx")
+    assert float(np.abs(np.squeeze(out) - 1.0 - ref["other_output"][0, ..., 0]).max()) <= 1e-4
+    assert list((config.cache_dir() / "tf-onnx").glob("*.failed.json"))
+    assert not list((config.cache_dir() / "tf-onnx").glob("*.onnx"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bioimgzoo"):
+        bioimgzoo.load(keras_build / "unet_keras.zip", weights="keras_hdf5", device="cpu")
+    assert any("an earlier try" in r.message for r in caplog.records)
