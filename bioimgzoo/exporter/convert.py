@@ -176,14 +176,11 @@ def _check_cases(pkg: Any, engine: Any, *, trust_code: bool) -> list[list[np.nda
     """The network inputs of the test input (through the declared preprocessing) and of another valid size."""
     from ..descr.sizes import AxisSizes
     from ..descr.tensors import tensor_specs
-    from ..runtime.model import Model
+    from ..runtime.model import predict_test_inputs
 
     inputs, _ = tensor_specs(pkg.descr)
     rec = _Recording(engine)
-    model = Model(pkg, rec, weights_format=engine.format, device="cpu", trust_code=trust_code)
-    model.strict_sizes = True
-    test = {t.id: np.load(pkg.file(t.test_tensor), allow_pickle=False) for t in pkg.descr.inputs}
-    model.predict(test, axes={t.id: list(t.axis_ids) for t in inputs})
+    predict_test_inputs(pkg, rec, trust_code=trust_code)
     cases = rec.inputs[:1]
     rng = np.random.default_rng(0)
     other = []
@@ -201,12 +198,13 @@ def _convert(pkg: Any, parent: str, fmt: str, work: Path, *, trust_code: bool) -
     from ..descr.weights import TENSORFLOW
 
     if parent in TENSORFLOW:
+        from ..runtime.model import predict_test_inputs
         from ..runtime.tf_weights import convert_and_check, extra_installed
 
         if not extra_installed():
             raise ExportError(f"converting {parent} weights needs TensorFlow and tf2onnx: pip install "
                               "'bioimgzoo[tensorflow]'")
-        conv = convert_and_check(pkg, parent, workdir=work / parent)
+        conv = convert_and_check(pkg, parent, workdir=work / parent, predict_test=predict_test_inputs)
         if conv.worker is not None:
             conv.worker.close()
         if not conv.faithful or conv.onnx is None:
@@ -260,16 +258,12 @@ def _check_test_outputs(pkg: Any, fmt: str, path: Path, *, trust_code: bool) -> 
     from ..descr.tensors import tensor_specs
     from ..descr.tolerance import compare_outputs, tolerance_for
     from ..runtime.engines import OnnxEngine, TorchScriptEngine
-    from ..runtime.model import Model
+    from ..runtime.model import predict_test_inputs
 
-    ins, outs = tensor_specs(pkg.descr)
+    _, outs = tensor_specs(pkg.descr)
     engine = OnnxEngine(path, device="cpu", n_outputs=len(outs)) if fmt == "onnx" else \
         TorchScriptEngine(path, device="cpu")
-    model = Model(pkg, engine, weights_format=fmt, device="cpu", trust_code=trust_code)
-    model.strict_sizes = True
-    test = {t.id: np.load(pkg.file(t.test_tensor), allow_pickle=False) for t in pkg.descr.inputs}
-    got = model.predict(test, axes={t.id: list(t.axis_ids) for t in ins})
-    got = got if isinstance(got, dict) else {outs[0].id: got}
+    got = predict_test_inputs(pkg, engine, trust_code=trust_code)
     result = {}
     for t, descr in zip(outs, pkg.descr.outputs):
         expected = np.load(pkg.file(descr.test_tensor), allow_pickle=False)

@@ -58,7 +58,7 @@ from .plan import MAX_WINDOW_ELEMENTS, SamplePlan, plan_sample
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["Model"]
+__all__ = ["Model", "predict_test_inputs"]
 
 #: numpy.pad modes that need no extra arguments (the others would fail on the first padded window)
 PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap", "linear_ramp", "maximum", "mean",
@@ -135,7 +135,8 @@ class Model:
 
             for ref in trust.code_refs(package.descr, weights_format=fmt):  # custom ops, before any work
                 trust.check_trusted(ref, trust_code=trust_code, what=package.name)
-            engine = create_tensorflow_engine(package, fmt, device=dev, n_outputs=len(package.descr.outputs))
+            engine = create_tensorflow_engine(package, fmt, device=dev, n_outputs=len(package.descr.outputs),
+                                              predict_test=predict_test_inputs)
         else:
             engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
                                             n_outputs=len(package.descr.outputs))
@@ -531,6 +532,19 @@ class Model:
         if not self.inputs[0].has_batch:
             return dict(arrays)
         return {k: a[i:i + 1] for k, a in arrays.items()}
+
+
+def predict_test_inputs(package: Package, engine: Any, *, trust_code: bool = False) -> dict[str, np.ndarray]:
+    """The package's test inputs through its whole pipeline with ``engine`` (declared windows); outputs by id.
+
+    Used to check weights made from other weights (a conversion) before they are trusted.
+    """
+    model = Model(package, engine, weights_format=getattr(engine, "format", "onnx"), device="cpu",
+                  trust_code=trust_code)
+    model.strict_sizes = True  # the declared windows: nothing is measured before the weights are known right
+    test = {t.id: np.load(package.file(t.test_tensor), allow_pickle=False) for t in package.descr.inputs}
+    got = model.predict(test, axes={t.id: list(t.axis_ids) for t in model.inputs})
+    return got if isinstance(got, dict) else {model.outputs[0].id: got}
 
 
 def _stardist_of(package: Package, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Any:

@@ -49,7 +49,7 @@ import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -322,12 +322,16 @@ def _worst(cmp: dict) -> float:
     return float(cmp["max_abs"])
 
 
-def convert_and_check(package: Any, fmt: str, *, workdir: Path) -> Conversion:
-    """Convert ``package``'s ``fmt`` weights to ONNX in ``workdir`` and check the result (see the module doc)."""
+def convert_and_check(package: Any, fmt: str, *, workdir: Path,
+                      predict_test: Callable[[Any, Any], dict[str, np.ndarray]]) -> Conversion:
+    """Convert ``package``'s ``fmt`` weights to ONNX in ``workdir`` and check the result (see the module doc).
+
+    ``predict_test(package, engine)`` runs the package's test inputs through
+    the whole pipeline with an engine (:func:`bioimgzoo.runtime.model.predict_test_inputs`).
+    """
     from ..descr.tensors import tensor_specs
     from ..descr.tolerance import compare_outputs, tolerance_for
     from .engines import OnnxEngine
-    from .model import Model
 
     name = getattr(package, "name", "this package")
     inputs, outputs = tensor_specs(package.descr)
@@ -348,12 +352,8 @@ def convert_and_check(package: Any, fmt: str, *, workdir: Path) -> Conversion:
     tol = tolerance_for(package, fmt, outputs[0].id)
     problems: list[str] = []
     # 1. the package's test tensors through the whole pipeline
-    test_in = {t.id: np.load(package.file(t.test_tensor), allow_pickle=False) for t in package.descr.inputs}
     test_out = {t.id: np.load(package.file(t.test_tensor), allow_pickle=False) for t in package.descr.outputs}
-    model = Model(package, engine, weights_format=fmt, device="cpu")
-    model.strict_sizes = True  # the declared windows: nothing measured before the model is known to be right
-    got = model.predict(dict(test_in), axes={t.id: list(t.axis_ids) for t in inputs})
-    got = got if isinstance(got, dict) else {outputs[0].id: got}
+    got = predict_test(package, engine)
     reproduced = {}
     for t in outputs:
         cmp = compare_outputs(np.asarray(got[t.id]), test_out[t.id], tolerance_for(package, fmt, t.id))
@@ -402,8 +402,12 @@ def _versions() -> dict:
     return out
 
 
-def create_tensorflow_engine(package: Any, fmt: str, *, device: str, n_outputs: int) -> Any:
-    """The engine for TensorFlow weights: the cached ONNX conversion, made now if needed, else TensorFlow itself."""
+def create_tensorflow_engine(package: Any, fmt: str, *, device: str, n_outputs: int,
+                             predict_test: Callable[[Any, Any], dict[str, np.ndarray]]) -> Any:
+    """The engine for TensorFlow weights: the cached ONNX conversion, made now if needed, else TensorFlow itself.
+
+    ``predict_test``: as for :func:`convert_and_check`.
+    """
     from ..hub.cache import CacheLayout
     from .engines import OnnxEngine
 
@@ -428,7 +432,7 @@ def create_tensorflow_engine(package: Any, fmt: str, *, device: str, n_outputs: 
         with tempfile.TemporaryDirectory(prefix="bioimgzoo-tf-onnx-") as tmp:
             log.info("converting the %s weights of %r to ONNX (once; then cached)", fmt, name)
             try:
-                conv = convert_and_check(package, fmt, workdir=Path(tmp))
+                conv = convert_and_check(package, fmt, workdir=Path(tmp), predict_test=predict_test)
             except WeightsError as e:  # TensorFlow cannot even load them
                 raise WeightsError(f"{name}: its {fmt} weights could not be loaded by TensorFlow, so they can be "
                                    f"neither converted nor run: {e}") from e
