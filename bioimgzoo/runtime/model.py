@@ -550,8 +550,9 @@ def predict_test_inputs(package: Package, engine: Any, *, trust_code: bool = Fal
 def _stardist_of(package: Package, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Any:
     """The package's config.stardist (its network output, decoded by labels=True), or None."""
     sd = instance_ops.stardist_config(getattr(package, "raw", None))
-    if sd is None or not outputs or not inputs or any(
-            str(getattr(op, "id", "")) == instance_ops.StardistPostprocessing.op_id for op in outputs[0].postprocessing):
+    op_id = instance_ops.StardistPostprocessing.op_id
+    if sd is None or not outputs or not inputs or any(str(getattr(op, "id", "")) == op_id
+                                                      for op in outputs[0].postprocessing):
         return None  # a stardist_postprocessing op decodes it already
     # export_TF upsamples the output to the input's size; else it is at 1/grid
     spatial = [a for a in sd.spatial if a in outputs[0].axis_ids]

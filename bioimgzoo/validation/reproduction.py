@@ -134,7 +134,8 @@ def is_label_output(ctx: Any, output_id: str, expected: np.ndarray) -> bool:
 
     _, outs = tensor_specs(ctx.pkg.descr)
     declared = next((t.dtype for t in outs if t.id == output_id), "float32")
-    return declared.startswith(("int", "uint", "bool")) or np.issubdtype(expected.dtype, np.integer) or expected.dtype == np.bool_
+    return declared.startswith(("int", "uint", "bool")) or np.issubdtype(expected.dtype, np.integer) \
+        or expected.dtype == np.bool_
 
 
 def formats_to_run(ctx: Any) -> tuple[list[str], list[tuple]]:

@@ -8,7 +8,8 @@ Each writes into ``sys.argv[1]``: the package (``package/`` folder or a
 from __future__ import annotations
 
 # the environments (requirements; see tests/producers/README in the module docs of the tests)
-TF_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf_keras==2.21.0", "stardist[bioimageio]==0.9.2", "bioimageio.core==0.5.11"]
+TF_REQUIREMENTS = ["tensorflow-cpu==2.21.0", "tf_keras==2.21.0", "stardist[bioimageio]==0.9.2",
+                   "bioimageio.core==0.5.11"]
 
 COMMON = r'''
 import json, os, sys, time, zipfile

@@ -125,7 +125,8 @@ _OFFLINE_NO_TF = textwrap.dedent('''
 ''')
 
 
-def _run_without_tensorflow(tmp_path: Path, package: Path, image: np.ndarray, *, labels: bool) -> tuple[dict, np.ndarray]:
+def _run_without_tensorflow(tmp_path: Path, package: Path, image: np.ndarray, *,
+                            labels: bool) -> tuple[dict, np.ndarray]:
     import os
 
     np.save(tmp_path / "image.npy", image)
