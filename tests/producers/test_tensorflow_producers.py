@@ -94,6 +94,10 @@ def test_stardist_export_predicts_tensorflows_output_and_its_labels(stardist_bui
         assert labels.shape == ref[f"{key}_labels"].shape
         assert labels.max() > 3  # trained: it finds nuclei
         np.testing.assert_array_equal(labels, ref[f"{key}_labels"])  # predict_instances, label for label
+    # tiled: labels still decoded once, on the stitched output; equal to StarDist's own (untiled and tiled)
+    tiled = model.predict(ref["other_image"], axes="yx", labels=True, tile=120)
+    np.testing.assert_array_equal(tiled, ref["other_labels"])
+    np.testing.assert_array_equal(tiled, ref["tiled_labels"])
     producer = json.loads((stardist_build / "producer.json").read_text())
     _record("stardist", versions=producer["versions"], max_abs_vs_tensorflow=max(diffs.values()),
             conversion_seconds=record["seconds"], onnx_bytes=record["bytes"], labels_identical=True,
