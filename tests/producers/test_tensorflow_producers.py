@@ -190,6 +190,11 @@ def test_tensorflow_weights_convert_to_onnx_for_consumers(stardist_build, tmp_pa
     assert report.passed, failures
     dij = report.consumers["deepimagej"]
     assert not {"D7", "D9", "D10", "D11"} & set(dij.get("failed_rules") or []), dij
+    from bioimageio.core import test_description  # the reference consumer, on the new weights
+
+    summary = test_description(out, weight_format="onnx")
+    assert summary.status == "passed", [(d.name, [e.msg[:200] for e in d.errors]) for d in summary.details
+                                        if d.status != "passed"]
     onnx_model = bioimgzoo.load(out, weights="onnx", device="cpu")
     ref = np.load(stardist_build / "reference.npz")
     assert float(np.abs(onnx_model.predict(ref["other_image"], axes="yx") - ref["other_tf_output"][0]).max()) <= 1e-4
