@@ -55,6 +55,7 @@ def state_dict_package(tmp_path_factory) -> Path:
     return rdf.parent
 
 
+@pytest.mark.slow
 def test_convert_adds_onnx_and_torchscript_to_a_state_dict_package(state_dict_package, tmp_path):
     import onnx
 
