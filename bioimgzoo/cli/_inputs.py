@@ -40,6 +40,8 @@ class LabelsPlan:
     channels: Any  # runtime.labels.LabelChannels
     spatial: tuple[str, ...]
     link: str | None = None  # --labels-3d: the axis along which slices' objects are linked
+    #: a StarDist package (config.stardist): decoded by stardist, as predict_instances does
+    stardist: bool = False
 
 
 def labels_plan(package, *, link: bool = False) -> LabelsPlan:
@@ -47,9 +49,16 @@ def labels_plan(package, *, link: bool = False) -> LabelsPlan:
     from ..descr.sizes import AxisSizes
     from ..descr.tensors import tensor_specs
     from ..errors import InputError
+    from ..runtime.instance_ops import stardist_config
     from ..runtime.labels import find_probability_channels
 
     _, outs = tensor_specs(package.descr)
+    sd = stardist_config(package.raw)
+    if sd is not None and outs:
+        if link:
+            raise InputError("--labels-3d links slices labelled one by one; this StarDist package's labels come "
+                             "from StarDist's own decoder: drop --labels-3d")
+        return LabelsPlan(outs[0].id, None, sd.spatial, stardist=True)
     problems = []
     for spec in outs:
         spatial = tuple(a.id for a in spec.axes if a.kind == "space")

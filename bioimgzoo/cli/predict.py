@@ -90,7 +90,8 @@ class PredictOptions:
                    "(default: tif; npy for .npy inputs).")
 @click.option("--labels", is_flag=True,
               help="Also write instance labels ({image}_labels): foreground probabilities thresholded, touching "
-                   "objects split by the boundary channel or the distance transform.")
+                   "objects split by the boundary channel or the distance transform; for a StarDist package "
+                   "(config.stardist), StarDist's own decoder with the package's thresholds.")
 @click.option("--threshold", type=float, default=None,
               help="Foreground (and boundary) probability threshold for --labels (default 0.5).")
 @click.option("--labels-3d", "labels_3d", is_flag=True,
@@ -453,14 +454,17 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
         from ..runtime.labels import output_to_labels
 
         prob, dims = arrays[labels_from.output]
-        _warn_not_probabilities(prob, labels_from.output, job.label)
-        link = labels_from.link
-        if link is not None and link not in dims:
-            logging.getLogger("bioimgzoo").warning(
-                "%s has no z axis: --labels-3d has no slices to link, its labels are 2D", job.label)
-            link = None
-        lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial, channels=labels_from.channels,
-                                         threshold=opts.threshold, link=link, progress=stage("Labels"))
+        if labels_from.stardist:  # the stitched whole-image output, decoded with the package's thresholds
+            lab, lab_dims = model.labels_of(prob, dims)
+        else:
+            _warn_not_probabilities(prob, labels_from.output, job.label)
+            link = labels_from.link
+            if link is not None and link not in dims:
+                logging.getLogger("bioimgzoo").warning(
+                    "%s has no z axis: --labels-3d has no slices to link, its labels are 2D", job.label)
+                link = None
+            lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial, channels=labels_from.channels,
+                                             threshold=opts.threshold, link=link, progress=stage("Labels"))
         arrays["labels"] = (lab, lab_dims)
     writing = stage("Writing")
     for i, (key, (arr, dims)) in enumerate(arrays.items()):

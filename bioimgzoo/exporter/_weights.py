@@ -161,6 +161,37 @@ def _installed_top_levels() -> set[str]:
         return set()
 
 
+def _installed_module(mod_name: str) -> bool:
+    """``mod_name`` is loaded from an installed distribution, not a same-named folder of the user's.
+
+    Some wheels install generic top-level names (tf2onnx 1.17 ships a ``tests`` package): a user's
+    ``tests.test_x`` module then has an "installed" top-level name while its file is the user's own.
+    Distributions whose file list names the top level must list the module's file; editable
+    installs (no such list) are trusted.
+    """
+    top = mod_name.split(".")[0]
+    try:
+        owners = importlib.metadata.packages_distributions().get(top) or []
+    except Exception:  # pragma: no cover - broken metadata
+        return False
+    if not owners:
+        return False
+    path = getattr(sys.modules.get(mod_name), "__file__", None)
+    if not path:
+        return True
+    path = Path(path).resolve()
+    for owner in owners:
+        try:
+            dist = importlib.metadata.distribution(owner)
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            continue
+        claimed = [Path(str(dist.locate_file(f))).resolve() for f in (dist.files or [])
+                   if f.parts and f.parts[0] == top]
+        if not claimed or path in claimed:
+            return True
+    return False
+
+
 def _parse_architecture(architecture: Any) -> dict:
     """Normalise the ``architecture=`` option to {callable, import_from | source, kwargs?}."""
     if isinstance(architecture, Mapping):
@@ -239,7 +270,8 @@ def _candidates(module: Any, architecture: Any) -> tuple[list[dict], list[str]]:
     nested = "<locals>" in cls.__qualname__
     if _is_own(mod_name) and not nested:
         return _own_candidates(cls.__name__, mod_name, cls), []
-    if mod_name != "__main__" and not nested and top in _installed_top_levels() and mod_name in sys.modules:
+    if mod_name != "__main__" and not nested and top in _installed_top_levels() and mod_name in sys.modules \
+            and _installed_module(mod_name):
         return [{"callable": cls.__name__, "import_from": mod_name},
                 {"callable": cls.__name__, "extract": cls}], []
     return [{"callable": cls.__name__, "extract": cls}], []

@@ -2,7 +2,8 @@
 
 A ``pytorch_state_dict`` entry may name a dependency file (format 0.5:
 ``weights.pytorch_state_dict.dependencies``, a conda environment yaml; format
-0.4: ``dependencies: conda:environment.yaml`` or ``pip:requirements.txt``).
+0.4: ``dependencies: conda:environment.yaml`` or ``pip:requirements.txt``, the latter
+kept in the raw description since format 0.5 cannot hold it).
 :func:`declared_dependencies` reads it into pip requirements and the conda
 entries pip cannot install; :func:`missing_dependency_message` is the one
 message for an architecture that imports a module this environment lacks
@@ -178,11 +179,15 @@ def read_dependencies(path: str | os.PathLike) -> Dependencies:
     return Dependencies(path, sha, pip=tuple(pip), conda_only=tuple(conda_only), provided=tuple(provided))
 
 
-def _dependency_ref(descr: Any, weights_format: str) -> Any:
-    entry = getattr(descr.weights, weights_format, None)
+def _dependency_ref(package: Any, weights_format: str) -> Any:
+    entry = getattr(package.descr.weights, weights_format, None)
     ref = getattr(entry, "dependencies", None)
     if ref is None:
-        return None
+        # a format 0.4 "pip:requirements.txt" is read without it (0.5 takes conda files only): the raw has it
+        raw = ((getattr(package, "raw", None) or {}).get("weights") or {}).get(weights_format)
+        ref = raw.get("dependencies") if isinstance(raw, dict) else None
+        if not isinstance(ref, str):
+            return None
     if isinstance(ref, str) or not hasattr(ref, "source"):  # 0.4: "conda:environment.yaml" / "pip:req.txt"
         text = str(getattr(ref, "file", ref))
         return text.split(":", 1)[1] if re.match(r"^(conda|pip):", text) else text
@@ -191,7 +196,7 @@ def _dependency_ref(descr: Any, weights_format: str) -> Any:
 
 def declared_dependencies(package: Any, weights_format: str = "pytorch_state_dict") -> Dependencies | None:
     """The dependency file of a package's weights entry, read (None when it names none)."""
-    ref = _dependency_ref(package.descr, weights_format)
+    ref = _dependency_ref(package, weights_format)
     return None if ref is None else read_dependencies(package.file(ref))
 
 
