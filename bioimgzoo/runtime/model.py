@@ -295,8 +295,9 @@ class Model:
             self._check_labels()
         if out is not None or out_options or outofcore.is_lazy(data):
             if labels:
-                raise InputError("labels=True needs the whole image in memory (StarDist's decoder looks across "
-                                 "it): predict without out= and streaming, or stream raw_output=True and decode it")
+                raise InputError("labels=True (CLI: --labels) needs the whole image in memory (StarDist's decoder "
+                                 "looks across it): predict an in-memory image to a file, or stream raw_output=True "
+                                 "(CLI: --raw-output) and decode that afterwards")
             return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                           pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
         from .progress import TileProgress
@@ -437,8 +438,9 @@ class Model:
 
     def _check_labels(self) -> None:
         if self.stardist is None:
-            raise InputError(f"labels=True decodes StarDist packages (config.stardist); {self.name!r} is not one. "
-                             "For probability outputs use bioimgzoo.runtime.labels.output_to_labels (CLI: --labels)")
+            raise InputError(f"labels=True (CLI: --labels) decodes StarDist packages (config.stardist) here; "
+                             f"{self.name!r} is not one. For probability outputs use "
+                             "bioimgzoo.runtime.labels.output_to_labels (the CLI's --labels does)")
 
     def labels_of(self, output: Any, axes: Any) -> tuple[np.ndarray, tuple[str, ...]]:
         """Instance labels of a StarDist package's whole output laid out as ``axes`` (what predict returned).
