@@ -126,12 +126,13 @@ def predict(source, inputs, out_dir, **options):
 def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict) -> list[ImageJob]:
     from ..io import find_images
     from ..package import open_package
+    from ..runtime.outputs import labels_plan
 
     opts = _check_options(options)
     files = find_images(inputs)
     out_root = _writable_out_dir(out_dir)
     package = open_package(source, **_hub_kwargs(options.get("hub"), options.get("offline")))
-    labels_from = _labels_plan(package) if opts.labels else None
+    labels_from = labels_plan(package) if opts.labels else None
     jobs = _plan_outputs(files, out_root, package, opts, labels=labels_from is not None)
     todo = _check_existing(jobs, opts)
     try:
@@ -179,42 +180,6 @@ def _check_options(options: dict) -> PredictOptions:
 
 
 # --------------------------------------------------------------------------- 2. outputs
-@dataclass(frozen=True)
-class LabelsPlan:
-    """Which output --labels reads, its foreground/boundary channels, and the model's space axes."""
-
-    output: str
-    channels: Any  # runtime.labels.LabelChannels
-    spatial: tuple[str, ...]
-
-
-def _labels_plan(package) -> LabelsPlan:
-    """The output --labels turns into instances; an InputError before any work when there is none."""
-    from ..descr.sizes import AxisSizes
-    from ..descr.tensors import tensor_specs
-    from ..errors import InputError
-    from ..runtime.labels import find_probability_channels
-
-    _, outs = tensor_specs(package.descr)
-    problems = []
-    for spec in outs:
-        spatial = tuple(a.id for a in spec.axes if a.kind == "space")
-        if not spatial:
-            problems.append(f"'{spec.id}' has no space axes")
-            continue
-        n = None
-        if "channel" in spec.axis_ids:
-            sz = spec.sizes.get("channel")
-            n = sz.min if isinstance(sz, AxisSizes) else len(spec.channel_names) or None
-        try:
-            return LabelsPlan(spec.id, find_probability_channels(spec.channel_names, n, output=f"output "
-                                                                 f"'{spec.id}'"), spatial)
-        except InputError as e:
-            problems.append(str(e))
-    raise InputError("--labels needs an output of foreground (and optionally boundary) probabilities; this "
-                     f"model has none ({'; '.join(problems)}): drop --labels")
-
-
 def _plan_outputs(files: list[Path], out_root: Path, package, opts: PredictOptions, *,
                   labels: bool) -> list[ImageJob]:
     """One unique output path per image and output, or an InputError before anything is written.
@@ -451,6 +416,7 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
     import numpy as np
 
     from ..io import png_ready, read_calibration, write_image
+    from ..runtime.outputs import output_calibration
 
     outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
     calibration = read_calibration(job.path)
@@ -468,7 +434,7 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
         arrays["labels"] = (lab, lab_dims)
     for key, (arr, dims) in arrays.items():
         dest = job.outputs[key]
-        cal = _output_calibration(model, key if key != "labels" else labels_from.output, calibration,
+        cal = output_calibration(model, key if key != "labels" else labels_from.output, calibration,
                                   channels=key != "labels")
         if dest.suffix.lower() == ".png":
             arr, how = png_ready(arr, dims)
@@ -488,48 +454,6 @@ def _warn_not_probabilities(prob, output: str, label: str) -> None:
         logging.getLogger("bioimgzoo").warning(
             "%s: output '%s' holds values from %.3g to %.3g, not probabilities in 0..1: --threshold may not "
             "mean what it should", label, output, float(finite.min()), float(finite.max()))
-
-
-def _output_calibration(model, output_id: str, calibration, *, channels: bool):
-    """The input's pixel sizes carried to an output (scaled as the model scales that axis), else the model's."""
-    from ..io import Calibration
-
-    out = next(t for t in model.outputs if t.id == output_id)
-    primary = model.inputs[0]
-    sizes, unit = {}, calibration.unit
-    for a in out.axes:
-        if a.kind not in ("space", "time"):
-            continue
-        ratio = out.scale.get(a.id, 1.0) / (primary.scale.get(a.id, 1.0) or 1.0)
-        if a.id in calibration.pixel_size:
-            sizes[a.id] = calibration.pixel_size[a.id] * ratio
-    for a in ("t", "z"):  # axes a 2D model folds carry over unchanged
-        if a in calibration.pixel_size and a not in sizes:
-            sizes[a] = calibration.pixel_size[a]
-    if not {"x", "y"} <= set(sizes):
-        declared = _declared_scales(model, output_id)
-        if declared:
-            sizes, unit = {**declared[0], **{k: v for k, v in sizes.items() if k in "tz"}}, declared[1]
-    names = tuple(out.channel_names) if channels else ()
-    return Calibration(sizes, unit, calibration.time_unit, names)
-
-
-def _declared_scales(model, output_id: str):
-    """The output's space scales and unit as the description declares them, when it declares a unit."""
-    for t in model.descr.outputs:
-        if str(t.id) != output_id:
-            continue
-        sizes, unit = {}, None
-        for a in t.axes:
-            u = getattr(a, "unit", None)
-            if u is not None and str(getattr(a, "type", "")) == "space":
-                sizes[str(a.id)] = float(getattr(a, "scale", 1.0))
-                unit = str(u)
-        if {"x", "y"} <= set(sizes) and unit:
-            from ..io.images import normalize_unit
-
-            return sizes, normalize_unit(unit)
-    return None
 
 
 # --------------------------------------------------------------------------- 5. record
