@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .._files import atomic_path
-from ..errors import BioimgzooError
+from ..errors import BioimgzooError, InputError
 from .protocol import RequestRefused
 
 log = logging.getLogger("bioimgzoo.serve")
@@ -62,6 +62,7 @@ class Job:
     units_done: int = 0
     pixels_done: int = 0
     pixels_total: int = 0
+    pixels_computed: int = 0  # by this run (a resumed run skips what an earlier one wrote)
     mp_per_s: float = 0.0
     eta_s: float | None = None
     error: str | None = None
@@ -95,6 +96,7 @@ class JobManager:
         self._cond = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._client: Any = None  # one dask Client for every job (connecting per job would leak clients)
         if self.folder is not None:
             self._recover()
 
@@ -224,6 +226,20 @@ class JobManager:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _scheduler(self) -> Any:
+        if self._client is None:
+            from distributed import Client
+
+            try:
+                self._client = Client(self.scheduler, timeout="20s")
+            except Exception as e:  # noqa: BLE001 -- distributed raises OSError, TimeoutError, ...
+                raise InputError(f"cannot reach the dask scheduler at {self.scheduler}: {e}; check --scheduler "
+                                 "(tcp://host:8786) and that the scheduler runs") from e
+        return self._client
 
     def _work(self) -> None:
         while True:
@@ -235,7 +251,7 @@ class JobManager:
                 job = min((j for j in self._jobs.values() if j.state == "queued"), key=lambda j: j.created)
                 job.state, job.started, job.error = "running", time.time(), None
                 job.runs += 1
-                job.units_done, job.pixels_done, job.mp_per_s, job.eta_s = 0, 0, 0.0, None
+                job.units_done, job.pixels_done, job.pixels_computed, job.mp_per_s, job.eta_s = 0, 0, 0, 0.0, None
                 self._save(job)
             self._changed()
             self._run(job)
@@ -244,15 +260,14 @@ class JobManager:
     def _run(self, job: Job) -> None:
         opts = dict(job.options)
         t0 = time.perf_counter()
-        computed = [0]
         last_save = [time.monotonic()]
 
         def on_unit(sample: int, unit: Any, was_computed: bool) -> None:
             job.units_done += 1
             job.pixels_done += int(unit.pixels)
             if was_computed:
-                computed[0] += int(unit.pixels)
-            rate = computed[0] / 1e6 / max(1e-9, time.perf_counter() - t0)
+                job.pixels_computed += int(unit.pixels)
+            rate = job.pixels_computed / 1e6 / max(1e-9, time.perf_counter() - t0)
             job.mp_per_s = round(rate, 3)
             left = max(0, job.pixels_total - job.pixels_done)
             job.eta_s = round(left / 1e6 / rate, 1) if rate > 0 else None
@@ -267,7 +282,7 @@ class JobManager:
             with self.use_model(job.model, opts.get("weights")) as entry:
                 kwargs = {k: opts[k] for k in ("axes", "tile", "nan_policy", "work_unit") if k in opts}
                 if self.scheduler:
-                    kwargs["scheduler"] = self.scheduler
+                    kwargs["scheduler"] = self._scheduler()
                 with entry.engine.in_flight():
                     # a first run replaces an output only when asked; a later run resumes its own
                     first = job.runs == 1

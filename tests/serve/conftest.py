@@ -71,6 +71,26 @@ def allow_folder(tmp_path_factory, tiny, needs_trust) -> Path:
     return root
 
 
+class Gate:
+    """An engine that runs ``allow`` calls, then waits for ``release`` (a prediction held in flight)."""
+
+    def __init__(self, inner, allow: int = 0):
+        self.inner, self.allow, self.calls = inner, allow, 0
+        self.format, self.device = inner.format, inner.device
+        self.entered = threading.Event()  # a call is waiting at the gate
+        self.release = threading.Event()
+
+    def run(self, inputs):
+        self.calls += 1
+        if self.calls > self.allow:
+            self.entered.set()
+            self.release.wait(120)
+        return self.inner.run(inputs)
+
+    def __getattr__(self, name):  # session, threads: the wrapped engine's
+        return getattr(self.inner, name)
+
+
 def settings(**kw) -> ServeSettings:
     kw.setdefault("hub", False)
     kw.setdefault("workers", 4)

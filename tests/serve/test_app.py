@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 
 import numpy as np
 import pytest
 
 import bioimgzoo
 
-from .conftest import ADMIN, TOKEN
+from .conftest import ADMIN, TOKEN, Gate
 
 RNG = np.random.default_rng(5)
 
@@ -25,20 +24,6 @@ def oip(x: np.ndarray, name: str = "raw", **params) -> dict:
 def out_array(doc: dict, i: int = 0) -> np.ndarray:
     o = doc["outputs"][i]
     return np.asarray(o["data"], np.float32).reshape(o["shape"])
-
-
-class Gate:
-    """An engine that waits for ``release`` before running (a prediction held in flight)."""
-
-    def __init__(self, inner):
-        self.inner, self.format, self.device = inner, inner.format, inner.device
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def run(self, inputs):
-        self.entered.set()
-        self.release.wait(60)
-        return self.inner.run(inputs)
 
 
 def test_metadata_index_and_json_inference_equal_in_process(asgi, tiny):
