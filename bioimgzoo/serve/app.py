@@ -239,7 +239,8 @@ class _Door:
         length = _header(scope, b"content-length")
         limit = self.limit
         if length is not None and length.isdigit() and int(length) > limit:
-            return await _send_error(send, 413, _too_large(int(length), limit))
+            # Connection: close, so the server does not go on reading (and dropping) the rest of the body
+            return await _send_error(send, 413, _too_large(int(length), limit), {"Connection": "close"})
         encoding = (_header(scope, b"content-encoding") or "identity").lower()
         if encoding != "identity":
             return await _send_error(send, 415, f"Content-Encoding {encoding} is not accepted: send the body "
@@ -252,7 +253,7 @@ class _Door:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise RequestRefused(413, _too_large(seen, limit, streaming=True))
+                    raise RequestRefused(413, _too_large(seen, limit, streaming=True), {"Connection": "close"})
             return message
 
         await self.app(scope, counted, send)

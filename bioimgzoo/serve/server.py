@@ -17,6 +17,7 @@ exits with status 0.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -33,6 +34,11 @@ def _uvicorn_server(config: Any, srv: Server) -> Any:
         def handle_exit(self, sig: int, frame: Any) -> None:
             srv.begin_draining()  # not ready from the first signal on
             super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # uvicorn raises a captured signal again once stopped (the process then dies of it, status
+                # -15); a SIGTERM answered by a graceful stop is a normal end: exit status 0
+                while signal.SIGTERM in self._captured_signals:
+                    self._captured_signals.remove(signal.SIGTERM)
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
