@@ -213,3 +213,20 @@ def test_jobs_run_on_the_dask_cluster_the_server_was_given(asgi, tiny, tmp_path)
         assert done.units_done == 9
         s.close()
     assert np.abs(read_output(data / "o.zarr").reshape(expected.shape) - expected).max() <= 1e-5
+
+
+def test_a_tiff_input_job(asgi, tiny, tmp_path):
+    import tifffile
+
+    data = tmp_path / "data"
+    data.mkdir()
+    x = (RNG.random((160, 144)) * 4000).astype(np.uint16)
+    tifffile.imwrite(data / "in.tif", x, imagej=True)
+    s = asgi(models=[f"tiny={tiny}"], data_roots=[data])
+    job = s.server.jobs.submit({"model": "tiny", "input": "in.tif", "output": "o.zarr", "tile": 64},
+                               check_model=s.server.registry.source)
+    done = wait_for(lambda: s.server.jobs.get(job.id).state not in ("queued", "running") and s.server.jobs.get(job.id),
+                    "the TIFF job")
+    assert done.state == "done", done.error
+    expected = bioimgzoo.load(tiny).predict(x, axes="yx", tile=64)
+    assert np.abs(read_output(data / "o.zarr").reshape(expected.shape) - expected).max() <= 1e-5
