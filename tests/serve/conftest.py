@@ -119,18 +119,22 @@ class AsgiServer:
         self.server.close()
 
 
-@pytest.fixture
-def asgi():
+def _servers(cls):
+    """A factory fixture's body: servers made on demand, all closed at the end of the test."""
     made = []
 
-    def make(**kw) -> AsgiServer:
-        s = AsgiServer(**kw)
-        made.append(s)
-        return s
+    def make(**kw):
+        made.append(cls(**kw))
+        return made[-1]
 
     yield make
-    for s in made:
-        s.close()
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def asgi():
+    yield from _servers(AsgiServer)
 
 
 class LiveServer:
@@ -163,13 +167,4 @@ class LiveServer:
 
 @pytest.fixture
 def live():
-    made = []
-
-    def make(**kw) -> LiveServer:
-        s = LiveServer(**kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.close()
+    yield from _servers(LiveServer)
