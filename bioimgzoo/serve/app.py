@@ -139,6 +139,11 @@ class Server:
             self._admitted += 1
             self.metrics.in_flight.set(self._admitted)
 
+    @property
+    def admitted(self) -> int:
+        """Requests admitted and not yet finished (running or waiting for a worker)."""
+        return self._admitted
+
     def _leave(self) -> None:
         with self._lock:
             self._admitted -= 1
@@ -393,9 +398,9 @@ def _letters(ids: Any) -> str:
     return "".join(axis_letter(str(a)) for a in ids)
 
 
-def _tensor_meta(spec: Any, dtype: str | None = None) -> dict:
+def _tensor_meta(spec: Any) -> dict:
     try:
-        datatype = datatype_of(np.dtype(dtype or spec.dtype))
+        datatype = datatype_of(np.dtype(spec.dtype))
     except (TypeError, RequestRefused):
         datatype = "FP32"
     return {"name": spec.id, "datatype": datatype, "shape": _tensor_shape(spec),
@@ -432,7 +437,7 @@ async def model_metadata(request: Request) -> Response:
             m = entry.model
             return {"name": name, "versions": [VERSION], "platform": _platform(m),
                     "inputs": [_tensor_meta(t) for t in m.inputs],
-                    "outputs": [_tensor_meta(t, "float32" if not t.postprocessing else None) for t in m.outputs],
+                    "outputs": [_tensor_meta(t) for t in m.outputs],
                     "parameters": {"weights": m.weights_format, "device": str(m.device),
                                    "description": str(getattr(m.descr, "description", ""))[:500]}}
 

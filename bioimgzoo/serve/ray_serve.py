@@ -11,7 +11,7 @@
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
     serve.run(build_app(ServeSettings(models=["nuclei=/models/unet2d-nuclei-broad"]), max_replicas=4))
 
-Every replica runs the whole bioimgzoo app (:func:`~.app.create_app`): the
+Every replica runs the whole application of :func:`~.app.create_app`: the
 same protocol, tokens, limits and errors as ``bioimgzoo serve``; replicas
 keep no state of their own (jobs are off here: run them on a
 ``bioimgzoo serve`` with ``--scheduler``).

@@ -34,11 +34,12 @@ def _uvicorn_server(config: Any, srv: Server) -> Any:
         def handle_exit(self, sig: int, frame: Any) -> None:
             srv.begin_draining()  # not ready from the first signal on
             super().handle_exit(sig, frame)
-            if sig == signal.SIGTERM:
-                # uvicorn raises a captured signal again once stopped (the process then dies of it, status
-                # -15); a SIGTERM answered by a graceful stop is a normal end: exit status 0
-                while signal.SIGTERM in self._captured_signals:
-                    self._captured_signals.remove(signal.SIGTERM)
+            captured = getattr(self, "_captured_signals", None)
+            if sig == signal.SIGTERM and isinstance(captured, list):
+                # uvicorn (0.29+) raises a captured signal again once stopped, and the process dies of it
+                # (status -15); a SIGTERM answered by a graceful stop is a normal end: exit status 0
+                while signal.SIGTERM in captured:
+                    captured.remove(signal.SIGTERM)
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -72,7 +72,6 @@ class ServeSettings:
     state_dir: Path | None = None
     #: seconds in-flight requests get after SIGTERM
     grace: float = 30.0
-    extra: dict = field(default_factory=dict)
 
     def checked(self) -> "ServeSettings":
         """These settings with tokens from the environment, or a ConfigError naming what is unsafe."""

@@ -203,7 +203,7 @@ def test_a_full_queue_answers_429_a_slow_request_504_and_stopping_503(asgi, tiny
         r = await first
         assert r.status_code == 504 and "jobs" in r.json()["error"]
         gate.release.set()
-        while s.server._admitted:  # the held prediction finishes and frees its slot
+        while s.server.admitted:  # the held prediction finishes and frees its slot
             await asyncio.sleep(0.01)
         assert (await c.post("/v2/models/tiny/infer", json=oip(x, axes="yx"))).status_code == 200
         s.server.begin_draining()
@@ -262,3 +262,33 @@ def test_lru_keeps_two_alternating_models_warm_and_never_evicts_one_in_use(asgi,
     entry = reg.acquire("a", timeout=5)
     assert [m.name for m in reg.loaded()] == ["a"]
     reg.release(entry)
+
+
+def test_request_parameters_tile_channels_weights_nan_policy_and_a_zip_package(asgi, tiny, tmp_path):
+    import shutil
+
+    archive = shutil.make_archive(str(tmp_path / "tiny-zip"), "zip", tiny.parent)
+    s = asgi(models=[f"tiny={tiny}", archive])
+    x = RNG.random((2, 72, 88), dtype=np.float32) * 10
+    onnx, torchscript = bioimgzoo.load(tiny, weights="onnx"), bioimgzoo.load(tiny, weights="torchscript")
+
+    async def go(c):
+        r = await c.post("/v2/models/tiny/infer", json=oip(x[0], axes="yx", tile=32))
+        np.testing.assert_array_equal(out_array(r.json()), onnx.predict(x[0], axes="yx", tile=32))
+        r = await c.post("/v2/models/tiny/infer", json=oip(x, axes="cyx", channels="1"))
+        np.testing.assert_array_equal(out_array(r.json()), onnx.predict(x, axes="cyx", channels=[1]))
+        r = await c.post("/v2/models/tiny/infer", json=oip(x[0], axes="yx", weights="torchscript"))
+        np.testing.assert_array_equal(out_array(r.json()), torchscript.predict(x[0], axes="yx"))
+        bad = x[0].copy()
+        bad[3, 4] = np.nan
+        # NaN in JSON tensors: Python's json (and tritonclient's) writes it as NaN
+        r = await c.post("/v2/models/tiny/infer", content=json.dumps(oip(bad, axes="yx", nan_policy="fail")))
+        assert r.status_code == 400 and "non-finite" in r.json()["error"]
+        r = await c.post("/v2/models/tiny/infer", content=json.dumps(oip(bad, axes="yx", nan_policy="zero")))
+        np.testing.assert_array_equal(out_array(r.json()), onnx.predict(bad, axes="yx", nan_policy="zero"))
+        r = await c.post("/v2/models/tiny/infer", json=oip(x[0], axes="yx", tile="y=32,x=nope"))
+        assert r.status_code == 400 and "tile" in r.json()["error"]
+        r = await c.post("/v2/models/tiny-zip/infer", json=oip(x[0], axes="yx"))  # named by the zip's name
+        np.testing.assert_array_equal(out_array(r.json()), onnx.predict(x[0], axes="yx"))
+
+    s.run(go)
