@@ -34,7 +34,7 @@ variable                         meaning                                        
 
 The deployed readers validation runs (:mod:`bioimgzoo.validation.consumers.readers`):
 
-===============================  =============================================  ==========================
+===============================  =============================================  ===================
 variable                         meaning                                        default
 ===============================  =============================================  ==========================
 ``BIOIMGZOO_READERS``            ``build``: build a missing reader environment  ``build``
@@ -42,6 +42,15 @@ variable                         meaning                                        
                                  ``cached``: use built ones only; ``off``
 ``BIOIMGZOO_READER_ENVS``        folder of the readers' environments            ``<cache>/readers``
 ===============================  =============================================  ==========================
+=======
+The model server (``bioimgzoo serve``; its command-line options win):
+
+=================================  ===========================================  ==========================
+variable                           meaning                                      default
+=================================  ===========================================  ==========================
+``BIOIMGZOO_SERVE_TOKEN``          bearer token every API request must carry    none (then only 127.0.0.1)
+``BIOIMGZOO_SERVE_ADMIN_TOKEN``    bearer token of model load/unload            none (load/unload off)
+=================================  ===========================================  ==========================
 
 bioimageio.spec's ``BIOIMAGEIO_COLLECTION_HTTP_PATTERN`` is honoured too
 (see :func:`collection_http_pattern`).
@@ -187,3 +196,13 @@ def pip_source_settings() -> dict[str, str]:
 def collection_http_pattern() -> str | None:
     """bioimageio.spec's URL pattern for ids, when the user set it."""
     return os.environ.get("BIOIMAGEIO_COLLECTION_HTTP_PATTERN") or None
+
+
+def serve_token() -> str | None:
+    """The server's API token (``BIOIMGZOO_SERVE_TOKEN``), None when unset or blank."""
+    return os.environ.get("BIOIMGZOO_SERVE_TOKEN", "").strip() or None
+
+
+def serve_admin_token() -> str | None:
+    """The server's admin token for model load/unload (``BIOIMGZOO_SERVE_ADMIN_TOKEN``), None when unset."""
+    return os.environ.get("BIOIMGZOO_SERVE_ADMIN_TOKEN", "").strip() or None

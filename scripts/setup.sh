@@ -8,7 +8,11 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
-"$PY" -m pip install -q -e ".[test]"
+# the serve extra too, so CI runs the server's tests (tests/serve)
+"$PY" -m pip install -q -e ".[test,serve]"
+# Ray Serve for the tests of bioimgzoo.serve.ray_serve (they skip without it; a wheel for this Python may lack)
+"$PY" -m pip install -q "ray[serve]>=2.9,<3" \
+  || echo "setup.sh: ray did not install; the Ray Serve tests will skip" >&2
 # The optional decoders of stardist_postprocessing and cellpose_flow_dynamics, so their tests run
 # (they skip without them). A failure here (no registry) only skips those tests.
 # stardist needs no tensorflow for its decoders. cellpose is installed without its dependencies:

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"exporter"},
     {"train"},
     {"__init__"},  # the root API: load, open_package, export
+    {"serve"},  # the model server: on the root API, the runtime, hub, io and package
     {"testing"},  # helpers for tests and benchmarks, on top of the public API
     {"cli"},
 ]

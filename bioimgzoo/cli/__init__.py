@@ -2,7 +2,7 @@
 
 Each area keeps its commands in its own module here (``predict.py``, ``info.py``,
 ``hub.py``: pull, search, cache, mirror; ``export.py``; ``convert.py``; ``validate.py``;
-``train.py``; ``demo.py``), each exposing a ``COMMANDS`` list; the list of
+``train.py``; ``demo.py``; ``serve.py``), each exposing a ``COMMANDS`` list; the list of
 areas is fixed, and a missing module fails at import.  Modules import
 heavy libraries (torch, onnxruntime) inside the command bodies only, so
 ``bioimgzoo --help`` stays fast.
@@ -21,7 +21,7 @@ import click
 from .._text import terminal_safe
 from ..errors import BioimgzooError
 
-_AREAS = ("predict", "info", "hub", "export", "convert", "validate", "train", "demo")
+_AREAS = ("predict", "info", "hub", "export", "convert", "validate", "train", "demo", "serve")
 
 
 class _Group(click.Group):

@@ -145,7 +145,7 @@ def _labels_before_run(model, lazy, options: dict):
     """What --labels reads, checked before the run: the store's image, and one slice that fits in memory."""
     from ..descr.axes import axis_letter
     from ..runtime.stored_labels import check_labels_fit
-    from ._inputs import labels_plan
+    from ..runtime.outputs import labels_plan
 
     if options.get("raw_output"):
         raise InputError("--labels reads the model's probabilities, --raw-output writes the network's output before "

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from ._messages import cli_spelling
-from ._inputs import input_files, labels_plan
+from ._inputs import input_files
 from ._progress import BatchProgress
 from ._zarr_predict import pop_options, predict_files_on_cluster, predict_zarr, wants_zarr, zarr_options
 from ._options import _hub_kwargs, _hub_opts, _parse_tile, _writable_out_dir
@@ -136,6 +136,7 @@ def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict,
          warnings: "_warnings_to_terminal | None" = None) -> list[ImageJob]:
     from ..io import find_images
     from ..package import open_package
+    from ..runtime.outputs import labels_plan
 
     opts = _check_options(options)
     find_images(inputs)  # a missing input is said before the model is opened (a download)
@@ -440,6 +441,7 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
     import numpy as np
 
     from ..io import png_ready, read_calibration, write_image
+    from ..runtime.outputs import output_calibration
 
     def stage(what: str) -> Callable[[float], None]:
         return progress.stage(job.label, what) if progress is not None else (lambda fraction: None)
@@ -470,7 +472,7 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
     for i, (key, (arr, dims)) in enumerate(arrays.items()):
         writing(i / len(arrays))
         dest = job.outputs[key]
-        cal = _output_calibration(model, key if key != "labels" else labels_from.output, calibration,
+        cal = output_calibration(model, key if key != "labels" else labels_from.output, calibration,
                                   channels=key != "labels")
         if dest.suffix.lower() == ".png":
             arr, how = png_ready(arr, dims)
@@ -500,48 +502,6 @@ def _warn_not_probabilities(prob, output: str, label: str) -> None:
         logging.getLogger("bioimgzoo").warning(
             "%s: output '%s' holds values from %.3g to %.3g, not probabilities in 0..1: --threshold may not "
             "mean what it should", label, output, lo, hi)
-
-
-def _output_calibration(model, output_id: str, calibration, *, channels: bool):
-    """The input's pixel sizes carried to an output (scaled as the model scales that axis), else the model's."""
-    from ..io import Calibration
-
-    out = next(t for t in model.outputs if t.id == output_id)
-    primary = model.inputs[0]
-    sizes, unit = {}, calibration.unit
-    for a in out.axes:
-        if a.kind not in ("space", "time"):
-            continue
-        ratio = out.scale.get(a.id, 1.0) / (primary.scale.get(a.id, 1.0) or 1.0)
-        if a.id in calibration.pixel_size:
-            sizes[a.id] = calibration.pixel_size[a.id] * ratio
-    for a in ("t", "z"):  # axes a 2D model folds carry over unchanged
-        if a in calibration.pixel_size and a not in sizes:
-            sizes[a] = calibration.pixel_size[a]
-    if not {"x", "y"} <= set(sizes):
-        declared = _declared_scales(model, output_id)
-        if declared:
-            sizes, unit = {**declared[0], **{k: v for k, v in sizes.items() if k in "tz"}}, declared[1]
-    names = tuple(out.channel_names) if channels else ()
-    return Calibration(sizes, unit, calibration.time_unit, names)
-
-
-def _declared_scales(model, output_id: str):
-    """The output's space scales and unit as the description declares them, when it declares a unit."""
-    for t in model.descr.outputs:
-        if str(t.id) != output_id:
-            continue
-        sizes, unit = {}, None
-        for a in t.axes:
-            u = getattr(a, "unit", None)
-            if u is not None and str(getattr(a, "type", "")) == "space":
-                sizes[str(a.id)] = float(getattr(a, "scale", 1.0))
-                unit = str(u)
-        if {"x", "y"} <= set(sizes) and unit:
-            from ..io.images import normalize_unit
-
-            return sizes, normalize_unit(unit)
-    return None
 
 
 # --------------------------------------------------------------------------- 5. record
