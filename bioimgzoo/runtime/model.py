@@ -48,7 +48,8 @@ from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from .. import trust
 from . import engines as _engines
-from . import instance_ops, processing
+from . import processing
+from .processing.whole_sample import network_output_spec
 from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
 from .channels import with_channels
 from .devices import resolve_device
@@ -102,7 +103,7 @@ class Model:
                       for t in self.outputs]
         #: what the network gives before postprocessing (stardist/cellpose: more channels than declared);
         #: tiles are stitched into these, and postprocessing runs once on each stitched whole sample
-        self._net_outputs = [instance_ops.network_output_spec(t) for t in self.outputs]
+        self._net_outputs = [network_output_spec(t) for t in self.outputs]
         measures = {m for c in self._pre + self._post for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
         self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}

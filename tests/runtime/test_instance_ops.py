@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import UntrustedCodeError, WeightsError
-from bioimgzoo.runtime import instance_ops
+from bioimgzoo.runtime.processing import whole_sample as instance_ops
 from bioimgzoo.runtime.processing import compile_processing
 
 v0_5 = pytest.importorskip("bioimageio.spec.model.v0_5")
