@@ -47,6 +47,14 @@ def load(source: Any, *, weights: str | None = None, device: str | None = None,
     trust_code : bool
         Allow running Python code shipped in the package (needed for
         ``pytorch_state_dict`` weights with an architecture file).
+    isolated : bool
+        Run ``pytorch_state_dict`` weights in a cached virtual environment
+        holding the packages the model's dependency file lists (installing
+        them runs their code: needs ``trust_code=True``); requirement
+        specifiers only, from the package index, or from ``wheels``.
+    wheels : str or os.PathLike, optional
+        With ``isolated``: a folder of wheels to install from instead of the
+        index (``pip --no-index --find-links``).
 
     Returns
     -------

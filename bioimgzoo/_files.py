@@ -1,4 +1,4 @@
-"""Small file helpers shared by the whole package: hashing and atomic writes.
+"""Small file helpers shared by the whole package: hashing, atomic writes, this user's secret.
 
 Every file bioimgzoo writes for the user (predictions, packages, cache
 entries) goes through :func:`atomic_path`: it is written under a unique
@@ -56,3 +56,47 @@ def atomic_path(dest: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def user_secret() -> bytes:
+    """32 random bytes kept for this user in the cache (``<cache>/keys/secret``, mode 0600), created once.
+
+    Keys the digests bioimgzoo writes beside data it must trust later (a
+    resume record, a measured receptive field): someone who can edit those
+    files, but not the user's cache, cannot make an entry that verifies.
+    When the cache cannot hold it, a secret for this process only is used
+    (what it signed is then simply not trusted later).
+    """
+    import logging
+    import threading
+
+    from . import config
+
+    folder = config.cache_dir() / "keys"
+    path = folder / "secret"
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except OSError:
+        pass
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".secret-{os.getpid()}-{threading.get_ident()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        if path.exists():  # another process made it meanwhile: theirs is the one
+            tmp.unlink(missing_ok=True)
+        else:
+            os.replace(tmp, path)
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except OSError as e:
+        logging.getLogger("bioimgzoo").warning("cannot keep a secret in %s (%s): what this run signs is not trusted "
+                                               "by later runs", folder, e)
+    return _PROCESS_SECRET
+
+
+_PROCESS_SECRET = os.urandom(32)

@@ -32,6 +32,17 @@ variable                         meaning                                        
                                  member                                         32 MiB)
 ===============================  =============================================  ==========================
 
+The deployed readers validation runs (:mod:`bioimgzoo.validation.consumers.readers`):
+
+===============================  =============================================  ==========================
+variable                         meaning                                        default
+===============================  =============================================  ==========================
+``BIOIMGZOO_READERS``            ``build``: build a missing reader environment  ``build``
+                                 (once, from the package index);
+                                 ``cached``: use built ones only; ``off``
+``BIOIMGZOO_READER_ENVS``        folder of the readers' environments            ``<cache>/readers``
+===============================  =============================================  ==========================
+
 bioimageio.spec's ``BIOIMAGEIO_COLLECTION_HTTP_PATTERN`` is honoured too
 (see :func:`collection_http_pattern`).
 """
@@ -140,6 +151,37 @@ def max_file_bytes() -> int:
 def max_zip_ratio() -> float:
     """Largest uncompressed/compressed size ratio of a zip member over :data:`ZIP_RATIO_EXEMPT_BYTES`."""
     return _number("BIOIMGZOO_MAX_ZIP_RATIO", 200.0, integer=False, minimum=1)
+
+
+def readers_mode() -> str:
+    """``build``, ``cached`` or ``off``: whether validation builds, only uses, or skips the reader environments.
+
+    Offline (:func:`offline`) ``build`` acts as ``cached``.
+    """
+    raw = os.environ.get("BIOIMGZOO_READERS", "").strip().lower() or "build"
+    if raw not in ("build", "cached", "off"):
+        raise ConfigError(f"BIOIMGZOO_READERS={os.environ['BIOIMGZOO_READERS']!r} is not understood: set it to "
+                          "build (default), cached or off, or unset it")
+    return raw
+
+
+def reader_envs_dir() -> Path:
+    """Folder of the deployed readers' virtual environments (``BIOIMGZOO_READER_ENVS``, else ``<cache>/readers``)."""
+    env = os.environ.get("BIOIMGZOO_READER_ENVS")
+    if env and env.strip():
+        return Path(env).expanduser()
+    return cache_dir() / "readers"
+
+
+#: pip's own settings that decide what it installs (where from, which versions): part of an isolated
+#: environment's key (see bioimgzoo.runtime.isolated)
+PIP_SOURCE_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX", "PIP_PRE",
+                        "PIP_ONLY_BINARY", "PIP_NO_BINARY", "PIP_CONSTRAINT", "PIP_CONFIG_FILE")
+
+
+def pip_source_settings() -> dict[str, str]:
+    """The values of :data:`PIP_SOURCE_VARIABLES` that are set (pip reads them; bioimgzoo only keys by them)."""
+    return {k: os.environ[k] for k in PIP_SOURCE_VARIABLES if os.environ.get(k)}
 
 
 def collection_http_pattern() -> str | None:

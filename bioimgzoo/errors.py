@@ -50,8 +50,20 @@ __all__ = [
 ]
 
 
+#: the longest message an error shows; the middle of a longer one is cut (a server's listing of 200,000
+#: versions must not become a message of megabytes); ``error.args[0]`` keeps the whole text
+MAX_MESSAGE_CHARS = 4000
+
+
 class BioimgzooError(Exception):
-    """Root of every error bioimgzoo raises on purpose."""
+    """Root of every error bioimgzoo raises on purpose (its message at most :data:`MAX_MESSAGE_CHARS` long)."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if len(text) <= MAX_MESSAGE_CHARS:
+            return text
+        head, tail = MAX_MESSAGE_CHARS * 3 // 4, MAX_MESSAGE_CHARS // 4 - 60
+        return f"{text[:head]} [... {len(text) - head - tail:,} characters cut ...] {text[-tail:]}"
 
 
 class PackageError(BioimgzooError):

@@ -13,6 +13,14 @@ checked to be that very class object after import.  There is no module
 prefix rule: ``bioimgzoo.cli:main`` or ``os:system`` is package-chosen code
 like any other.
 
+Packages bioimgzoo writes ship such a network's *source* (its module file,
+byte for byte) so that readers lacking bioimgzoo can load it.  That file counts
+as allow-listed only when the callable is an allow-listed class's name and
+the file's declared sha256 is the sha256 of bioimgzoo's own module file (the
+file is verified against it before use); the class is then built from
+bioimgzoo's own module and the package's copy never runs.  Any other byte
+makes it a package-chosen file like any other (``trust_code`` needed).
+
 Everything here decides; nothing runs package code except
 :func:`load_architecture`, after the decision.
 """
@@ -28,7 +36,7 @@ from typing import Any, Iterator
 
 from .errors import UntrustedCodeError, WeightsError
 
-__all__ = ["TRUSTED_ARCHITECTURES", "CodeRef", "code_refs", "is_trusted", "check_trusted",
+__all__ = ["TRUSTED_ARCHITECTURES", "own_source", "own_architecture", "CodeRef", "code_refs", "is_trusted", "check_trusted",
            "untrusted_code", "load_architecture", "load_custom_op", "load_callable_from_file"]
 
 #: (module, callable) of the network classes bioimgzoo ships; built without trust.
@@ -49,10 +57,43 @@ class CodeRef:
     target: str
     module: str | None = None
     callable: str | None = None
+    #: the declared sha256 of a shipped file
+    sha256: str | None = None
 
     @property
     def allow_listed(self) -> bool:
-        return self.kind == "library architecture" and (self.module, self.callable) in TRUSTED_ARCHITECTURES
+        if self.kind == "library architecture":
+            return (self.module, self.callable) in TRUSTED_ARCHITECTURES
+        if self.kind == "architecture file":
+            return own_architecture(self.callable, self.sha256) is not None
+        return False
+
+
+def own_source(module: str) -> bytes:
+    """The bytes of bioimgzoo's own module file ``module`` (an allow-listed network's source)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ImportError(f"{module} has no source file")
+    return Path(spec.origin).read_bytes()
+
+
+def _own_sha256(module: str) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(own_source(module)).hexdigest()
+    except (ImportError, OSError):
+        return None
+
+
+def own_architecture(callable_name: str | None, sha256: str | None) -> str | None:
+    """The allow-listed module whose source file a shipped ``sha256`` is, defining ``callable_name``; else None."""
+    if not callable_name or not sha256:
+        return None
+    for module, name in sorted(TRUSTED_ARCHITECTURES):
+        if name == callable_name and _own_sha256(module) == str(sha256).lower():
+            return module
+    return None
 
 
 def _architecture_ref(arch: Any, where: str) -> CodeRef:
@@ -60,7 +101,10 @@ def _architecture_ref(arch: Any, where: str) -> CodeRef:
     if hasattr(arch, "import_from"):
         module = str(arch.import_from)
         return CodeRef("library architecture", where, f"{module}:{name}", module, name)
-    return CodeRef("architecture file", where, f"{getattr(arch, 'source', '?')}:{name}", None, name)
+    sha = getattr(arch, "sha256", None)
+    sha = str(sha) if sha else None
+    return CodeRef("architecture file", where, f"{getattr(arch, 'source', '?')}:{name}", own_architecture(name, sha),
+                   name, sha)
 
 
 def code_refs(descr: Any, *, weights_format: str | None = None) -> Iterator[CodeRef]:
@@ -142,6 +186,17 @@ def load_architecture(arch: Any, *, package: Any, trust_code: bool, where: str =
             raise UntrustedCodeError(refusal_message(ref, what=where))  # pragma: no cover (name-checked above)
         return factory
     src = package.file(arch)
+    if ref.allow_listed and not trust_code:
+        # bioimgzoo's own network, shipped as its source: the verified file is our module byte for byte, so
+        # the class comes from our module and the package's copy never runs
+        import hashlib
+
+        if hashlib.sha256(Path(src).read_bytes()).hexdigest() != _own_sha256(str(ref.module)):
+            raise UntrustedCodeError(refusal_message(ref, what=where))
+        factory = getattr(importlib.import_module(str(ref.module)), name)
+        if not _is_shipped_class(str(ref.module), name, factory):  # pragma: no cover (checked by name)
+            raise UntrustedCodeError(refusal_message(ref, what=where))
+        return factory
     try:
         return load_callable_from_file(src, name)
     except AttributeError as e:

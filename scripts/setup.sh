@@ -25,3 +25,9 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ! command -v ch
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "setup: chromium not installed (the HTML report test will be skipped)" >&2
 fi
+# The tensorflow extra (tensorflow-cpu, tf2onnx, tf-keras: TensorFlow weights converted to ONNX), so the
+# TensorFlow tests run; ~300 MB of wheels, so optional and never a reason for setup to fail (they skip without it).
+# The producers' own environments (StarDist's export with bioimageio.core 0.5, ...) are built by the tests
+# themselves, once, under ~/.cache/bioimgzoo-tests (tests/producers/_build.py).
+"$PY" -m pip install -q -e ".[tensorflow]" \
+  || echo "setup.sh: the tensorflow extra did not install; the TensorFlow weights tests will skip" >&2

@@ -10,6 +10,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ZOO_FIXTURE = SHARED / "fixtures" / "zoo" / "unet2d-nuclei-broad"
+#: virtual environments tests build (the deployed readers, bioimageio.core 0.10, BiaPy): kept between runs,
+#: so that only the first run on a machine builds them
+PERSISTENT_ENVS = Path(os.environ.get("BIOIMGZOO_TEST_ENVS") or Path.home() / ".cache" / "bioimgzoo-tests")
 
 # keep tests quiet and predictable on small CI machines
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -28,4 +31,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty download cache and never the real hub."""
     monkeypatch.setenv("BIOIMGZOO_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("BIOIMGZOO_HUB", "http://127.0.0.1:9")  # discard port: never the real zoo
+    # the deployed readers' environments are built once per machine, not once per test's cache
+    monkeypatch.setenv("BIOIMGZOO_READER_ENVS", str(PERSISTENT_ENVS / "readers"))
+    monkeypatch.delenv("BIOIMGZOO_READERS", raising=False)
     monkeypatch.delenv("BIOIMGZOO_OFFLINE", raising=False)

@@ -1,7 +1,7 @@
 """The ``bioimgzoo`` command line: a thin layer over the Python API.
 
 Each area keeps its commands in its own module here (``predict.py``, ``info.py``,
-``hub.py``: pull, search, cache, mirror; ``export.py``; ``validate.py``;
+``hub.py``: pull, search, cache, mirror; ``export.py``; ``convert.py``; ``validate.py``;
 ``train.py``; ``demo.py``), each exposing a ``COMMANDS`` list; the list of
 areas is fixed, and a missing module fails at import.  Modules import
 heavy libraries (torch, onnxruntime) inside the command bodies only, so
@@ -21,7 +21,7 @@ import click
 from .._text import terminal_safe
 from ..errors import BioimgzooError
 
-_AREAS = ("predict", "info", "hub", "export", "validate", "train", "demo")
+_AREAS = ("predict", "info", "hub", "export", "convert", "validate", "train", "demo")
 
 
 class _Group(click.Group):
@@ -31,8 +31,11 @@ class _Group(click.Group):
         except BioimgzooError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            # messages quote package- and server-chosen text: never let it drive the terminal
-            click.secho(f"Error: {terminal_safe(e)}", fg="red", err=True)
+            # messages quote package- and server-chosen text: never let it drive the terminal; the API's
+            # keywords in them are written as this command line's options (quoted code left as it is)
+            from ._messages import to_cli
+
+            click.secho(f"Error: {terminal_safe(to_cli(str(e)))}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             if ctx.obj and ctx.obj.get("debug"):

@@ -24,7 +24,7 @@ from ..errors import ExportError
 _EXPORT_SECTION = {"module", "kwargs", "checkpoint", "example", "axes", "out", "preprocessing", "postprocessing",
                    "weights", "sizes", "halo", "output_axes", "channel_names", "input_ids", "output_ids",
                    "opset_version", "tolerance", "test", "input_description", "output_description",
-                   "architecture", "architecture_kwargs"}
+                   "architecture", "architecture_kwargs", "format_version"}
 
 
 def _json_option(text: str | None, what: str) -> Any:
@@ -193,8 +193,13 @@ def _example_layout(array, path: Path, axes: str | None) -> tuple[Any, str, str 
               help="Maintainer with GitHub user (repeat); default: the authors with a github_user in the card.")
 @click.option("--task", help="What the model does, e.g. semantic-segmentation, denoising (sets BiaPy's workflow tag).")
 @click.option("--license", "license_", help="SPDX license id (default CC-BY-4.0).")
-@click.option("--preprocessing", help="JSON list of preprocessing steps.")
-@click.option("--postprocessing", help="JSON list of postprocessing steps.")
+@click.option("--preprocessing", help="Preprocessing: a JSON list of steps ('[{\"id\": \"zero_mean_unit_variance\", "
+                                     "\"kwargs\": {\"axes\": [\"x\", \"y\"]}}]') or op ids separated by commas "
+                                     "(zero_mean_unit_variance).")
+@click.option("--postprocessing", help="Postprocessing: a JSON list of steps or op ids separated by commas (sigmoid).")
+@click.option("--format-version", "format_version",
+              help="The 0.5 format to write (default: the oldest that carries the package, which every deployed "
+                   "reader reads; 'latest' for bioimageio.spec's newest).")
 @click.option("--weights", help="Comma-separated formats (default pytorch_state_dict,torchscript,onnx).")
 @click.option("--test/--no-test", "run_test", default=None,
               help="Also run bioimageio.core's test_model before writing the package.")
@@ -202,7 +207,8 @@ def _example_layout(array, path: Path, axes: str | None) -> tuple[Any, str, str 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Show the slow steps on stderr [default: on a terminal].")
 def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, name, description, authors,
-               maintainers, task, license_, preprocessing, postprocessing, weights, run_test, out, as_json, progress):
+               maintainers, task, license_, preprocessing, postprocessing, format_version, weights, run_test, out,
+               as_json, progress):
     """Export a trained PyTorch network as a bioimage.io model package (.zip)."""
     from ..exporter.card import load_card
 
@@ -240,6 +246,8 @@ def export_cmd(card_path, module_spec, kwargs_json, checkpoint, example, axes, n
             and not Path(module_spec.split(":")[0]).exists():
         module_spec = f"{base / module_spec.split(':')[0]}:{module_spec.rsplit(':', 1)[1]}"
 
+    if format_version:
+        section["format_version"] = format_version
     factory, architecture, extracted_to = _load_factory(module_spec)
     try:
         _export(factory, architecture, module_spec, factory_kwargs, checkpoint, example, axes, section, card,
@@ -291,9 +299,9 @@ def _export(factory, architecture, module_spec, factory_kwargs, checkpoint, exam
         options["progress"] = progress
     options.setdefault("architecture_kwargs", factory_kwargs)
     if preprocessing is not None:
-        options["preprocessing"] = _json_option(preprocessing, "--preprocessing")
+        options["preprocessing"] = _steps_option(preprocessing, "--preprocessing")
     if postprocessing is not None:
-        options["postprocessing"] = _json_option(postprocessing, "--postprocessing")
+        options["postprocessing"] = _steps_option(postprocessing, "--postprocessing")
     if weights:
         options["weights"] = [w.strip() for w in weights.split(",") if w.strip()]
     if run_test is not None:
@@ -305,6 +313,21 @@ def _export(factory, architecture, module_spec, factory_kwargs, checkpoint, exam
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         click.echo(result.summary())
+    for w in result.warnings:
+        if w.startswith("input ") and "no normalisation is declared" in w:
+            click.secho(f"WARNING: {w}", fg="yellow", err=True)
+
+
+def _steps_option(text: str, option: str) -> Any:
+    """``--preprocessing``: a JSON list (or mapping by tensor id) of steps, or op ids separated by commas."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        return _json_option(stripped, option)
+    ids = [t.strip() for t in stripped.split(",") if t.strip()]
+    if not ids or not all(t.replace("_", "").isalnum() for t in ids):
+        raise ExportError(f"{option} {text!r}: give a JSON list of steps ('[{{\"id\": \"sigmoid\"}}]') or op ids "
+                          "separated by commas (sigmoid)")
+    return [{"id": t} for t in ids]
 
 
 def _maintainer(text: str) -> dict:

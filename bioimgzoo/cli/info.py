@@ -113,19 +113,25 @@ def _consumer_verdicts(pkg) -> dict | None:
     """Each consumer tool's verdict, from the description alone (static rules: nothing is downloaded)."""
     from ..validation.consumers import consumer_verdicts
 
-    verdicts = consumer_verdicts(pkg, static=True)
+    # the deployed readers run where their environments are built (validate builds them): info downloads nothing
+    verdicts = consumer_verdicts(pkg, static=True, build_readers=False)
     out = {}
     for tool, v in verdicts.items():
         out[str(tool)] = {"status": str(getattr(v, "status", v)),
                           "failed_rules": [str(r) for r in (getattr(v, "failed_rules", None) or [])]}
+        if tool == "readers":
+            out[str(tool)]["readers"] = [{"reader": f.details.get("reader"), "version": f.details.get("version"),
+                                          "status": f.status, "field": f.details.get("field", ""),
+                                          "message": f.message} for f in v.findings]
     return out
 
 
 def describe_package(pkg) -> dict:
     """Everything ``info`` shows, as plain data (what ``--json`` prints)."""
     from ..descr.tensors import tensor_specs
-    from ..descr.weights import RUNNABLE, runnable_formats
+    from ..descr.weights import RUN_ORDER, TENSORFLOW, runnable_formats
     from ..runtime.receptive_field import tiling_note
+    from ..runtime.tf_weights import route
 
     d = pkg.descr
     ins, outs = tensor_specs(d)
@@ -141,7 +147,9 @@ def describe_package(pkg) -> dict:
         rel = str(entry.source)
         details = {key: str(getattr(entry, key)) for key in ("opset_version", "pytorch_version", "parent")
                    if getattr(entry, key, None) is not None}
-        weights.append({"format": fmt, "file": rel, "bytes": _file_size(pkg, rel), "runnable": fmt in RUNNABLE,
+        if fmt in TENSORFLOW:  # which path a prediction takes: the cached ONNX conversion, or converting first
+            details["runs_as"] = route(pkg, fmt)
+        weights.append({"format": fmt, "file": rel, "bytes": _file_size(pkg, rel), "runnable": fmt in RUN_ORDER,
                         **details})
 
     def tensor(spec, processing: str) -> dict:
@@ -198,7 +206,7 @@ def _print(f: dict, pkg) -> None:
     from rich.console import Console
 
     from .._text import rich_safe
-    from ..descr.weights import RUNNABLE
+    from ..descr.weights import RUN_ORDER
 
     con = Console(soft_wrap=True, highlight=False)
     ref_scales = {tuple(k.split(".", 1)): v for k, v in f.pop("_ref_scales").items()}
@@ -237,13 +245,18 @@ def _print(f: dict, pkg) -> None:
         runnable = "" if w["runnable"] else " (not runnable by bioimgzoo)"
         say(f"  {w['format']}{runnable}: {w['file']}, {_human_bytes(w['bytes'])}"
             + (f" ({', '.join(details)})" if details else ""))
+        if w.get("runs_as"):
+            say(f"    runs as: {w['runs_as']}")
     if f["default_weights"]:
-        say(f"Default weights: {f['default_weights']} (order: {', '.join(RUNNABLE)}; choose with --weights)")
+        say(f"Default weights: {f['default_weights']} (order: {', '.join(RUN_ORDER)}; choose with --weights)")
     if f["consumers"] is not None:
         con.print("\n[bold]Consumer tools[/bold] (static rules)")
         for tool, v in f["consumers"].items():
             failed = f": fails {', '.join(v['failed_rules'])}" if v["failed_rules"] else ""
             say(f"  {tool}: {v['status']}{failed}")
+            for r in v.get("readers", []):
+                why = "" if r["status"] == "passed" else f" -- {r['message'][:160]}"
+                say(f"    {r['reader']} ({r['version']}): {r['status']}{why}")
     if f.get("tiling"):
         say(f"\nTiling: {f['tiling']}")
     con.print("\nLarger images are tiled automatically with sizes from the list above (predict --tile to "

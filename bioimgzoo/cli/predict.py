@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator
 import click
 
 from ._messages import cli_spelling
+from ._inputs import input_files, labels_plan
+from ._progress import BatchProgress
 from ._zarr_predict import pop_options, predict_files_on_cluster, predict_zarr, wants_zarr, zarr_options
 from ._options import _hub_kwargs, _hub_opts, _parse_tile, _writable_out_dir
 
@@ -63,6 +65,7 @@ class PredictOptions:
     fmt: str | None
     labels: bool
     threshold: float
+    labels_3d: bool
     overwrite: bool
     skip_existing: bool
     extra: dict = field(default_factory=dict)  # options of other steps, by name
@@ -87,9 +90,13 @@ class PredictOptions:
                    "(default: tif; npy for .npy inputs).")
 @click.option("--labels", is_flag=True,
               help="Also write instance labels ({image}_labels): foreground probabilities thresholded, touching "
-                   "objects split by the boundary channel or the distance transform.")
-@click.option("--threshold", type=float, default=0.5, show_default=True,
-              help="Foreground (and boundary) probability threshold for --labels.")
+                   "objects split by the boundary channel or the distance transform; for a StarDist package "
+                   "(config.stardist), StarDist's own decoder with the package's thresholds.")
+@click.option("--threshold", type=float, default=None,
+              help="Foreground (and boundary) probability threshold for --labels (default 0.5).")
+@click.option("--labels-3d", "labels_3d", is_flag=True,
+              help="With --labels on a z stack through a 2D model: link the objects of neighbouring slices that "
+                   "overlap into 3D objects (default: each slice labelled on its own, labels numbered on).")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
 @click.option("--skip-existing", is_flag=True, help="Skip images whose outputs all exist (resume a batch).")
 @click.option("--nan-policy", type=click.Choice(["warn", "fail", "zero"]), default="warn", show_default=True,
@@ -100,7 +107,9 @@ class PredictOptions:
                    "overlap by the network's measured receptive field, in larger windows where it takes them).")
 @click.option("--isolated", is_flag=True,
               help="Run pytorch_state_dict weights in a virtual environment with the packages the model declares "
-                   "(built once, cached).")
+                   "(built once, cached; installing them runs their code: needs --trust-code).")
+@click.option("--wheels", default=None, type=click.Path(), metavar="DIR",
+              help="With --isolated: install the model's dependencies from the wheels in DIR instead of the index.")
 @_hub_opts
 @zarr_options
 def predict(source, inputs, out_dir, **options):
@@ -117,32 +126,39 @@ def predict(source, inputs, out_dir, **options):
     cluster = pop_options(options)
     if cluster.get("scheduler") or cluster.get("workers"):  # many files through a dask cluster
         return predict_files_on_cluster(source, inputs, out_dir, options, cluster)
-    with cli_spelling(), _warnings_to_terminal():
-        jobs = _run(source, inputs, out_dir, options)
+    with cli_spelling(), _warnings_to_terminal() as warnings:
+        jobs = _run(source, inputs, out_dir, options, warnings)
     if any(j.status == "failed" for j in jobs):
         raise SystemExit(1)
 
 
-def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict) -> list[ImageJob]:
+def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict,
+         warnings: "_warnings_to_terminal | None" = None) -> list[ImageJob]:
     from ..io import find_images
     from ..package import open_package
 
     opts = _check_options(options)
-    files = find_images(inputs)
+    find_images(inputs)  # a missing input is said before the model is opened (a download)
     out_root = _writable_out_dir(out_dir)
     package = open_package(source, **_hub_kwargs(options.get("hub"), options.get("offline")))
-    labels_from = _labels_plan(package) if opts.labels else None
+    files = input_files(inputs, out_root, package)
+    labels_from = labels_plan(package, link=opts.labels_3d) if opts.labels else None
     jobs = _plan_outputs(files, out_root, package, opts, labels=labels_from is not None)
     todo = _check_existing(jobs, opts)
+    if warnings is not None:
+        warnings.names = [j.label for j in jobs]
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         if todo:
             model = _load(package, options)
             _predict_all(model, todo, opts, options, labels_from)
     finally:
+        if warnings is not None:
+            warnings.flush(jobs)
         # also after an interruption or an error of the whole run: the record of what was done
         # is what --skip-existing resumes from (a run that did nothing leaves the folder untouched)
         if any(j.status != "pending" for j in jobs):
-            _write_manifest(out_root, jobs)
+            _write_manifest(out_root, jobs, started=started)
     _summary(jobs, out_root)
     return jobs
 
@@ -166,55 +182,27 @@ def _check_options(options: dict) -> PredictOptions:
     rgb = options.get("rgb")
     if channels is not None and rgb is not None:
         raise InputError("--channel and --rgb both choose channels: give one of them")
-    threshold = options.get("threshold", 0.5)
+    threshold = options.get("threshold")
+    labels = bool(options.get("labels"))
+    # an option that cannot apply is said before the run, never silently dropped
+    if threshold is not None and not labels:
+        raise InputError(f"--threshold {threshold} applies to --labels only: add --labels, or drop --threshold")
+    if options.get("labels_3d") and not labels:
+        raise InputError("--labels-3d links the objects of --labels across z: add --labels, or drop --labels-3d")
+    threshold = 0.5 if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise InputError(f"--threshold {threshold} is not valid: give a probability between 0 and 1 (e.g. 0.5)")
     if options.get("overwrite") and options.get("skip_existing"):
         raise InputError("--overwrite and --skip-existing contradict each other: give one of them")
-    known = {"tile", "axes", "channel", "rgb", "fmt", "labels", "threshold", "overwrite", "skip_existing"}
+    known = {"tile", "axes", "channel", "rgb", "fmt", "labels", "threshold", "overwrite", "skip_existing",
+             "labels_3d"}
     return PredictOptions(tile=tile, channels=channels, rgb=rgb, axes=axes, fmt=options.get("fmt"),
-                          labels=bool(options.get("labels")), threshold=float(threshold),
+                          labels=labels, threshold=float(threshold), labels_3d=bool(options.get("labels_3d")),
                           overwrite=bool(options.get("overwrite")), skip_existing=bool(options.get("skip_existing")),
                           extra={k: v for k, v in options.items() if k not in known})
 
 
 # --------------------------------------------------------------------------- 2. outputs
-@dataclass(frozen=True)
-class LabelsPlan:
-    """Which output --labels reads, its foreground/boundary channels, and the model's space axes."""
-
-    output: str
-    channels: Any  # runtime.labels.LabelChannels
-    spatial: tuple[str, ...]
-
-
-def _labels_plan(package) -> LabelsPlan:
-    """The output --labels turns into instances; an InputError before any work when there is none."""
-    from ..descr.sizes import AxisSizes
-    from ..descr.tensors import tensor_specs
-    from ..errors import InputError
-    from ..runtime.labels import find_probability_channels
-
-    _, outs = tensor_specs(package.descr)
-    problems = []
-    for spec in outs:
-        spatial = tuple(a.id for a in spec.axes if a.kind == "space")
-        if not spatial:
-            problems.append(f"'{spec.id}' has no space axes")
-            continue
-        n = None
-        if "channel" in spec.axis_ids:
-            sz = spec.sizes.get("channel")
-            n = sz.min if isinstance(sz, AxisSizes) else len(spec.channel_names) or None
-        try:
-            return LabelsPlan(spec.id, find_probability_channels(spec.channel_names, n, output=f"output "
-                                                                 f"'{spec.id}'"), spatial)
-        except InputError as e:
-            problems.append(str(e))
-    raise InputError("--labels needs an output of foreground (and optionally boundary) probabilities; this "
-                     f"model has none ({'; '.join(problems)}): drop --labels")
-
-
 def _plan_outputs(files: list[Path], out_root: Path, package, opts: PredictOptions, *,
                   labels: bool) -> list[ImageJob]:
     """One unique output path per image and output, or an InputError before anything is written.
@@ -243,6 +231,9 @@ def _plan_outputs(files: list[Path], out_root: Path, package, opts: PredictOptio
         sub = r.parent.relative_to(common) if common is not None else None
         paths = {k: output_path(out_root, f, k, fmt=_extension(opts.fmt, f), subfolder=sub) for k in keys}
         for k, p in paths.items():
+            if p.resolve() in seen:  # an output is never an input (links resolved): --overwrite would destroy it
+                raise InputError(f"the output {p} of {f} would replace the input {seen[p.resolve()]}: choose another "
+                                 "-o folder (nothing was written)")
             key = str(p).lower()  # case-insensitive file systems (macOS, Windows) collide too
             if key in taken:
                 raise InputError(f"{f} and {taken[key]} would both write {p}: rename one of them (nothing was "
@@ -284,7 +275,11 @@ def _load(package, options: dict):
     from .. import load
     from ..descr.weights import runnable_formats
 
-    isolated = {"isolated": True} if options.get("isolated") else {}
+    isolated = {"isolated": True, "wheels": options.get("wheels")} if options.get("isolated") else {}
+    if options.get("wheels") and not options.get("isolated"):
+        from ..errors import InputError
+
+        raise InputError("--wheels names the wheels of an isolated environment: pass it with --isolated")
     model = load(package, weights=options.get("weights"), device=options.get("device"),
                  trust_code=bool(options.get("trust_code")), **isolated)
     model.strict_sizes = bool(options.get("strict_sizes"))
@@ -302,8 +297,9 @@ class _Reader:
     failure inside the model's stream is pinned on the image it was reading.
     """
 
-    def __init__(self, jobs: list[ImageJob], opts: PredictOptions, on_error: Callable[[ImageJob, str], None]):
-        self.jobs, self.opts, self.on_error = jobs, opts, on_error
+    def __init__(self, jobs: list[ImageJob], opts: PredictOptions, on_error: Callable[[ImageJob, str], None],
+                 model: Any = None):
+        self.jobs, self.opts, self.on_error, self.model = jobs, opts, on_error, model
         self.fed: list[ImageJob] = []
 
     def __iter__(self) -> Iterator[Any]:
@@ -312,7 +308,7 @@ class _Reader:
             if job.status == "failed":
                 continue
             try:
-                image = _read(job.path, self.opts)
+                image = _read(job.path, self.opts, self.model)
             except Exception as e:  # noqa: BLE001 -- one bad file never stops the batch
                 self.on_error(job, _why(e))
                 continue
@@ -320,7 +316,7 @@ class _Reader:
             yield image
 
 
-def _read(path: Path, opts: PredictOptions) -> Any:
+def _read(path: Path, opts: PredictOptions, model: Any = None) -> Any:
     """One image as a DataArray in its file's (or --axes') layout, --rgb applied."""
     import xarray as xr
 
@@ -331,6 +327,13 @@ def _read(path: Path, opts: PredictOptions) -> Any:
 
     array, file_axes = read_image(path)
     ax = opts.axes or file_axes
+    if ax is None and model is not None and opts.channels is None and not opts.rgb:
+        ax = stack_axes(array.shape, model.inputs)
+        if ax is not None:
+            logging.getLogger("bioimgzoo").warning(
+                "%s has no axis metadata and its first axis (%d) cannot be the model's %s: read as a z stack "
+                "(axes %s); pass --axes to say otherwise (e.g. --axes cyx)", path, array.shape[0],
+                _channels_text(model.inputs[0]), ax)
     if ax is None:
         if opts.rgb or opts.channels is not None:
             raise InputError(f"{path}: the file does not say which axis holds the channels: pass --axes "
@@ -340,6 +343,27 @@ def _read(path: Path, opts: PredictOptions) -> Any:
     if opts.rgb:
         array, dims = rgb_to_one_channel(array, dims, opts.rgb, what=str(path))
     return xr.DataArray(array, dims=dims)
+
+
+def stack_axes(shape: tuple[int, ...], inputs) -> str | None:
+    """``"zyx"`` for an image of ``shape`` without axis metadata that can only be a z stack, else None.
+
+    A 2D model taking ``channel, y, x`` would read a 3D array as channels first;
+    when that first axis cannot be its channels (a fixed count the array does
+    not have), the array is a stack of slices.
+    """
+    if len(inputs) != 1 or len(shape) != 3:
+        return None
+    axes = [a for a in inputs[0].axes if a.kind != "batch"]
+    kinds = [a.kind for a in axes]
+    if kinds != ["channel", "space", "space"] or axes[0].size is None or axes[0].size == shape[0]:
+        return None
+    return "z" + "".join(a.id for a in axes[1:])
+
+
+def _channels_text(spec) -> str:
+    n = next((a.size for a in spec.axes if a.kind == "channel"), None)
+    return f"{n} channel{'s' if n != 1 else ''}" if n is not None else "channels"
 
 
 def _why(e: BaseException) -> str:
@@ -363,15 +387,18 @@ def _predict_all(model, jobs: list[ImageJob], opts: PredictOptions, options: dic
         job.status, job.message = "failed", why
         click.secho(f"Error: {why if job.label in why else f'{job.label}: {why}'}", fg="red", err=True)
 
-    with _Progress(len(jobs)) as progress:
+    with BatchProgress(len(jobs)) as progress:
         pending = [j for j in jobs if j.status == "pending"]
         while pending:
-            reader = _Reader(pending, opts, fail)
+            reader = _Reader(pending, opts, fail, model)
             stream = model.iter_predict(reader, tile=opts.tile, halo=options.get("halo"),
                                         batch_size=options.get("batch_size"),
                                         nan_policy=options.get("nan_policy") or "warn",
                                         channels=opts.channels, on_window=progress.windows,
                                         on_plan=progress.planned,
+                                        # the image decoded is the next to come out (late-bound `done`)
+                                        on_post=lambda steps: progress.decoding(
+                                            reader.fed[done].label if done < len(reader.fed) else "image", steps),
                                         names=_Names(reader))
             done = 0
             last = time.perf_counter()
@@ -382,7 +409,7 @@ def _predict_all(model, jobs: list[ImageJob], opts: PredictOptions, options: dic
                     now = time.perf_counter()
                     job.seconds, last = now - last, now
                     try:
-                        _write_outputs(model, job, result, opts, labels_from)
+                        _write_outputs(model, job, result, opts, labels_from, progress)
                         job.status = "done"
                     except BioimgzooError as e:
                         fail(job, _why(e))
@@ -407,50 +434,15 @@ class _Names:
         return self.reader.fed[index].label
 
 
-class _Progress:
-    """Images and tiles done, with throughput, on stderr (nothing when not a terminal)."""
-
-    def __init__(self, n_images: int):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        console = Console(stderr=True)
-        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=console, transient=True, disable=not console.is_terminal)
-        self.images = self.bar.add_task("Images", total=n_images, rate="")
-        self.tiles = self.bar.add_task("Tiles", total=0, rate="")  # grows as each image is planned
-        self._t0 = time.perf_counter()
-        self._n_tiles = 0
-
-    def __enter__(self) -> "_Progress":
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
-
-    def planned(self, n_windows: int) -> None:
-        self.bar.update(self.tiles, total=(self.bar.tasks[self.tiles].total or 0) + n_windows)
-
-    def windows(self, n: int) -> None:
-        self._n_tiles += n
-        rate = self._n_tiles / max(time.perf_counter() - self._t0, 1e-9)
-        self.bar.update(self.tiles, advance=n, rate=f"{rate:.1f} tiles/s")
-
-    def image_done(self) -> None:
-        done = self.bar.tasks[self.images].completed + 1
-        rate = done / max(time.perf_counter() - self._t0, 1e-9)
-        self.bar.update(self.images, advance=1, rate=f"{rate:.2f} images/s" if rate < 1 else f"{rate:.1f} images/s")
-
-
 # --------------------------------------------------------------------------- 4. writing
-def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labels_from) -> None:
+def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labels_from,
+                   progress: "BatchProgress | None" = None) -> None:
     import numpy as np
 
     from ..io import png_ready, read_calibration, write_image
+
+    def stage(what: str) -> Callable[[float], None]:
+        return progress.stage(job.label, what) if progress is not None else (lambda fraction: None)
 
     outs = result if isinstance(result, dict) else {model.outputs[0].id: result}
     calibration = read_calibration(job.path)
@@ -462,11 +454,21 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
         from ..runtime.labels import output_to_labels
 
         prob, dims = arrays[labels_from.output]
-        _warn_not_probabilities(prob, labels_from.output, job.label)
-        lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial, channels=labels_from.channels,
-                                         threshold=opts.threshold)
+        if labels_from.stardist:  # the stitched whole-image output, decoded with the package's thresholds
+            lab, lab_dims = model.labels_of(prob, dims)
+        else:
+            _warn_not_probabilities(prob, labels_from.output, job.label)
+            link = labels_from.link
+            if link is not None and link not in dims:
+                logging.getLogger("bioimgzoo").warning(
+                    "%s has no z axis: --labels-3d has no slices to link, its labels are 2D", job.label)
+                link = None
+            lab, lab_dims = output_to_labels(prob, dims, spatial=labels_from.spatial, channels=labels_from.channels,
+                                             threshold=opts.threshold, link=link, progress=stage("Labels"))
         arrays["labels"] = (lab, lab_dims)
-    for key, (arr, dims) in arrays.items():
+    writing = stage("Writing")
+    for i, (key, (arr, dims)) in enumerate(arrays.items()):
+        writing(i / len(arrays))
         dest = job.outputs[key]
         cal = _output_calibration(model, key if key != "labels" else labels_from.output, calibration,
                                   channels=key != "labels")
@@ -478,16 +480,26 @@ def _write_outputs(model, job: ImageJob, result: Any, opts: PredictOptions, labe
             dims = "yxc" if arr.ndim == 3 else "yx"
         write_image(dest, arr, axes=dims, calibration=cal)
         job.written.append(dest)
+    if progress is not None:
+        progress.stage_done()
 
 
 def _warn_not_probabilities(prob, output: str, label: str) -> None:
     import numpy as np
 
-    finite = prob[np.isfinite(prob)]
-    if finite.size and (finite.min() < -1e-3 or finite.max() > 1 + 1e-3):
+    if not prob.size:
+        return
+    # no copy of the output (a large image's is hundreds of MB): NaN-aware minimum and maximum
+    lo, hi = float(np.nanmin(prob)), float(np.nanmax(prob))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = prob[np.isfinite(prob)]
+        if not finite.size:
+            return
+        lo, hi = float(finite.min()), float(finite.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
         logging.getLogger("bioimgzoo").warning(
             "%s: output '%s' holds values from %.3g to %.3g, not probabilities in 0..1: --threshold may not "
-            "mean what it should", label, output, float(finite.min()), float(finite.max()))
+            "mean what it should", label, output, lo, hi)
 
 
 def _output_calibration(model, output_id: str, calibration, *, channels: bool):
@@ -533,19 +545,37 @@ def _declared_scales(model, output_id: str):
 
 
 # --------------------------------------------------------------------------- 5. record
-def _write_manifest(out_root: Path, jobs: list[ImageJob]) -> Path:
-    """``bioimgzoo-results.csv``: input, status, outputs, seconds, message; written atomically."""
+MANIFEST_COLUMNS = ["run", "started", "input", "status", "outputs", "seconds", "message"]
+
+
+def _write_manifest(out_root: Path, jobs: list[ImageJob], *, started: str = "") -> Path:
+    """``bioimgzoo-results.csv``: this run's rows appended to the earlier runs' (run number, start time, input,
+    status, outputs, seconds, message); written atomically, so a record is never lost or half written.
+
+    Every run keeps its record: a later run, failed or not, never replaces an earlier one's rows
+    (a file of the older layout without ``run`` keeps its rows as run 1).
+    """
     import csv
 
     from .._files import atomic_path
 
     path = out_root / MANIFEST_NAME
+    earlier: list[list[str]] = []
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if rows and rows[0] == MANIFEST_COLUMNS:
+            earlier = rows[1:]
+        elif rows:  # the older layout: input, status, outputs, seconds, message
+            earlier = [["1", ""] + r for r in rows[1:]]
+    run = max((int(r[0]) for r in earlier if r and r[0].isdigit()), default=0) + 1
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["input", "status", "outputs", "seconds", "message"])
+            w.writerow(MANIFEST_COLUMNS)
+            w.writerows(earlier)
             for j in jobs:
-                w.writerow([str(j.path), j.status, ";".join(str(p) for p in j.written),
+                w.writerow([run, started, str(j.path), j.status, ";".join(str(p) for p in j.written),
                             f"{j.seconds:.3f}" if j.status == "done" else "", j.message])
     return path
 
@@ -564,23 +594,68 @@ def _summary(jobs: list[ImageJob], out_root: Path) -> None:
             click.echo(f"  {j.label}: {j.message}")
             break
     if failed:
-        click.secho(f"{len(failed)} of {len(jobs)} image(s) failed:", fg="red", err=True)
-        for j in failed:
-            click.secho(f"  {j.message if j.label in j.message else f'{j.label}: {j.message}'}", fg="red", err=True)
+        # each error was printed once, as it happened; the summary names the files
+        names = ", ".join(j.label for j in failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10
+                                                           else "")
+        click.secho(f"{len(failed)} of {len(jobs)} image(s) failed: {names} (the reasons are above and in "
+                    f"{out_root / MANIFEST_NAME})", fg="red", err=True)
 
 
 class _warnings_to_terminal:
-    """bioimgzoo's warnings (padding, NaN pixels, ...) as ``Warning: ...`` lines on stderr."""
+    """bioimgzoo's warnings (padding, NaN pixels, ...) as ``Warning: ...`` lines on stderr, each said once.
+
+    A warning that repeats for several images (the same text once the image's name is taken out:
+    a batch of small images is padded the same way) is printed the first time only; :meth:`flush`
+    then prints one line with how many images it concerned, and adds the warning to each job's
+    message (the results CSV).  ``names``: the labels of the run's images.
+    """
 
     class _Echo(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            from ._messages import to_cli
+        def __init__(self, owner: "_warnings_to_terminal"):
+            super().__init__(level=logging.WARNING)
+            self.owner = owner
 
-            click.secho(f"Warning: {to_cli(record.getMessage())}", fg="yellow", err=True)
+        def emit(self, record: logging.LogRecord) -> None:
+            self.owner.say(record.getMessage())
+
+    def __init__(self):
+        self.names: list[str] = []
+        self.seen: dict[str, list[str]] = {}  # the text without the image's name -> the images it was said of
+
+    def say(self, message: str) -> None:
+        from ._messages import to_cli
+
+        text = to_cli(message)
+        name = next((n for n in sorted(self.names, key=len, reverse=True) if n and n in text), "")
+        key = text.replace(name, "{image}") if name else text
+        first = key not in self.seen
+        self.seen.setdefault(key, []).append(name)
+        if first:
+            click.secho(f"Warning: {text}", fg="yellow", err=True)
+
+    def flush(self, jobs: list[ImageJob]) -> None:
+        """One line per warning said of several images (or several times); each job's message gets its own."""
+        by_label = {j.label: j for j in jobs}
+        for key, names in self.seen.items():
+            for n in names:
+                job = by_label.get(n)
+                if job is not None:
+                    text = key.replace("{image}", n)
+                    job.message = (job.message + "; " if job.message else "") + f"warning: {text}"
+            if len(names) > 1:
+                images = [n for n in dict.fromkeys(names) if n]
+                if len(images) > 1:
+                    shown = ", ".join(images[:3]) + (f" and {len(images) - 3} more" if len(images) > 3 else "")
+                    click.secho(f"Warning (x{len(names)}): the same warning for {len(images)} images in all "
+                                f"({shown}); each image's is in the results CSV", fg="yellow", err=True)
+                else:
+                    click.secho(f"Warning (x{len(names)}): the warning above was said {len(names)} times",
+                                fg="yellow", err=True)
+        self.seen.clear()
 
     def __enter__(self):
         self.logger = logging.getLogger("bioimgzoo")
-        self.handler = self._Echo(level=logging.WARNING)
+        self.handler = self._Echo(self)
         self.level = self.logger.level
         self.logger.setLevel(logging.WARNING)
         self.logger.addHandler(self.handler)

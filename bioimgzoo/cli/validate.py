@@ -1,9 +1,11 @@
 """``bioimgzoo validate``: the reviewer's tool: every check family, the consumer tools beside, reports.
 
-Prints, per package, its status, one line per check family and per consumer
-tool, and each failure with its fix; writes JSON (a list for several
-packages), Markdown and a self-contained HTML page (an index page with one
-page per package for several).
+Prints, for one package, its status, one line per check family and per
+consumer tool, and each failure with its fix directly under it; for several,
+one line per package (id, version, status, failing families), the details
+behind ``-v`` (which also gives the time of each check).  Writes JSON (a list
+for several packages), Markdown and a self-contained HTML page (an index page
+with one page per package for several).
 """
 
 from __future__ import annotations
@@ -25,32 +27,60 @@ def _summary(report, family: str) -> str:
     return ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES if s in statuses) or "no findings"
 
 
-def _echo_report(report) -> None:
+def _said(text: str) -> str:
+    """A report's text for the terminal: the API's keywords as options, no raw control sequences (messages
+    quote the package's author and the spec)."""
+    from .._text import terminal_safe
+    from ._messages import to_cli
+
+    return terminal_safe(to_cli(text))
+
+
+def _echo_report(report, *, verbose: bool = False) -> None:
     from .._text import terminal_safe
 
     name = terminal_safe(report.name or report.source, single_line=True)
-    click.echo(f"{report.status.upper():<7} {name}" + ("  (description only)" if report.static else ""))
+    click.echo(f"{report.status.upper():<7} {name}" + ("  (description only)" if report.static else "")
+               + (f"  ({report.seconds:.1f} s)" if verbose else ""))
     for family in report.own_families:
         click.echo(f"  {family:<14} {report.family_status(family):<15} {_summary(report, family)}")
     for tool, v in report.consumers.items():
         req = " (required)" if tool in report.required else ""
         rules = ", ".join(v.get("failed_rules") or [])
         click.echo(f"  tool {tool:<9} {v.get('status'):<15} " + (f"failed rules: {rules}" if rules else "") + req)
-    failures = [f for f in report.failures if f.family not in report.consumers]
-    for f in failures[:MAX_FAILURES]:
-        # messages quote the package's author and the spec: no raw control sequences to the terminal
-        lines = [terminal_safe(line) for line in f.message.splitlines() or [""]]
-        click.echo(f"  FAILED {f.check}: " + "\n      ".join(lines))
-        if f.fix:
-            click.echo(f"    fix: {f.fix}")
+    # each failure with its fix directly under it, own families first, then each tool's (required or not:
+    # the reviewer decides)
+    failures = [(f"FAILED {f.check}", f.message, f.fix) for f in report.failures if f.family not in report.consumers]
+    for tool, v in report.consumers.items():
+        failures += [(f"{tool} FAILED {x['check']}", x["message"], x.get("fix") or "")
+                     for x in (v.get("failures") or [])]
+    for head, message, fix in failures[:MAX_FAILURES]:
+        lines = [_said(line) for line in message.splitlines() or [""]]
+        click.echo(f"  {head}: " + "\n      ".join(lines))
+        if fix:
+            click.echo(f"    fix: {_said(fix)}")
     if len(failures) > MAX_FAILURES:
         click.echo(f"  ... and {len(failures) - MAX_FAILURES} more failures (see --json, --md or --html)")
-    for tool, v in report.consumers.items():
-        # a failed tool shows each failing rule with its fix, required or not: the reviewer decides
-        for message in (v.get("messages") or [])[:MAX_FAILURES]:
-            click.echo(f"  {tool} FAILED {terminal_safe(message, single_line=True)}")
-        for fix in (v.get("fixes") or [])[:MAX_FAILURES]:
-            click.echo(f"    fix: {terminal_safe(fix, single_line=True)}")
+    if verbose and report.timings:
+        click.echo("  time per check (s): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                      sorted(report.timings.items(), key=lambda kv: -kv[1])
+                                                      if v >= 0.005))
+
+
+def _package_line(report) -> str:
+    """One line for one of several packages: status, id, version, the families and tools that failed."""
+    from .._text import terminal_safe
+
+    where = Path(str(report.source))
+    where = where.parent.name if where.name in ("rdf.yaml", "bioimageio.yaml") and where.parent.name else where.name
+    pid = terminal_safe(report.meta.get("id") or report.name or where or report.source, single_line=True, max_len=40)
+    version = terminal_safe(report.meta.get("version") or "-", single_line=True, max_len=16)
+    failing = [f for f in report.own_families if report.family_status(f) == "failed"]
+    failing += [f"{t} (required)" for t in report.required if report.consumers.get(t, {}).get("status") == "failed"]
+    why = ("failing: " + ", ".join(failing)) if failing else ""
+    if not failing and not report.passed:
+        why = "not checked: " + ", ".join(f for f in report.own_families if report.family_status(f) == "skipped")
+    return f"{report.status.upper():<7} {pid:<40} {version:<10} {why}".rstrip()
 
 
 def _validate_one(args: tuple) -> object:
@@ -80,6 +110,8 @@ def _write(path: str, text: str) -> None:
 @click.option("--no-deepimagej", is_flag=True, help="Leave out the DeepImageJ tool.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Packages validated in parallel (processes).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Every package's families, tools and failures (for several packages), and each check's time.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the report(s) as JSON (a list when several sources are given).")
 @click.option("--md", "md_out", type=click.Path(dir_okay=False), default=None,
@@ -87,8 +119,8 @@ def _write(path: str, text: str) -> None:
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML report (for several: an index page, one page per package "
                    "beside it).")
-def validate(sources, weights, trust_code, static, reference, require, no_deepimagej, jobs, json_out, md_out,
-             html_out):
+def validate(sources, weights, trust_code, static, reference, require, no_deepimagej, jobs, verbose, json_out,
+             md_out, html_out):
     """Validate model packages; exit 0 when every one passes, 1 otherwise.
 
     A package passes when no format, files, safety, reproduction or agreement check
@@ -116,10 +148,15 @@ def validate(sources, weights, trust_code, static, reference, require, no_deepim
             reports = list(pool.map(_validate_one, work))
     else:
         reports = [_validate_one(w) for w in work]
-    for r in reports:
-        _echo_report(r)
+    if len(reports) == 1 or verbose:
+        for r in reports:
+            _echo_report(r, verbose=verbose)
+    else:  # one line a package: the verdicts first, details behind -v and in the reports
+        for r in reports:
+            click.echo(_package_line(r))
     if len(reports) > 1:
-        click.echo(f"{sum(r.passed for r in reports)} of {len(reports)} packages pass")
+        click.echo(f"{sum(r.passed for r in reports)} of {len(reports)} packages pass"
+                   + ("" if verbose else " (details: -v, --html, --md or --json)"))
     if json_out:
         data = [r.to_dict() for r in reports]
         _write(json_out, json.dumps(data[0] if len(data) == 1 else data, indent=2, default=str))
@@ -133,7 +170,9 @@ def validate(sources, weights, trust_code, static, reference, require, no_deepim
             links = [f"{out.stem}-{i + 1}.html" for i in range(len(reports))]
             for link, r in zip(links, reports):
                 _write(str(out.with_name(link)), r.to_html())
-            _write(html_out, render.index_html(reports, links))
+            # the index, failures first, and the same table sorted by each column (its headers link them)
+            for name, page in render.index_pages(reports, links, stem=out.stem).items():
+                _write(str(out.with_name(name)), page)
     if not all(r.passed for r in reports):
         raise SystemExit(1)
 

@@ -11,9 +11,13 @@ canonical name             aliases (case and ``-``/``_`` do not matter)
 ``pytorch_state_dict``     ``pytorch``, ``state_dict``, ``torch``, ``pth``
 =========================  ===============================================
 
-bioimgzoo runs these three (:data:`RUNNABLE`, in the default priority order:
-the fastest engine first); the spec's other formats (keras, tensorflow) can
-be named, pulled and mirrored, but not run.
+bioimgzoo runs these three directly (:data:`RUNNABLE`, in the default
+priority order: the fastest engine first), and TensorFlow weights
+(:data:`TENSORFLOW`: ``tensorflow_saved_model_bundle``, ``keras_hdf5``)
+through ONNX: converted once, with the ``tensorflow`` extra, then run by
+onnxruntime (:mod:`bioimgzoo.runtime.tensorflow`).  :data:`RUN_ORDER` is the
+default choice among all of them; ``keras_v3`` and ``tensorflow_js`` can be
+named, pulled and mirrored, but not run.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ from typing import Any, Sequence
 
 from ..errors import BioimgzooError, WeightsError
 
-__all__ = ["RUNNABLE", "SPEC_FORMATS", "ALIASES", "canonical_format", "canonical_formats", "present_formats",
-           "runnable_formats", "choose_weights"]
+__all__ = ["RUNNABLE", "TENSORFLOW", "RUN_ORDER", "SPEC_FORMATS", "ALIASES", "canonical_format", "canonical_formats",
+           "present_formats", "runnable_formats", "choose_weights"]
 
 #: formats bioimgzoo runs, in the default order of preference
 RUNNABLE = ("onnx", "torchscript", "pytorch_state_dict")
+#: TensorFlow formats bioimgzoo runs after converting them to ONNX (the ``tensorflow`` extra, once per weights)
+TENSORFLOW = ("tensorflow_saved_model_bundle", "keras_hdf5")
+#: every format a prediction may use, in the default order (native engines first)
+RUN_ORDER = RUNNABLE + TENSORFLOW
 #: every format bioimageio.spec 0.5 knows (those after RUNNABLE are named and copied, not run)
 SPEC_FORMATS = RUNNABLE + ("keras_hdf5", "keras_v3", "tensorflow_saved_model_bundle", "tensorflow_js")
 ALIASES = {"ts": "torchscript", "pt": "torchscript", "jit": "torchscript",
@@ -71,8 +79,9 @@ def present_formats(descr: Any) -> list[str]:
 
 
 def runnable_formats(descr: Any) -> list[str]:
-    """The formats of ``descr`` bioimgzoo can run, in the default priority order."""
-    return [f for f in present_formats(descr) if f in RUNNABLE]
+    """The formats of ``descr`` bioimgzoo can run (TensorFlow ones through ONNX), in the default order."""
+    present = present_formats(descr)
+    return [f for f in RUN_ORDER if f in present]
 
 
 def choose_weights(descr: Any, requested: str | None, *, runnable: bool = True, option: str = "weights") -> str:
@@ -83,7 +92,7 @@ def choose_weights(descr: Any, requested: str | None, *, runnable: bool = True, 
     present = runnable_formats(descr) if runnable else present_formats(descr)
     everything = present_formats(descr)
     if requested is not None:
-        fmt = canonical_format(requested, among=RUNNABLE if runnable else SPEC_FORMATS, option=option)
+        fmt = canonical_format(requested, among=RUN_ORDER if runnable else SPEC_FORMATS, option=option)
         if fmt not in present:
             raise WeightsError(f"this package has no {fmt} weights; available: {', '.join(everything) or 'none'}. "
                                f"Pass one of {', '.join(present) or '(none usable)'} ({option}=FORMAT)")
@@ -91,6 +100,6 @@ def choose_weights(descr: Any, requested: str | None, *, runnable: bool = True, 
     if not present:
         if everything:
             raise WeightsError(f"this package has only {', '.join(everything)} weights, which bioimgzoo cannot "
-                               f"run; it runs {', '.join(RUNNABLE)}")
+                               f"run; it runs {', '.join(RUN_ORDER)}")
         raise WeightsError("the package lists no weights: it cannot be used for prediction")
     return present[0]

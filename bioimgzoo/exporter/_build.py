@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -49,11 +49,11 @@ def build_package(plan: ExportPlan, ref: Reference, staging: Path) -> Built:
     files["readme"] = _readme(plan, ref, staging)
     contents = ref.contents
     descr = describe(contents, files, root=staging, io_checks=True)
-    dij = _deepimagej_precheck(descr, staging)
+    dij = _deepimagej_precheck(descr, staging, plan.format_version)
     if not has_failures(dij) and "deepimagej" not in contents.meta.tags:
         contents = replace(contents, meta=replace(contents.meta, tags=[*contents.meta.tags, "deepimagej"]))
         descr = describe(contents, files, root=staging, io_checks=True)
-        dij = _deepimagej_precheck(descr, staging)
+        dij = _deepimagej_precheck(descr, staging, plan.format_version)
     return Built(descr=descr, contents=contents, files=files, deepimagej=dij)
 
 
@@ -163,13 +163,11 @@ def _technical_lines(c: Contents) -> list[str]:
 class _StagingSource:
     """A package source over the staging folder plus the rdf content about to be written."""
 
-    def __init__(self, root: Path, rdf: dict, names: dict[str, Path]):
-        import yaml
-
+    def __init__(self, root: Path, text: str, names: dict[str, Path]):
         self.root = root
         self.rdf_name = "rdf.yaml"
         self.name = f"staged package {root}"
-        self._bytes = yaml.safe_dump(rdf).encode()
+        self._bytes = text.encode()
         self._names = names
 
     def read_rdf(self) -> tuple[bytes, str]:
@@ -179,21 +177,19 @@ class _StagingSource:
         return self._names.get(path, self.root / path)
 
 
-def _deepimagej_precheck(descr: Any, staging: Path) -> list:
+def _deepimagej_precheck(descr: Any, staging: Path, format_version: str | None) -> list:
     """Run the DeepImageJ rules on the description as it will be written (rdf content, staged files)."""
-    from bioimageio.spec import get_package_content
-
     from ..package import Package, build_model_description
     from ..validation.deepimagej import check_deepimagej
+    from ._serialize import package_content
 
-    content = get_package_content(descr, bioimageio_yaml_file_name="rdf.yaml")
-    rdf = content["rdf.yaml"]
-    names = {k: Path(str(v.source)) for k, v in content.items() if k != "rdf.yaml" and hasattr(v, "source")}
-    source = _StagingSource(staging, rdf, names)
+    content = package_content(descr, format_version=format_version)
+    rdf = content.rdf
+    source = _StagingSource(staging, content.text, content.files)
     # parsed from the rdf as it will be written: its files are package-relative names, as a consumer sees
     # them (the in-memory description names the staged files by absolute path, which a package may not)
     written = build_model_description(rdf, root=staging, file_name="rdf.yaml", where=source.name)
-    pkg = Package(source=source, descr=written, original_format_version=str(descr.format_version), raw=rdf)
+    pkg = Package(source=source, descr=written, original_format_version=content.format_version, raw=rdf)
     return check_deepimagej(pkg)
 
 
@@ -204,42 +200,17 @@ def _deepimagej_precheck(descr: Any, staging: Path) -> list:
 def github_users_trusted(meta: Meta, notes: list[str]) -> Iterator[None]:
     """Inside the block, the authors' and maintainers' GitHub users that cannot be verified offline count as
     known (a note names them); a name GitHub says does not exist is an error."""
-    from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
+    from bioimageio.spec._internal.constants import KNOWN_INVALID_GITHUB_USERS
+
+    from ..validation.format import github_users_known
 
     users = [a["github_user"] for a in meta.authors + meta.maintainers if a.get("github_user")]
-    added = [u.lower() for u in _github_users_offline(users, notes)]
-    added = [u for u in dict.fromkeys(added) if u not in KNOWN_GITHUB_USERS]
-    KNOWN_GITHUB_USERS.update(added)
-    try:
+    with github_users_known(users) as (unverified, why):
+        # asked GitHub once per unknown user: nonexistent ones are now in spec's KNOWN_INVALID_GITHUB_USERS
+        bad = [u for u in users if u.lower() in KNOWN_INVALID_GITHUB_USERS]
+        if bad:
+            raise ExportError(f"github_user {bad[0]!r}: GitHub knows no such user; fix the name or leave it out")
+        if unverified:
+            notes.append(f"GitHub user(s) {', '.join(unverified)} could not be verified ({why}): check the "
+                         "spelling")
         yield
-    finally:
-        KNOWN_GITHUB_USERS.difference_update(added)
-
-
-def _github_users_offline(users: Sequence[str], notes: list[str]) -> list[str]:
-    """GitHub user names bioimageio.spec cannot verify because api.github.com is unreachable.
-
-    The spec looks every unknown ``github_user`` up online and, offline, fails with a
-    connection error instead of a warning; such names are reported and then treated as
-    known while this export validates (see :func:`github_users_trusted`).  A name GitHub
-    says does not exist is an error.
-    """
-    from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
-    from bioimageio.spec._internal.field_validation import validate_github_user
-    from bioimageio.spec._internal.validation_context import ValidationContext
-
-    unverified = []
-    for user in dict.fromkeys(users):
-        if user.lower() in KNOWN_GITHUB_USERS:
-            continue
-        try:
-            with ValidationContext(perform_io_checks=True):
-                validate_github_user(user)
-        except ValueError as e:
-            raise ExportError(f"github_user {user!r}: {e}; fix the name or leave it out") from e
-        except Exception:  # no network: httpx.ConnectError and friends
-            unverified.append(user)
-    if unverified:
-        notes.append(f"GitHub user(s) {', '.join(unverified)} could not be verified (api.github.com unreachable): "
-                     "check the spelling")
-    return unverified

@@ -86,9 +86,10 @@ def export_package(module: Any, example_input: Any, out: Any, *, name: str | Non
 
 def _run_phases(plan: ExportPlan, module: Any, staging: Path, steps: "Progress") -> ExportResult:
     """Phases 2 to 6 on an eval-mode, CPU module; files are staged in ``staging``."""
-    from ._verdicts import reviewer_warnings
+    from ._verdicts import normalisation_warnings, reviewer_warnings
 
     warnings = reviewer_warnings(module=module, meta=plan.meta, card=plan.card)
+    warnings += normalisation_warnings(plan.inputs, plan.preprocessing)
     runner = ModuleRunner(module, plan.input_ids)
     steps.step("probing valid sizes, output relations and halo")
     probed = probe_phase(plan, module, runner)

@@ -1,9 +1,12 @@
 """Phase 6 of an export, *finish*: the zip written atomically, validated, optionally tested; the result.
 
-:func:`finish_export` saves the built description with bioimageio.spec's
-``save_bioimageio_package`` (which re-validates it) to a temporary file next
-to ``out``, validates the zip once more (collecting warnings), optionally runs
-bioimageio.core's ``test_model`` on it, and only then moves it to ``out``.
+:func:`finish_export` writes the built description in its most widely readable
+form (:mod:`._serialize`: the oldest 0.5 format that carries it, plain file
+references, YAML every reader types alike) to a temporary zip next to
+``out``, validates that zip with today's bioimageio.spec (collecting
+warnings), optionally runs bioimageio.core's ``test_model`` on it, asks every
+consumer tool and reader (:mod:`._verdicts`), and only then moves it to
+``out``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ class ExportResult:
     test_tensors: dict[str, tuple] = field(default_factory=dict)
     #: what a zoo reviewer will flag (untrained module, no maintainers, placeholder text)
     warnings: list[str] = field(default_factory=list)
+    #: the format version written, and the fields that need it
+    format_version: str = ""
+    format_reasons: list[str] = field(default_factory=list)
+    #: the deployed readers' verdicts on the written package: ``{reader, title, version, status, message,
+    #: field}`` (see :mod:`bioimgzoo.validation.consumers.readers`)
+    readers: list[dict] = field(default_factory=list)
 
     # -- the path
     def __fspath__(self) -> str:
@@ -106,6 +115,10 @@ class ExportResult:
                          f"{halo}")
         if self.test_tensors:
             lines.append("  test tensors: " + ", ".join(f"{n} {tuple(s)}" for n, s in self.test_tensors.items()))
+        if self.format_version:
+            lines.append(f"  format {self.format_version}" + (f" (needed by {', '.join(self.format_reasons)})"
+                                                             if self.format_reasons else " (the oldest bioimgzoo "
+                                                             "writes: what most readers read)"))
         lines += ["", "consumer tools (predicted from the written package):"]
         for v in self.verdicts:
             name = TOOL_NAMES.get(v["tool"], v["tool"])
@@ -116,6 +129,11 @@ class ExportResult:
             if v.get("note"):
                 text += f" {v['note']}"
             lines.append(f"  {name:<12} {text}")
+        if self.readers:
+            lines += ["", "readers (the versions consumers deploy, run on the written package):"]
+            for r in self.readers:
+                text = r["status"] + (f": {r['message'][:200]}" if r["status"] != "passed" else "")
+                lines.append(f"  {r['title']} ({r['version']}): {text}")
         lines.append("  bioimageio.spec: " + ("valid, no warnings" if not self.spec_warnings else
                                               f"valid, {len(self.spec_warnings)} warning(s)"))
         lines += [f"    - {w}" for w in self.spec_warnings]
@@ -136,7 +154,9 @@ class ExportResult:
                 "verdicts": self.verdicts, "test_tensors": {k: list(v) for k, v in self.test_tensors.items()},
                 "warnings": self.warnings,
                 "deepimagej": [r.to_dict() for r in self.deepimagej], "spec_warnings": self.spec_warnings,
-                "core_test": self.core_test, "notes": self.notes, "timings": self.timings}
+                "core_test": self.core_test, "notes": self.notes, "timings": self.timings,
+                "format_version": self.format_version, "format_reasons": self.format_reasons,
+                "readers": self.readers}
 
 
 def finish_export(plan: ExportPlan, ref: Reference, built: Built) -> ExportResult:
@@ -144,16 +164,15 @@ def finish_export(plan: ExportPlan, ref: Reference, built: Built) -> ExportResul
 
     The result's notes are the spec's warnings, its timings those of this phase.
     """
-    from bioimageio.spec import save_bioimageio_package
+    from ._serialize import package_content, write_package_zip
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     core = None
+    content = package_content(built.descr, format_version=plan.format_version)
     with atomic_path(plan.out) as tmp_zip:
-        try:
-            save_bioimageio_package(built.descr, output_path=tmp_zip)
-        except ValueError as e:
-            raise ExportError(f"bioimageio.spec refuses the written package: {e}") from e
+        write_package_zip(content, tmp_zip)
+        # today's bioimageio.spec reads the older form back (the old readers: tool_verdicts below)
         errors, warnings_, _ = spec_findings(tmp_zip)
         if errors:
             raise ExportError("the written package does not validate:\n" + "\n".join(f"  - {e}" for e in errors))
@@ -166,7 +185,7 @@ def finish_export(plan: ExportPlan, ref: Reference, built: Built) -> ExportResul
                 raise ExportError("bioimageio.core test_model fails on the package:\n"
                                   + "\n".join(f"  - {e}" for e in core["errors"]))
         t = time.perf_counter()
-        verdicts, verdict_note = tool_verdicts(tmp_zip)
+        verdicts, verdict_note, readers = tool_verdicts(tmp_zip)
         timings["consumer_checks"] = time.perf_counter() - t
     notes = [f"spec warning: {w}" for w in warnings_] + ([verdict_note] if verdict_note else [])
     tensors = {p.name: tuple(np.load(p, mmap_mode="r").shape) for k, p in built.files.items() if k.startswith("test:")}
@@ -174,4 +193,6 @@ def finish_export(plan: ExportPlan, ref: Reference, built: Built) -> ExportResul
                         weights_formats=[w.format for w in built.contents.weights],
                         reproducibility=ref.reproducibility, deepimagej=built.deepimagej, spec_warnings=warnings_,
                         core_test=core, notes=notes, timings=timings, verdicts=verdicts,
-                        left_out=dict(built.contents.weights_left_out), test_tensors=tensors)
+                        left_out=dict(built.contents.weights_left_out), test_tensors=tensors,
+                        format_version=content.format_version, format_reasons=content.format_reasons,
+                        readers=readers)

@@ -51,6 +51,8 @@ EXPORT_OPTIONS: dict[str, str] = {
     "tolerance": "{relative: 1e-3, absolute_fraction: 1e-3} or {relative, absolute}",
     "validation": "{dataset, description, metrics} for the README's Validation section",
     "test": "also run bioimageio.core's test_model on the package before writing it (default False)",
+    "format_version": "the 0.5 format to write (default: the oldest that carries the package, e.g. '0.5.4', "
+                      "which every deployed reader reads); '0.5.12' writes bioimageio.spec's newest",
     "progress": "show the slow steps on stderr (default: when stderr is a terminal)",
     "intended_use": "card field", "out_of_scope_use": "card field", "limitations": "card field",
     "training_data": "card field", "training": "card field", "task": "card field", "modality": "card field",
@@ -149,6 +151,8 @@ class ExportPlan:
     tolerance: Tolerance
     #: run bioimageio.core's test_model on the package
     core_test: bool = False
+    #: the format version asked for (None: the oldest that carries the package)
+    format_version: str | None = None
     #: postprocessing as the caller gave it (resolved per output by :meth:`postprocessing_for`)
     postprocessing: Any = None
     #: ``output_ids=`` (checked ids), or None: named after the module's outputs
@@ -212,6 +216,10 @@ def plan_export(example_input: Any, out: Any, *, name: str | None, description: 
         steps = pre_descr[tid]
         if str(inputs[tid].dtype) != "float32" and not (steps and steps[-1].id == "ensure_dtype"):
             steps.append(ensure_dtype("float32"))
+        if str(inputs[tid].dtype) != "float32" and len(steps) > 1 and steps[0].id != "ensure_dtype":
+            # cast first: otherwise bioimageio.spec opens the pipeline with ensure_dtype to the raw type
+            # (uint16), which BiaPy's check refuses ("Not recognized preprocessing found: ensure_dtype")
+            steps.insert(0, ensure_dtype("float32"))
     output_ids = ([tensor_id(o, "output id") for o in overrides["output_ids"]]
                   if overrides.get("output_ids") else None)
     meta = _meta(meta_src, name=name, description=description, authors=author_list, license=license,
@@ -220,11 +228,30 @@ def plan_export(example_input: Any, out: Any, *, name: str | None, description: 
         out=out, meta=meta, card=card_data, validation=_validation(card_data, overrides.get("validation")),
         input_ids=ids, inputs=inputs, input_axes=in_axes, preprocessing=pre_descr,
         weights=_weights_options(overrides), tolerance=_tolerance(overrides.get("tolerance")),
-        core_test=bool(overrides.get("test")), postprocessing=postprocessing, output_ids=output_ids,
+        core_test=bool(overrides.get("test")), format_version=_format_version(overrides.get("format_version")),
+        postprocessing=postprocessing, output_ids=output_ids,
         output_axes=overrides.get("output_axes"), sizes=overrides.get("sizes"), halo=overrides.get("halo"),
         input_description=dict(overrides.get("input_description") or {}),
         output_description=dict(overrides.get("output_description") or {}),
         channel_names=dict(overrides.get("channel_names") or {}), notes=notes)
+
+
+def _format_version(value: Any) -> str | None:
+    """The ``format_version=`` option, checked (None: the oldest format that carries the package)."""
+    from ..descr.readable import parse_format_version
+
+    if value is None or str(value).strip() in ("", "auto"):
+        return None
+    if str(value).strip() == "latest":
+        from ..descr.readable import LATEST_FORMAT
+
+        return ".".join(map(str, LATEST_FORMAT))
+    try:
+        parse_format_version(value)
+    except ValueError as e:
+        raise ExportError(f"format_version={value!r}: {e}. Leave it out to write the oldest format that carries "
+                          "the package (what every deployed reader reads)") from e
+    return str(value).strip()
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -9,7 +9,10 @@ needs to be rebuilt: the module-level imports, helper functions and classes
 and constants it names (with :mod:`symtable`, which knows Python's scoping
 rules), transitively, plus, for a class defined inside a function, the
 statements of the enclosing function it names.  Nothing else of the program
-is kept: no training loop, no data loading, no export call.
+is kept: no training loop, no data loading, no export call.  What is kept
+must only define things: a class body or a statement it needs that has side
+effects when imported (a bare call, a file read, an absolute path, a process
+or network call) is refused with the reason, never shipped.
 
 :func:`rebuild_outputs` then loads the written file *alone* in a fresh Python
 process (no access to the original script), builds the module, loads the
@@ -417,7 +420,36 @@ def _extract(source: str, filename: str, path: Sequence[str], line: int | None, 
         compile(text, f"<architecture of {path[-1]}>", "exec")
     except SyntaxError as e:  # pragma: no cover - statements copied whole
         raise SourceUnavailable(f"the extracted source does not compile: {e}") from e
+    _refuse_side_effects(text, where)
     return ExtractedSource(text=text, callable=path[-1], origin=where, names=tuple(collector.names))
+
+
+def _refuse_side_effects(text: str, where: str) -> None:
+    """Refuse, naming the statements, a file that would do more than define the network.
+
+    What runs when the file is imported (the class body, module-level
+    statements the class needs, decorators, default arguments, the helpers
+    they call) must only define things: no bare statements, no file reads or
+    writes, no absolute paths; and no part of it may reach processes, the
+    network, native code or code built from strings
+    (:func:`bioimgzoo.validation.safety.scan_python`), which the package's
+    own safety check would fail.
+    """
+    from ..validation.safety import import_time_effects, scan_python
+
+    found = {(f["line"], f["what"]): f["why"] for f in import_time_effects(text) + scan_python(text)}
+    if not found:
+        return
+    lines = text.splitlines()
+    shown = []
+    for (line, what), why in sorted(found.items())[:3]:
+        code = lines[line - 1].strip() if 0 < line <= len(lines) else what
+        shown.append(f"`{code[:90]}` ({what}: {why})")
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    raise SourceUnavailable(f"{where} needs code that does more than define the network, which bioimgzoo does not "
+                            f"copy into architecture.py (every user of the package would run it): "
+                            f"{'; '.join(shown)}{more}. Move it out of the class body and the module level (into the "
+                            "program that trains), or pass architecture='package.module:Callable'")
 
 
 # ---------------------------------------------------------------------------------------------- the check

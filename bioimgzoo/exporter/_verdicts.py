@@ -13,15 +13,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["tool_verdicts", "reviewer_warnings"]
+__all__ = ["tool_verdicts", "reviewer_warnings", "normalisation_warnings"]
 
 #: what a tool name looks like in the summary
 TOOL_NAMES = {"deepimagej": "DeepImageJ", "icy": "Icy", "ilastik": "ilastik", "qupath": "QuPath",
-              "biapy": "BiaPy", "careamics": "CAREamics", "bioimageio.core": "bioimageio.core"}
+              "biapy": "BiaPy", "careamics": "CAREamics", "bioimageio.core": "bioimageio.core",
+              "readers": "readers"}
 
 
-def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None]:
-    """``([{tool, status, failed_rules, reasons}], note)`` for the package at ``zip_path``."""
+def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None, list[dict]]:
+    """``([{tool, status, failed_rules, reasons}], note, readers)`` for the package at ``zip_path``.
+
+    ``readers`` are the deployed readers' verdicts (``{reader, title, version, status, message, field}``).
+    """
     from ..package import open_package
 
     package = open_package(zip_path)
@@ -38,20 +42,24 @@ def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None]:
         except Exception as e:  # a checker's own failure must not lose the written package
             note = f"the consumer checkers failed ({type(e).__name__}: {e}); DeepImageJ rules only"
         else:
-            out = [_as_dict(v) for v in verdicts.values()]
+            readers = [{"reader": f.details.get("reader"), "title": f.details.get("title", ""),
+                        "version": f.details.get("version", ""), "status": f.status, "message": f.message,
+                        "field": f.details.get("field", "")}
+                       for f in (verdicts["readers"].findings if "readers" in verdicts else ())]
+            out = [_as_dict(v) for v in verdicts.values() if v.tool != "readers"]
             if any(v["failed_rules"] == ["Q1"] for v in out):
                 try:
                     out = _unzipped_qupath(zip_path, out, consumer_verdicts)
                 except Exception:  # the zip's own verdict stands
                     pass
-            return out, None
+            return out, None, readers
     from ..validation.deepimagej import check_deepimagej
 
     results = check_deepimagej(package)
     failed = [r for r in results if r.status == "failed"]
     return [{"tool": "deepimagej", "status": "failed" if failed else "passed",
              "failed_rules": [f"D{r.rule}" for r in failed],
-             "reasons": {f"D{r.rule}": r.message for r in failed}}], note
+             "reasons": {f"D{r.rule}": r.message for r in failed}}], note, []
 
 
 def _as_dict(v) -> dict:
@@ -101,6 +109,43 @@ def reviewer_warnings(*, module, meta, card: dict) -> list[str]:
         if hits or len(low) < 3:
             warnings.append(f"{key} looks like placeholder text ({str(text).strip()[:60]!r}): write the real one")
     return warnings
+
+
+_NORMALISING = {"zero_mean_unit_variance", "fixed_zero_mean_unit_variance", "scale_range", "scale_linear",
+                "scale_mean_variance"}
+
+
+def normalisation_warnings(inputs: dict, preprocessing: dict) -> list[str]:
+    """An input whose example looks raw (integer pixels, or values far from a normalised range) while no
+    normalising preprocessing is declared: the package would feed the network raw values.
+
+    Most networks are trained on normalised images; packaging one without its normalisation gives wrong
+    results in every consumer, silently.  The statistics only *suggest* it (a network may normalise inside
+    itself), so this is a warning.
+    """
+    import numpy as np
+
+    out = []
+    for tid, example in inputs.items():
+        ops = {str(getattr(p, "id", "")) for p in preprocessing.get(tid, [])}
+        if ops & _NORMALISING:
+            continue
+        arr = np.asarray(example)
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        if finite.size == 0:
+            continue
+        lo, hi = float(finite.min()), float(finite.max())
+        mean, std = float(finite.mean()), float(finite.std())
+        raw = (arr.dtype.kind in "ui" and hi > 1) or hi - lo > 20 or abs(mean) > 10 or std > 10
+        if not raw:
+            continue
+        out.append(
+            f"input {tid!r}: the example is {arr.dtype} with values {lo:g}..{hi:g} (mean {mean:.4g}, std {std:.4g}) "
+            "and no normalisation is declared, so every consumer will feed the network these raw values. If it "
+            "was trained on normalised images, declare it: --preprocessing '[{\"id\": \"zero_mean_unit_variance\", "
+            "\"kwargs\": {\"axes\": [\"x\", \"y\"]}}]' (Python: preprocessing=[...]); if the network "
+            "normalises inside itself, ignore this")
+    return out
 
 
 def _looks_untrained(module) -> bool:

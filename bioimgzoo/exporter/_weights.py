@@ -9,6 +9,12 @@
   are taken from the caller or read back from same-named attributes of the
   module.  The rebuilt module must load the state dict strictly and reproduce
   the outputs (a written file: in a fresh process, from that file alone).
+  A network of bioimgzoo itself is never named by ``import_from`` (readers
+  such as BiaPy or DeepImageJ's Python engine have no bioimgzoo): an
+  allow-listed one (:data:`bioimgzoo.trust.TRUSTED_ARCHITECTURES`) ships its
+  module file byte for byte (loaded without ``trust_code``, as it is
+  ours), any other its extracted source; no written architecture
+  may import bioimgzoo.
 * ``torchscript``: ``torch.jit.script`` first (keeps shape-dependent control
   flow), else ``torch.jit.trace`` at one size; either is accepted only when it
   reproduces the module on several input sizes.
@@ -155,6 +161,37 @@ def _installed_top_levels() -> set[str]:
         return set()
 
 
+def _installed_module(mod_name: str) -> bool:
+    """``mod_name`` is loaded from an installed distribution, not a same-named folder of the user's.
+
+    Some wheels install generic top-level names (tf2onnx 1.17 ships a ``tests`` package): a user's
+    ``tests.test_x`` module then has an "installed" top-level name while its file is the user's own.
+    Distributions whose file list names the top level must list the module's file; editable
+    installs (no such list) are trusted.
+    """
+    top = mod_name.split(".")[0]
+    try:
+        owners = importlib.metadata.packages_distributions().get(top) or []
+    except Exception:  # pragma: no cover - broken metadata
+        return False
+    if not owners:
+        return False
+    path = getattr(sys.modules.get(mod_name), "__file__", None)
+    if not path:
+        return True
+    path = Path(path).resolve()
+    for owner in owners:
+        try:
+            dist = importlib.metadata.distribution(owner)
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            continue
+        claimed = [Path(str(dist.locate_file(f))).resolve() for f in (dist.files or [])
+                   if f.parts and f.parts[0] == top]
+        if not claimed or path in claimed:
+            return True
+    return False
+
+
 def _parse_architecture(architecture: Any) -> dict:
     """Normalise the ``architecture=`` option to {callable, import_from | source, kwargs?}."""
     if isinstance(architecture, Mapping):
@@ -220,6 +257,8 @@ def _candidates(module: Any, architecture: Any) -> tuple[list[dict], list[str]]:
     cls = type(module)
     if architecture is not None:
         parsed = _parse_architecture(architecture)
+        if "import_from" in parsed and _is_own(parsed["import_from"]):
+            return _own_candidates(parsed["callable"], parsed["import_from"], cls), []
         if "import_from" in parsed and parsed["import_from"] != "__main__":
             return [parsed], []
         if "source" in parsed:
@@ -229,10 +268,44 @@ def _candidates(module: Any, architecture: Any) -> tuple[list[dict], list[str]]:
     mod_name = cls.__module__
     top = mod_name.split(".")[0]
     nested = "<locals>" in cls.__qualname__
-    if mod_name != "__main__" and not nested and top in _installed_top_levels() and mod_name in sys.modules:
+    if _is_own(mod_name) and not nested:
+        return _own_candidates(cls.__name__, mod_name, cls), []
+    if mod_name != "__main__" and not nested and top in _installed_top_levels() and mod_name in sys.modules \
+            and _installed_module(mod_name):
         return [{"callable": cls.__name__, "import_from": mod_name},
                 {"callable": cls.__name__, "extract": cls}], []
     return [{"callable": cls.__name__, "extract": cls}], []
+
+
+def _is_own(module_name: str) -> bool:
+    """A module of bioimgzoo itself (never named by ``import_from`` in a package: readers lack bioimgzoo)."""
+    return module_name.split(".")[0] == "bioimgzoo"
+
+
+def _own_candidates(name: str, module_name: str, cls: type) -> list[dict]:
+    """bioimgzoo's own network ``module_name:name``: its module file verbatim when allow-listed, else extracted."""
+    from ..trust import TRUSTED_ARCHITECTURES
+
+    obj = getattr(importlib.import_module(module_name), name, None)
+    cands: list[dict] = []
+    if (module_name, name) in TRUSTED_ARCHITECTURES:
+        cands.append({"callable": name, "verbatim": module_name, "extract": obj})
+    if obj is not None:
+        cands.append({"callable": name, "extract": obj})
+    elif cls.__name__ == name:
+        cands.append({"callable": name, "extract": cls})
+    return cands
+
+
+def _imports_bioimgzoo(text: str) -> bool:
+    import ast
+
+    for node in ast.walk(ast.parse(text)):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if any(n.split(".")[0] == "bioimgzoo" for n in names):
+            return True
+    return False
 
 
 def _constructor(cand: dict, module: Any) -> Callable | None:
@@ -250,13 +323,15 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
     """Save the state dict and find an architecture that rebuilds the module; raise ExportError if none."""
     import torch
 
-    from ._source import SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
+    from ._source import ExtractedSource, SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
 
     candidates, tried = _candidates(module, architecture)
     for cand in candidates:
         name = cand["callable"]
         if "import_from" in cand:
             label = f"{cand['import_from']}:{name}"
+        elif "verbatim" in cand:
+            label = f"{cand['verbatim']}:{name} (its module file, verbatim)"
         elif "extract_file" in cand:
             label = f"{Path(cand['extract_file']).name}:{name} (extracted)"
         else:
@@ -267,7 +342,10 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
             tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
             continue
         if architecture_kwargs is not None:
-            kwargs, missing = dict(architecture_kwargs), []
+            # the given arguments, completed with the others read back from the module: readers such as
+            # BiaPy read the network's channels from the written kwargs (out_channels, n_classes, ...)
+            inferred = _infer_kwargs(func, module)[0] if func is not None else {}
+            kwargs, missing = {**inferred, **dict(architecture_kwargs)}, []
         elif "kwargs" in cand:
             kwargs, missing = dict(cand["kwargs"]), []
         elif func is None:
@@ -301,8 +379,17 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
             comment = f"state dict; architecture {label}"
         else:
             try:
-                extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
-                             else extract_architecture(cand["extract"]))
+                if "verbatim" in cand:
+                    from ..trust import own_source
+
+                    extracted = ExtractedSource(text=own_source(cand["verbatim"]).decode("utf-8"), callable=name,
+                                                origin=f"bioimgzoo's {cand['verbatim']} (verbatim)", names=())
+                else:
+                    extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
+                                 else extract_architecture(cand["extract"]))
+                if _imports_bioimgzoo(extracted.text):
+                    raise SourceUnavailable("the architecture's source imports bioimgzoo, which the package's "
+                                            "readers (BiaPy, DeepImageJ's Python engine, bioimageio.core) lack")
                 cases = list(check_cases[:2])
                 outputs = rebuild_outputs(extracted.text, name, kwargs, module.state_dict(), cases)
                 for case, got in zip(cases, outputs):
@@ -314,7 +401,7 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
                 tried.append(f"{label}: {e}")
                 continue
             arch_path = folder / "architecture.py"
-            arch_path.write_text(extracted.text, encoding="utf-8")
+            arch_path.write_bytes(extracted.text.encode("utf-8"))  # byte for byte (no newline translation)
             fields["source"] = arch_path
             extra.append(arch_path)
             rebuilt = load_callable_from_file(arch_path, name)(**kwargs)  # only the written file runs

@@ -142,13 +142,21 @@ def hub_endpoints(hub: str | None = None) -> HubEndpoints:
         if pattern:
             m = _HYPHA_PATTERN.match(pattern)
             if m:
-                return HubEndpoints(m["base"].rstrip("/"))
+                return _noted(HubEndpoints(m["base"].rstrip("/")))
             if "{bioimageio_id}" not in pattern:
                 raise HubError(f"BIOIMAGEIO_COLLECTION_HTTP_PATTERN={pattern!r} has no '{{bioimageio_id}}' "
                                "placeholder: fix or unset it")
-            return HubEndpoints(pattern.split("/{bioimageio_id}")[0], pattern=pattern)
+            return _noted(HubEndpoints(pattern.split("/{bioimageio_id}")[0], pattern=pattern))
     base = (hub if hub is not None else config.hub_url()).strip().rstrip("/")
     if not re.match(r"^https?://[^/]+", base, re.I):
         raise HubError(f"hub address {base!r} is not an http(s) URL: pass e.g. --hub https://hypha.aicell.io, "
                        "or a mirror served over HTTP (python -m http.server) as http://HOST:PORT")
-    return HubEndpoints(base)
+    return _noted(HubEndpoints(base))
+
+
+def _noted(endpoints: HubEndpoints) -> HubEndpoints:
+    """``endpoints``, its host remembered by the transport (a failure there names the hub setting)."""
+    from .transport import note_hub
+
+    note_hub(endpoints.base)
+    return endpoints

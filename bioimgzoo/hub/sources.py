@@ -200,7 +200,7 @@ def resolve_pin(zid: ZooId, *, endpoints: HubEndpoints, layout: CacheLayout, off
                                   if kind == "zoo" and p.id == zid.alias and p.version})
         close = difflib.get_close_matches(zid.alias, layout.cached_ids(), n=3, cutoff=0.6)
         if cached_versions:
-            hint = (f" Cached versions: {', '.join(cached_versions)} (load {zid.alias}/{cached_versions[-1]}).")
+            hint = (f" Cached versions: {_some(cached_versions)} (load {zid.alias}/{cached_versions[-1]}).")
         else:
             hint = f" Cached models with similar ids: {', '.join(close)}." if close else ""
         raise OfflineError(
@@ -218,6 +218,12 @@ def resolve_pin(zid: ZooId, *, endpoints: HubEndpoints, layout: CacheLayout, off
             layout.write_pin(pkg_dir, pin.version, pin)  # "latest" -> v1 also answers "v1"
         log.info("resolved %s on %s to version %s", zid, endpoints.describe(), pin.version)
     return pin, pkg_dir, True
+
+
+def _some(names: list[str], n: int = 10) -> str:
+    """The last ``n`` of a listing (the newest versions), and how many more there are."""
+    shown = ", ".join(str(v)[:40] for v in names[-n:])
+    return shown if len(names) <= n else f"{shown} (and {len(names) - n:,} older)"
 
 
 def _match_version(requested: str, versions: list[str]) -> str | None:
@@ -272,7 +278,7 @@ def _resolve_online(zid: ZooId, endpoints: HubEndpoints, layout: CacheLayout) ->
                 return pin
             raise ModelNotFoundError(
                 f"{zid.alias} has no version {zid.version!r} on {endpoints.describe()}; available: "
-                f"{', '.join(versions)}. Load one of these ({zid.alias}/{versions[-1]}) or the latest "
+                f"{_some(versions)}. Load one of these ({zid.alias}/{versions[-1]}) or the latest "
                 f"({zid.alias}).")
     else:
         version = zid.version

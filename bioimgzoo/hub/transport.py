@@ -143,6 +143,25 @@ def _display_url(url: str, params: dict | None) -> str:
 _CLIENT = None
 _CLIENT_LOCK = threading.Lock()
 
+#: hosts of the hubs this process was pointed at (:func:`note_hub`): a failure to reach one is the hub
+#: setting's to fix; any other host is where a package's file lives (the package or the hub's redirect
+#: names it), which no hub setting changes
+_HUB_HOSTS: set[str] = set()
+
+
+def note_hub(url: str) -> None:
+    """Remember ``url``'s host as a hub's (messages about it then name ``BIOIMGZOO_HUB`` / ``--hub``)."""
+    _HUB_HOSTS.add(urlsplit(url).netloc.lower())
+
+
+def _where_to_look(url: str) -> str:
+    """What to check when ``url``'s host fails: the hub setting for a hub, else that host itself."""
+    host = urlsplit(url).netloc
+    if host.lower() in _HUB_HOSTS:
+        return f"the hub address (BIOIMGZOO_HUB or --hub; now {host})"
+    return (f"that {host} is up: the file lives there, named by the package (or the hub's redirect), so "
+            "BIOIMGZOO_HUB / --hub do not change it; try again later or ask the model's maintainers")
+
 
 def _client():
     """One shared httpx client per process (connection reuse across files)."""
@@ -181,15 +200,15 @@ def http_stream(url: str, *, params: dict | None = None, timeout: float | None =
     except httpx.ConnectError as e:
         host = urlsplit(url).netloc
         raise _TransientError(
-            f"cannot connect to {host} (GET {shown}: {e or type(e).__name__}). Check the network and the "
-            f"hub address (BIOIMGZOO_HUB or --hub); {OFFLINE_HINT}.") from e
+            f"cannot connect to {host} (GET {shown}: {e or type(e).__name__}). Check the network and "
+            f"{_where_to_look(url)}; {OFFLINE_HINT}.") from e
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.CloseError) as e:
         raise _TransientError(
             f"the connection broke during GET {shown} ({e or type(e).__name__}). "
             f"Try again; {OFFLINE_HINT}.") from e
     except httpx.TooManyRedirects as e:
-        raise DownloadError(f"GET {shown}: too many redirects; the server is misconfigured: "
-                            "check the hub address (BIOIMGZOO_HUB or --hub)") from e
+        raise DownloadError(f"GET {shown}: too many redirects; the server {urlsplit(url).netloc} is "
+                            f"misconfigured: check {_where_to_look(url)}") from e
     except httpx.UnsupportedProtocol as e:
         raise DownloadError(f"{shown}: only http:// and https:// addresses are supported ({e}); serve a "
                             "mirror folder over HTTP (python -m http.server) and point BIOIMGZOO_HUB at it") from e
@@ -213,8 +232,10 @@ def _status_error(response: Any, shown: str) -> HttpStatusError:
     elif status == 429:
         fix = "the server limits the request rate: wait a minute and try again"
     elif status >= 500:
-        fix = (f"the zoo server has a problem: try again later, or use a mirror (BIOIMGZOO_HUB / --hub); "
-               f"{OFFLINE_HINT}")
+        host = urlsplit(shown).netloc
+        fix = (f"the zoo server {host} has a problem: try again later, or use a mirror (BIOIMGZOO_HUB / --hub); "
+               f"{OFFLINE_HINT}" if host.lower() in _HUB_HOSTS else
+               f"{host} has a problem (the file lives there, not on the hub): try again later; {OFFLINE_HINT}")
     else:
         fix = "check the model id, version and hub address"
     return HttpStatusError(f"{where} failed: HTTP {status} {reason}".rstrip() + f". {fix[0].upper()}{fix[1:]}.",

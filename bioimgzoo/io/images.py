@@ -17,6 +17,7 @@ outside 0..65535) goes into a plain TIFF that keeps its axes and type.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -422,25 +423,78 @@ def image_stem(image: str | Path) -> str:
     return image.name[: -len(suffix)] if suffix else image.name
 
 
-def find_images(items: Sequence[str | Path]) -> list[Path]:
-    """Expand folders and glob patterns into a sorted list of image files."""
+def find_images(items: Sequence[str | Path], *, out_dir: str | Path | None = None,
+                output_keys: Sequence[str] = (), skipped: list | None = None) -> list[Path]:
+    """Expand folders and glob patterns into a sorted list of image files.
+
+    Inputs are inputs: what folders and globs find is never a file inside
+    ``out_dir`` (the run's own output folder), nor a file named as bioimgzoo
+    names outputs (:func:`output_path`: ``{stem}_{key}.{ext}`` for a ``key``
+    in ``output_keys``) beside an image ``{stem}.*`` found in the same
+    folder, so a second run never predicts on the first run's results
+    (``x_probability.tif`` giving ``x_probability_probability.tif``).  Files
+    named one by one are taken as given.  ``skipped``, when a list, receives
+    ``(path, reason)`` for each file left out.
+    """
     import glob
 
+    out = Path(out_dir).resolve() if out_dir is not None else None
     found: list[Path] = []
+    searched: dict[Path, Path] = {}  # found by a folder or a glob (the ones to screen) -> the folder searched
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found.extend(sorted(f for f in p.iterdir() if f.is_file() and _suffix(f) in IMAGE_SUFFIXES))
+            hits = sorted(f for f in p.iterdir() if f.is_file() and _suffix(f) in IMAGE_SUFFIXES)
+            found.extend(hits)
+            searched.update((h, p.resolve()) for h in hits)
         elif any(ch in str(item) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
             if not matches:
                 raise InputError(f"no file matches {item}")
-            found.extend(m for m in matches if m.is_file())
+            hits = [m for m in matches if m.is_file()]
+            found.extend(hits)
+            # the folder the glob searches: its path up to the first wildcard
+            prefix = glob.escape(str(item)).split("[*]")[0].split("[?]")[0].split("[[]")[0]
+            base = Path(prefix) if prefix.endswith(("/", os.sep)) else Path(prefix or "x").parent
+            searched.update((h, base.resolve()) for h in hits)
         elif p.is_file():
             found.append(p)
         else:
             raise InputError(f"input {item} does not exist: check the path")
+    left_out = _own_outputs(searched, out, output_keys)
+    if left_out:
+        found = [f for f in found if f not in left_out]
+        if skipped is not None:
+            skipped.extend(left_out.items())
     if not found:
+        more = f"; {len(left_out)} file(s) there are bioimgzoo's own outputs" if left_out else ""
         raise InputError(f"no images found in {', '.join(map(str, items))} "
-                         f"(looked for {', '.join(IMAGE_SUFFIXES)})")
+                         f"(looked for {', '.join(IMAGE_SUFFIXES)}{more})")
     return found
+
+
+def _own_outputs(searched: dict[Path, Path], out: Path | None, keys: Sequence[str]) -> dict[Path, str]:
+    """The files found by searching that a bioimgzoo run wrote, with why (see :func:`find_images`).
+
+    ``searched``: each file -> the folder its folder or glob searched.  A file inside ``out`` is
+    left out when ``out`` lies below that folder (``imgs/**/*.tif -o imgs/results``); when the
+    output folder is the searched folder itself (``imgs/ -o imgs/``), the inputs are there too and
+    only the naming rule tells outputs apart.
+    """
+    left_out: dict[Path, str] = {}
+    files = list(searched)
+    if out is not None:
+        for f, base in searched.items():
+            if base in out.parents and out in f.resolve().parents:
+                left_out[f] = f"inside the output folder {out}"
+    stems = {(f.resolve().parent, image_stem(f).lower()) for f in files}
+    for f in files:
+        if f in left_out:
+            continue
+        stem = image_stem(f).lower()
+        for key in keys:
+            end = "_" + str(key).lower()
+            if stem.endswith(end) and (f.resolve().parent, stem[: -len(end)]) in stems:
+                left_out[f] = f"named as bioimgzoo names the output '{key}' of {stem[: -len(end)]}"
+                break
+    return left_out

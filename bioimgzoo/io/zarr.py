@@ -30,6 +30,15 @@ metadata *last*, validated with ``ome-zarr-models``: a store without it is
 an unfinished run, never mistaken for a result.  Integer outputs go to
 ``labels/<name>`` as NGFF label images.
 
+An output is never an input, inside one, or holding one, and an existing
+path is replaced (``overwrite``) or continued (``resume``) only when it is a
+store written by bioimgzoo: :func:`check_output_store` decides, before anything
+is written or deleted, with symbolic links resolved (a link as the output
+itself is refused: nothing is written or deleted through it).  bioimgzoo's
+stores carry its marker from their creation on, the root attribute
+``bioimgzoo`` (:data:`STORE_MARKER`); ``overwrite`` also refuses a store that
+holds anything bioimgzoo does not write (a document dropped into it).
+
 Nothing here imports zarr, tifffile or ome-zarr-models before it is used.
 """
 
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +57,7 @@ import numpy as np
 from ..errors import InputError
 
 __all__ = ["LazyImage", "open_image", "is_zarr_path", "OmeZarrWriter", "NGFF_VERSIONS", "ngff_axes_order_ok",
-           "read_ngff_metadata"]
+           "read_ngff_metadata", "check_output_store", "STORE_MARKER", "is_own_store", "check_pixels"]
 
 NGFF_VERSIONS = ("0.4", "0.5")
 #: NGFF axis type of each of our layout letters
@@ -62,6 +72,121 @@ _PYRAMID_BLOCK = 1 << 24
 _PYRAMID_THREADS = 2
 #: Blosc-zstd level of written arrays (see OmeZarrWriter._create_array)
 _ZSTD_LEVEL = 3
+
+
+#: root attribute of every store bioimgzoo writes, set when the store is created (what overwrite/resume look for)
+STORE_MARKER = "bioimgzoo"
+#: what bioimgzoo writes at a store's top level (besides pyramid levels named by digits)
+_OWN_ENTRIES = frozenset({".zattrs", ".zgroup", ".zarray", ".zmetadata", "zarr.json", "labels", ".bioimgzoo"})
+#: largest zarr metadata file read to find the marker
+_MAX_META_BYTES = 16 << 20
+
+
+def _store_attributes(path: Path) -> dict:
+    """The root attributes of the zarr group at ``path`` (v2 ``.zattrs`` or v3 ``zarr.json``), read as JSON."""
+    import json
+
+    for name, inner in ((".zattrs", None), ("zarr.json", "attributes")):
+        f = path / name
+        try:
+            if f.is_symlink() or not f.is_file() or f.stat().st_size > _MAX_META_BYTES:
+                continue
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if inner is not None:
+            data = data.get(inner) if isinstance(data, dict) else None
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def is_own_store(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a zarr store created by bioimgzoo (its root carries :data:`STORE_MARKER`)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    mark = _store_attributes(path).get(STORE_MARKER)
+    return isinstance(mark, dict) and mark.get("output") is True
+
+
+def _listing(names: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in sorted(names)[:n])
+    return shown + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _same_or_inside(inner: Path, outer: Path) -> bool:
+    """``inner`` is ``outer`` or lies inside it (both resolved; the same file reached by two names counts)."""
+    if inner == outer or outer in inner.parents:
+        return True
+    try:
+        for candidate in (inner, *inner.parents):
+            if candidate.exists() and outer.exists() and os.path.samefile(candidate, outer):
+                return True
+    except OSError:
+        pass
+    return False
+
+
+def check_output_store(out: str | Path, *, inputs: Sequence[Any] = (), overwrite: bool = False,
+                       resume: bool = False) -> Path:
+    """Refuse an output store before anything is written or deleted; returns its path.
+
+    Refused: an output that is a symbolic link; one that is an input, lies
+    inside one, or holds one (paths resolved); an existing path without
+    ``overwrite`` or ``resume``; with either, an existing path that is not a
+    store written by bioimgzoo (its :data:`STORE_MARKER`), and with ``overwrite``,
+    one holding entries bioimgzoo does not write.  ``inputs``: paths (or
+    objects with a ``path``) of what the run reads.
+
+    Raises
+    ------
+    InputError
+        Naming the output, what is there and what to do.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        target = os.readlink(out)
+        raise InputError(f"output {out} is a symbolic link (to {target}): bioimgzoo never writes or deletes through a "
+                         "link; name the folder itself, or remove the link")
+    resolved = out.resolve()
+    for item in inputs:
+        raw = getattr(item, "path", item)
+        if raw is None or not isinstance(raw, (str, os.PathLike)):
+            continue
+        source = Path(raw).resolve()
+        if _same_or_inside(resolved, source):
+            what = "is the input" if resolved == source else "lies inside the input"
+            raise InputError(f"output {out} {what} {raw}: a prediction never writes into what it reads; choose "
+                             "another output path (nothing was written)")
+        if _same_or_inside(source, resolved):
+            raise InputError(f"output {out} holds the input {raw}: writing (or --overwrite deleting) it would "
+                             "destroy the input; choose another output path (nothing was written)")
+    if not out.exists():
+        return out
+    if not (overwrite or resume):
+        raise InputError(f"output {out} exists: pass --overwrite (overwrite=True) to replace it, --resume to finish "
+                         "an interrupted run, or choose another path")
+    flag = "--overwrite" if overwrite else "--resume"
+    if not out.is_dir():
+        raise InputError(f"output {out} exists and is a file, not an OME-Zarr store written by bioimgzoo: {flag} replaces "
+                         "or continues only bioimgzoo's own outputs; move it away or choose another path")
+    try:
+        entries = [e.name for e in os.scandir(out)]
+    except OSError as e:
+        raise InputError(f"output {out} cannot be read ({e.strerror or e}): choose another path") from e
+    if not is_own_store(out):
+        there = f"it holds {_listing(entries)}" if entries else "it is an empty folder"
+        raise InputError(f"output {out} exists and is not an OME-Zarr store written by bioimgzoo ({there}; no "
+                         f"'{STORE_MARKER}' mark in its root attributes): {flag} replaces or continues only "
+                         "bioimgzoo's own outputs; move it away, delete it yourself, or choose another path")
+    if overwrite:
+        strangers = [e for e in entries if e not in _OWN_ENTRIES and not e.isdigit()]
+        if strangers:
+            raise InputError(f"output {out} is a store written by bioimgzoo, but it also holds {_listing(strangers)}, "
+                             "which are not bioimgzoo's: --overwrite would delete them; move them out first "
+                             "(nothing was deleted)")
+    return out
 
 
 def is_zarr_path(path: str | Path) -> bool:
@@ -120,8 +245,29 @@ class LazyImage:
         return len(self._shape)
 
     def read(self, region: Sequence[slice | int]) -> np.ndarray:
-        """The box ``region`` (slices or indices, one per axis) as a numpy array."""
-        return np.asarray(self.array[tuple(region)])
+        """The box ``region`` (slices or indices, one per axis) as a numpy array.
+
+        Raises
+        ------
+        InputError
+            When the stored pixels do not decode (a chunk of the wrong size, a
+            truncated or foreign file): one message naming the store and the box.
+        """
+        try:
+            data = np.asarray(self.array[tuple(region)])
+        except InputError:
+            raise
+        except MemoryError:
+            raise InputError(f"{self.path}: reading {_box(region)} needs more memory than there is (its chunks are too "
+                             "large to decode): rechunk the image") from None
+        except Exception as e:  # zarr, numcodecs and tifffile raise many types for damaged data
+            raise InputError(f"{self.path}: the pixels of {_box(region)} cannot be read ({type(e).__name__}: "
+                             f"{str(e)[:200]}): the store is damaged (a chunk of the wrong size or a foreign file?); "
+                             "rewrite or re-download it") from e
+        if (data.dtype.kind, data.dtype.itemsize) != (self.dtype.kind, self.dtype.itemsize):
+            raise InputError(f"{self.path}: {_box(region)} decodes as {data.dtype}, the array declares {self.dtype}: "
+                             "the store is damaged; rewrite it")
+        return data
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -173,7 +319,15 @@ def open_image(path: str | Path, *, level: int = 0) -> LazyImage:
     scale = _dataset_scale(multiscale, datasets[level])
     letters = list(axes)
     units = {letters[i]: a["unit"] for i, a in enumerate(multiscale["axes"]) if a.get("unit")}
-    array = node[datasets[level]["path"]]
+    key = str(datasets[level].get("path", ""))
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise InputError(f"{path}: pyramid level {level} names the array {key!r}, which is not a path inside the "
+                         "store; the metadata is damaged")
+    try:
+        array = node[key]
+    except Exception as e:  # a missing or broken array under the name the metadata gives
+        raise InputError(f"{path}: pyramid level {level} ({key!r}) cannot be opened ({type(e).__name__}: "
+                         f"{str(e)[:200]}): the store is incomplete or damaged") from e
     return _lazy(path, array, axes=axes, scale=dict(zip(letters, scale)), units=units, ngff=version, level=level)
 
 
@@ -234,7 +388,42 @@ def _array_axes(array: Any) -> str | None:
     return None if "?" in letters or len(set(letters)) != len(letters) else letters
 
 
+def _box(region: Sequence[Any]) -> str:
+    return "[" + ", ".join(f"{r.start}:{r.stop}" if isinstance(r, slice) else str(r) for r in region) + "]"
+
+
+#: pixel types a model can be fed: bool, integers and floats (not complex, strings, dates, objects or records)
+_PIXEL_KINDS = "biuf"
+
+
+def check_pixels(path: Any, shape: Sequence[int], dtype: Any, chunks: Any = None) -> None:
+    """Refuse an image no model can read: no pixels, a type that is not a number, chunks of size 0 or of the wrong rank.
+
+    Raises
+    ------
+    InputError
+    """
+    dt = np.dtype(dtype)
+    if dt.fields is not None or dt.kind not in _PIXEL_KINDS:
+        what = f"records of fields ({dt})" if dt.fields is not None else f"{dt} values"
+        raise InputError(f"{path} holds {what}, not numbers a model can take: convert it to an integer or float "
+                         "image")
+    if any(int(n) <= 0 for n in shape):
+        raise InputError(f"{path} has shape {tuple(int(n) for n in shape)}: an image without pixels; check the path "
+                         "(a pyramid level or array that was never written?)")
+    if chunks is None:
+        return
+    try:
+        sizes = tuple(int(c) for c in chunks)
+    except (TypeError, ValueError):
+        return  # irregular (dask-like) chunks: read as they come
+    if len(sizes) != len(shape) or any(c < 1 for c in sizes):
+        raise InputError(f"{path} declares chunks {sizes} for an array of shape {tuple(shape)}: chunks must have one "
+                         "size of at least 1 per axis; the store's metadata is damaged")
+
+
 def _lazy(path: Path, array: Any, **kw: Any) -> LazyImage:
+    check_pixels(path, array.shape, array.dtype, getattr(array, "chunks", None))
     return LazyImage(path, _array=array, _shape=tuple(int(n) for n in array.shape), _dtype=array.dtype, **kw)
 
 
@@ -324,7 +513,8 @@ class OmeZarrWriter:
         of what is finished).
     """
 
-    def __init__(self, path: str | Path, *, ngff: str = "0.4", overwrite: bool = False, resume: bool = False):
+    def __init__(self, path: str | Path, *, ngff: str = "0.4", overwrite: bool = False, resume: bool = False,
+                 inputs: Sequence[Any] = ()):
         import zarr
 
         if ngff not in NGFF_VERSIONS:
@@ -333,20 +523,22 @@ class OmeZarrWriter:
         self.ngff = ngff
         self.zarr_format = 2 if ngff == "0.4" else 3
         self.images: dict[str, _Image] = {}
-        if self.path.exists() and not resume:
-            if not overwrite:
-                raise InputError(f"output {self.path} exists: pass --overwrite (overwrite=True) to replace it, "
-                                 "--resume to finish an interrupted run, or choose another path")
-            if self.path.is_dir():
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
-        mode = "a" if resume and self.path.exists() else "w"
+        check_output_store(self.path, inputs=inputs, overwrite=overwrite, resume=resume)
+        resuming = resume and self.path.exists()
+        if self.path.exists() and not resuming:
+            shutil.rmtree(self.path)  # a store of ours, checked above: never a link, an input or a stranger's
         try:
-            self.root = zarr.open_group(str(self.path), mode=mode, zarr_format=self.zarr_format)
+            self.root = zarr.open_group(str(self.path), mode="a" if resuming else "w", zarr_format=self.zarr_format)
+            if not resuming:  # the mark comes first: from now on overwrite/resume recognise the store as ours
+                from .._version import __version__
+
+                self.root.attrs.update({STORE_MARKER: {"output": True, "version": __version__}})
         except Exception as e:
             raise InputError(f"cannot write {self.path}: {type(e).__name__}: {e}; choose a folder you can write "
                              "to") from e
+        if resuming and self.root.metadata.zarr_format != self.zarr_format:
+            raise InputError(f"cannot resume {self.path}: it is a zarr v{self.root.metadata.zarr_format} store, this "
+                             f"run writes NGFF {ngff} (zarr v{self.zarr_format}); pass the same --ngff, or --overwrite")
 
     def create(self, name: str, *, shape: Sequence[int], dtype: Any, chunks: Sequence[int], axes: str,
                scale: Sequence[float], units: Mapping[str, str] | None = None,
@@ -413,8 +605,13 @@ class OmeZarrWriter:
             self._write_metadata(img, levels)
         labels = [img.name for img in self.images.values() if img.label]
         if labels:
+            group = self._group("labels")
+            # a label image added to a finished store (predict --labels) joins the ones it lists
+            listed = dict(group.attrs)
+            earlier = list((listed.get("ome", listed) or {}).get("labels") or [])
+            labels = list(dict.fromkeys(earlier + labels))
             attrs = {"labels": labels} if self.ngff == "0.4" else {"version": "0.5", "labels": labels}
-            self._write_attrs(self._group("labels"), attrs, validate=None)
+            self._write_attrs(group, attrs, validate=None)
         self._validate_written()
 
     def _pyramid(self, img: _Image) -> int:

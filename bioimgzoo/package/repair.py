@@ -16,7 +16,12 @@ repaired:
   same axes, with a halo, is re-declared as that input's shape (scale 1,
   offset 0): the same sizes and halo, said the way 0.5 allows.  No other
   tensor is changed: problems in tensors, sizes, halos, processing or
-  weights stay errors.
+  weights stay errors;
+* a format 0.4 weights entry whose ``dependencies`` is a pip requirements
+  file (``pip:./requirements.txt``; 0.5 takes only conda environment files)
+  is read without it, with a warning: the file stays in
+  :attr:`~bioimgzoo.package.description.Package.raw`, where
+  :mod:`bioimgzoo.runtime.dependencies` finds it for ``isolated=True``.
 
 Every description is still built by bioimageio.spec's own classes from the
 (repaired) content; nothing here writes one by hand.
@@ -207,6 +212,7 @@ def repair_description(content: dict, *, build: Build, convert: Callable[[dict],
         warnings.extend(_fixed_outputs_with_halo(work))
         # the converter fails on scalar preprocessing along several axes (its postprocessing path copes)
         warnings.extend(_scalar_scale_linear_axis(work, key="axes", kinds=("inputs",), op="name"))
+        warnings.extend(_pip_requirements(work))
     # 3. the spec's own conversion to a 0.5 dict, then the placeholders go
     if not fv.startswith("0.5"):
         convert(work)
@@ -323,6 +329,19 @@ def _scalar_scale_linear_axis(content: dict, *, key: str = "axis", kinds: Sequen
 
 
 # ----------------------------------------------------------------------------- 0.4 tensors
+def _pip_requirements(content: dict) -> list[str]:
+    """Take format 0.4's ``dependencies: pip:FILE`` out of the weights entries (0.5 wants a conda yaml)."""
+    lines = []
+    for fmt, entry in (content.get("weights") or {}).items():
+        dep = entry.get("dependencies") if isinstance(entry, dict) else None
+        if isinstance(dep, str) and dep.strip().startswith("pip:"):
+            del entry["dependencies"]
+            lines.append(f"weights.{fmt}.dependencies is a pip requirements file ({dep.split(':', 1)[1]}), which "
+                         "format 0.5 does not take: read without it; kept for isolated=True (CLI --isolated), "
+                         "which installs it")
+    return lines
+
+
 def _fixed_shape(tensor: dict) -> list[int] | None:
     """A 0.4 input's shape when it is fixed (a list, or min/step with every step 0)."""
     shape = tensor.get("shape")

@@ -2,7 +2,8 @@
 
 A ``pytorch_state_dict`` entry may name a dependency file (format 0.5:
 ``weights.pytorch_state_dict.dependencies``, a conda environment yaml; format
-0.4: ``dependencies: conda:environment.yaml`` or ``pip:requirements.txt``).
+0.4: ``dependencies: conda:environment.yaml`` or ``pip:requirements.txt``, the latter
+kept in the raw description since format 0.5 cannot hold it).
 :func:`declared_dependencies` reads it into pip requirements and the conda
 entries pip cannot install; :func:`missing_dependency_message` is the one
 message for an architecture that imports a module this environment lacks
@@ -18,13 +19,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ..errors import InvalidDescriptionError
+from ..errors import InvalidDescriptionError, WeightsError
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["Dependencies", "read_dependencies", "declared_dependencies", "missing_dependency_message"]
+__all__ = ["Dependencies", "read_dependencies", "declared_dependencies", "missing_dependency_message",
+           "index_requirements"]
 
 #: conda entries the current environment provides (torch) or that mean nothing to pip
 _PROVIDED = {"python", "pip", "pytorch", "torch", "cpuonly", "cudatoolkit", "pytorch-cuda", "cudnn", "mkl",
@@ -49,12 +51,18 @@ class Dependencies:
         return ", ".join(parts) or "nothing beyond torch"
 
     def install_command(self) -> str:
-        """The command that installs the pip-installable part into the current environment."""
-        if self.path.suffix == ".txt":
-            return f"pip install -r {self.path}"
-        reqs = [r for r in self.pip if not r.startswith("-")]
-        opts = [r for r in self.pip if r.startswith("-")]
-        return " ".join(["pip install", *opts, *(_quote(r) for r in reqs)]) if reqs else ""
+        """The command that installs the pip-installable part into the current environment.
+
+        Only the lines that are requirement specifiers (see :func:`index_requirements`): a package's pip
+        options, paths and URLs are never put into a command a user may copy.
+        """
+        reqs = []
+        for line in self.pip:
+            try:
+                reqs.extend(index_requirements([line], where=self.path.name))
+            except WeightsError:
+                continue
+        return " ".join(["pip install", *(_quote(r) for r in reqs)]) if reqs else ""
 
 
 def _quote(req: str) -> str:
@@ -72,6 +80,64 @@ def _installed(name: str) -> bool:
         return True
     except importlib.metadata.PackageNotFoundError:
         return False
+
+
+#: file names pip installs from as they are (an archive or a wheel is a path, whatever its folder)
+_ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".egg")
+
+
+def index_requirements(lines: Sequence[str], *, where: str) -> tuple[str, ...]:
+    """The pip lines of a dependency file as plain requirement specifiers, or a refusal naming the first other.
+
+    Installing a package runs its code (build backends, ``setup.py``), so
+    :mod:`.isolated` installs only ``name[extras] <version specifiers> ;
+    <marker>`` from an index (or a wheel folder the *user* names): a line
+    that is a pip option (``--find-links``, ``--index-url``, ``-e``, ``-r``),
+    a path, a URL, a VCS reference, a direct reference (``name @ ...``), an
+    archive's file name or an environment variable is refused here, before
+    pip runs.  Returns the requirements normalised (``str(Requirement)``).
+
+    Raises
+    ------
+    WeightsError
+        Naming the line, what it is, and the way to install local wheels.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    out = []
+    for raw in lines:
+        line = str(raw).strip()
+        if not line or line.startswith("#"):
+            continue
+        text = re.split(r"\s+#", line, maxsplit=1)[0].strip()  # pip's own inline comments
+        why = None
+        if text.startswith("-"):
+            why = "a pip option (it can point pip at other indexes, folders or files)"
+        elif "$" in text:
+            why = "an environment variable (pip expands it into a path or URL)"
+        else:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                why = ("not a requirement specifier (a path, URL or VCS reference is installed from wherever it "
+                       "points)")
+            else:
+                if req.url:
+                    why = "a direct reference (name @ URL or path), installed from wherever it points"
+                elif req.name.lower().endswith(_ARCHIVE_SUFFIXES):
+                    why = "a file name, which pip installs from the current folder"
+                else:
+                    out.append(str(req))
+                    continue
+        raise WeightsError(f"{where} asks pip for {_clip(line)!r}: {why}. Installing a package runs its code, so "
+                           "bioimgzoo installs only requirement specifiers (name[extras] and version, e.g. "
+                           "'scikit-image>=0.21') from the package index; to install wheels you have, pass their "
+                           "folder yourself: wheels=DIR (CLI --wheels DIR)")
+    return tuple(out)
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def read_dependencies(path: str | os.PathLike) -> Dependencies:
@@ -113,11 +179,15 @@ def read_dependencies(path: str | os.PathLike) -> Dependencies:
     return Dependencies(path, sha, pip=tuple(pip), conda_only=tuple(conda_only), provided=tuple(provided))
 
 
-def _dependency_ref(descr: Any, weights_format: str) -> Any:
-    entry = getattr(descr.weights, weights_format, None)
+def _dependency_ref(package: Any, weights_format: str) -> Any:
+    entry = getattr(package.descr.weights, weights_format, None)
     ref = getattr(entry, "dependencies", None)
     if ref is None:
-        return None
+        # a format 0.4 "pip:requirements.txt" is read without it (0.5 takes conda files only): the raw has it
+        raw = ((getattr(package, "raw", None) or {}).get("weights") or {}).get(weights_format)
+        ref = raw.get("dependencies") if isinstance(raw, dict) else None
+        if not isinstance(ref, str):
+            return None
     if isinstance(ref, str) or not hasattr(ref, "source"):  # 0.4: "conda:environment.yaml" / "pip:req.txt"
         text = str(getattr(ref, "file", ref))
         return text.split(":", 1)[1] if re.match(r"^(conda|pip):", text) else text
@@ -126,7 +196,7 @@ def _dependency_ref(descr: Any, weights_format: str) -> Any:
 
 def declared_dependencies(package: Any, weights_format: str = "pytorch_state_dict") -> Dependencies | None:
     """The dependency file of a package's weights entry, read (None when it names none)."""
-    ref = _dependency_ref(package.descr, weights_format)
+    ref = _dependency_ref(package, weights_format)
     return None if ref is None else read_dependencies(package.file(ref))
 
 

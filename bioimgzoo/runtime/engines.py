@@ -141,7 +141,7 @@ class StateDictEngine(_TorchEngine):
         try:
             state = torch.load(str(weights_path), map_location=device, weights_only=True)
         except Exception as e:
-            raise WeightsError(f"cannot read the state dict {weights_path.name} (loaded with weights_only=True): "
+            raise WeightsError(f"cannot read the state dict {weights_path.name} (loaded with `torch.load(weights_only=True)`): "
                                f"{_first_line(e)}. The file is corrupt or holds more than tensors") from e
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]

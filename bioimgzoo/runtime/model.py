@@ -35,20 +35,21 @@ import logging
 import math
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..descr.axes import parse_axes
 from ..descr.sizes import AxisSizes, SizeRef
-from ..descr.tensors import TensorSpec, tensor_specs
-from ..descr.weights import choose_weights, runnable_formats
+from ..descr.tensors import TensorSpec, output_scale, tensor_specs
+from ..descr.weights import TENSORFLOW, choose_weights, runnable_formats
 from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from .. import trust
 from . import engines as _engines
 from . import processing
+from .processing import whole_sample
 from .processing.whole_sample import network_output_spec
 from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
 from .channels import with_channels
@@ -59,7 +60,7 @@ from .plan import MAX_WINDOW_ELEMENTS, SamplePlan, plan_sample
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["Model"]
+__all__ = ["Model", "predict_test_inputs"]
 
 #: numpy.pad modes that need no extra arguments (the others would fail on the first padded window)
 PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap", "linear_ramp", "maximum", "mean",
@@ -107,6 +108,8 @@ class Model:
         measures = {m for c in self._pre + self._post for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
         self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
+        #: StarDist's own exports (config.stardist, no postprocessing op): decoded to labels with labels=True
+        self.stardist = _stardist_of(package, self.inputs, self.outputs)
         #: per-dataset statistics fixed by set_dataset_statistics (else computed per predict call)
         self._dataset_stats: dict | None = None
         self._batch_limit = min((t.batch_limit() or MAX_BATCH) for t in self.inputs) if self.inputs else 1
@@ -116,7 +119,10 @@ class Model:
     @classmethod
     def load(cls, source: Any, *, weights: str | None = None, device: str | None = None,
              trust_code: bool = False, isolated: bool = False, strict_sizes: bool = False,
-             **hub_options: Any) -> "Model":
+             wheels: Any = None, **hub_options: Any) -> "Model":
+        if wheels is not None and not isolated:
+            raise InputError("wheels=DIR (CLI: --wheels DIR) names the wheel folder an isolated environment installs "
+                             "from: pass it together with isolated=True (CLI: --isolated)")
         package = source if isinstance(source, Package) else open_package(source, **hub_options)
         if isolated and weights is None:
             weights = "pytorch_state_dict"  # the only format whose code needs the package's dependencies
@@ -124,11 +130,18 @@ class Model:
         if weights is None:
             avail = runnable_formats(package.descr)
             log.info("using %s weights (available: %s; choose with weights=)", fmt, ", ".join(avail))
-        dev = resolve_device(device, fmt)
+        dev = resolve_device(device, "onnx" if fmt in TENSORFLOW else fmt)
         if isolated:  # the network runs in a virtual environment with the package's own dependencies
             from .isolated import create_isolated_engine
 
-            engine = create_isolated_engine(package, fmt, device=dev, trust_code=trust_code)
+            engine = create_isolated_engine(package, fmt, device=dev, trust_code=trust_code, wheels=wheels)
+        elif fmt in TENSORFLOW:  # converted to ONNX once (cached), else TensorFlow itself in a worker
+            from .tf_weights import create_tensorflow_engine
+
+            for ref in trust.code_refs(package.descr, weights_format=fmt):  # custom ops, before any work
+                trust.check_trusted(ref, trust_code=trust_code, what=package.name)
+            engine = create_tensorflow_engine(package, fmt, device=dev, n_outputs=len(package.descr.outputs),
+                                              predict_test=predict_test_inputs)
         else:
             engine = _engines.create_engine(package, fmt, device=dev, trust_code=trust_code,
                                             n_outputs=len(package.descr.outputs))
@@ -197,7 +210,7 @@ class Model:
     def predict(self, data: Any, *, axes: Any = None, tile: int | Mapping[str, int] | None = None,
                 halo: int | Mapping[str, int] | None = None, batch_size: int | None = None,
                 pad_mode: str = "reflect", nan_policy: str = "warn", progress: bool = False,
-                channels: Any = None, out: Any = None, **out_options: Any) -> Any:
+                channels: Any = None, labels: bool = False, out: Any = None, **out_options: Any) -> Any:
         """Predict one image (array, DataArray, or dict by input id) or a list of them.
 
         Parameters
@@ -244,6 +257,13 @@ class Model:
             a dict by input id for several inputs), e.g. one channel of a
             3-channel image for a 1-channel model.  Needs the image's layout
             (``axes=`` or a DataArray's dims).
+        labels : bool
+            Instance labels instead of the network's output, for a StarDist
+            package (``config.stardist``: StarDist's ``export_bioimageio`` and
+            the zoo's StarDist models): decoded by the ``stardist`` package as
+            ``predict_instances`` does, with the thresholds the package
+            declares, on each stitched whole image (never per tile).  The
+            output's channel axis is dropped; labels are int32.
         out : str or Path, optional
             Write the prediction to this OME-Zarr store, work unit by work
             unit, and return the opened zarr array(s).  A zarr / OME-Zarr /
@@ -273,14 +293,20 @@ class Model:
         from . import outofcore
 
         # an image on disk (zarr, OME-Zarr, TIFF path; zarr/dask array) or out=PATH: streamed, never loaded whole
+        if labels:
+            self._check_labels()
         if out is not None or out_options or outofcore.is_lazy(data):
+            if labels:
+                raise InputError("labels=True (CLI: --labels) needs the whole image in memory (StarDist's decoder "
+                                 "looks across it): predict an in-memory image to a file, or stream raw_output=True "
+                                 "(CLI: --raw-output) and decode that afterwards")
             return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                           pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
         from .progress import TileProgress
 
         with TileProgress(enabled=bool(progress)) as bar:
             options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                           nan_policy=nan_policy, on_window=bar.windows, on_plan=bar.plan, names=None)
+                           nan_policy=nan_policy, on_window=bar.windows, on_plan=bar.plan, names=None, labels=labels)
             if isinstance(data, (list, tuple)):
                 return list(self._iter_predict(with_channels(data, channels, axes=axes, labelled=True),
                                                labelled=True, **options))
@@ -296,30 +322,38 @@ class Model:
                      batch_size: int | None = None, pad_mode: str = "reflect", nan_policy: str = "warn",
                      progress: bool = False, on_window: Callable[[int], None] | None = None,
                      names: Any = None, channels: Any = None,
-                     on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
+                     on_plan: Callable[[int], None] | None = None,
+                     on_post: Callable[[str | None], None] | None = None, labels: bool = False) -> Iterator[Any]:
         """Yield the prediction of each image of ``images``, in order, as soon as it is complete.
 
         Options as for :meth:`predict` (checked here, before any image is
         read).  Windows of consecutive images are batched together;
         ``on_window(n)`` is called after every engine call with the number
         of windows run, ``on_plan(n)`` when an image (sample) is planned with
-        its number of windows (a progress total).  ``names``: a label per image (e.g. its file name)
+        its number of windows (a progress total), ``on_post(steps)`` before the
+        postprocessing that takes a whole image at once (an instance decoder, named
+        by ``steps``) runs on an image, and ``on_post(None)`` after it (work after
+        the tiles, for a progress display).  ``names``: a label per image (e.g. its file name)
         for warnings and errors; default ``image 1``, ``image 2``, ...
-        ``channels``: as for :meth:`predict`.
+        ``channels``, ``labels``: as for :meth:`predict`.
         """
         _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
                        axes=axes)
         if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Iterable):
             raise InputError(f"images must be a list or iterable of images, got {type(images).__name__}: "
                              "use predict() for one image")
+        if labels:
+            self._check_labels()
         images = with_channels(images, channels, axes=axes, names=names)
         return self._iter_predict(images, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                   pad_mode=pad_mode, nan_policy=nan_policy, on_window=on_window, names=names,
-                                  labelled=True, on_plan=on_plan)
+                                  labelled=True, on_plan=on_plan, on_post=on_post, labels=labels)
 
     def _iter_predict(self, images: Iterable[Any], *, axes: Any, tile: Any, halo: Any, batch_size: int | None,
                       pad_mode: str, nan_policy: str, on_window: Callable[[int], None] | None, names: Any,
-                      labelled: bool, on_plan: Callable[[int], None] | None = None) -> Iterator[Any]:
+                      labelled: bool, on_plan: Callable[[int], None] | None = None,
+                      on_post: Callable[[str | None], None] | None = None,
+                      labels: bool = False) -> Iterator[Any]:
         try:
             dataset_stats = self._dataset_stats
             if self._dataset_measures and dataset_stats is None:
@@ -334,12 +368,20 @@ class Model:
             executor = InMemoryExecutor(network, batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
             samples = self._samples(images, axes, tile=tile, halo=halo, dataset_stats=dataset_stats or {},
                                     nan_policy=nan_policy, names=names, labelled=labelled, on_plan=on_plan)
+            whole = ", ".join(dict.fromkeys(st for c in self._post if getattr(c, "whole_sample", False)
+                                            for st in c.steps)) if on_post is not None else ""
             # samples come back in order, so an image is complete when its last sample is
             for sample in executor.run(samples):
                 job, part = sample.context
+                if whole:
+                    on_post(whole)
                 job.done[part] = self._postprocess(sample)
+                if labels:  # on the stitched whole sample, never per tile
+                    job.done[part] = self._labels(job.done[part])
+                if whole:
+                    on_post(None)
                 if len(job.done) == job.n_samples:
-                    yield self._unfold(job)
+                    yield self._unfold(job, labels=labels)
         except MemoryError as e:
             raise _memory_error(e) from e
 
@@ -396,7 +438,40 @@ class Model:
                                                                    ignore_nan=bool(sample.nonfinite))}
         return {spec.id: chain(outputs[spec.id], stats) for spec, chain in zip(self.outputs, self._post)}
 
-    def _unfold(self, job: _ImageJob) -> Any:
+    def _check_labels(self) -> None:
+        if self.stardist is None:
+            raise InputError(f"labels=True (CLI: --labels) decodes StarDist packages (config.stardist) here; "
+                             f"{self.name!r} is not one. For probability outputs use "
+                             "bioimgzoo.runtime.labels.output_to_labels (the CLI's --labels does)")
+
+    def labels_of(self, output: Any, axes: Any) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Instance labels of a StarDist package's whole output laid out as ``axes`` (what predict returned).
+
+        Returns the labels (int32) and their axes: ``axes`` without the
+        channel.  Axes other than the model's space axes (a z stack folded
+        through a 2D model, time) are decoded slice by slice.
+        """
+        self._check_labels()
+        axes = tuple(str(a) for a in axes)
+        arr = np.asarray(output)
+        inner = [a for a in axes if a in self.stardist.spatial or a == "channel"]
+        lead = [i for i, a in enumerate(axes) if a not in inner]
+        t = np.transpose(arr, lead + [axes.index(a) for a in inner])
+        flat = t.reshape((-1,) + t.shape[len(lead):])
+        c = inner.index("channel")
+        labels = np.stack([np.take(self.stardist.labels(s, tuple(inner), where=self.name), 0, axis=c)
+                           for s in flat])
+        labels = labels.reshape(t.shape[:len(lead)] + labels.shape[1:])
+        rest = [a for a in inner if a != "channel"]
+        out_axes = tuple(axes[i] for i in lead) + tuple(rest)
+        final = tuple(a for a in axes if a != "channel")
+        return np.transpose(labels, [out_axes.index(a) for a in final]), final
+
+    def _labels(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.outputs[0]
+        return {**outputs, spec.id: self.stardist.labels(outputs[spec.id], spec.axis_ids, where=self.name)}
+
+    def _unfold(self, job: _ImageJob, *, labels: bool = False) -> Any:
         """One image's result: its samples joined and laid out as the image was."""
         result = {}
         for spec in self.outputs:
@@ -404,10 +479,14 @@ class Model:
             arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
             folding = job.foldings[self.inputs[0].id]
             out = from_model_layout(arr, folding, spec.axes)
+            dims = output_axes_ids(folding, spec.axes)
+            if labels and spec is self.outputs[0] and "channel" in dims:  # labels: one channel, dropped
+                out = np.take(out, 0, axis=dims.index("channel"))
+                dims = tuple(d for d in dims if d != "channel")
             if job.was_xarray:
                 import xarray as xr
 
-                out = xr.DataArray(out, dims=output_axes_ids(folding, spec.axes))
+                out = xr.DataArray(out, dims=dims)
             result[spec.id] = out
         if len(self.outputs) == 1:
             return result[self.outputs[0].id]
@@ -471,6 +550,33 @@ class Model:
         if not self.inputs[0].has_batch:
             return dict(arrays)
         return {k: a[i:i + 1] for k, a in arrays.items()}
+
+
+def predict_test_inputs(package: Package, engine: Any, *, trust_code: bool = False) -> dict[str, np.ndarray]:
+    """The package's test inputs through its whole pipeline with ``engine`` (declared windows); outputs by id.
+
+    Used to check weights made from other weights (a conversion) before they are trusted.
+    """
+    model = Model(package, engine, weights_format=getattr(engine, "format", "onnx"), device="cpu",
+                  trust_code=trust_code)
+    model.strict_sizes = True  # the declared windows: nothing is measured before the weights are known right
+    test = {t.id: np.load(package.file(t.test_tensor), allow_pickle=False) for t in package.descr.inputs}
+    got = model.predict(test, axes={t.id: list(t.axis_ids) for t in model.inputs})
+    return got if isinstance(got, dict) else {model.outputs[0].id: got}
+
+
+def _stardist_of(package: Package, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Any:
+    """The package's config.stardist (its network output, decoded by labels=True), or None."""
+    sd = whole_sample.stardist_config(getattr(package, "raw", None))
+    op_id = whole_sample.StardistPostprocessing.op_id
+    if sd is None or not outputs or not inputs or any(str(getattr(op, "id", "")) == op_id
+                                                      for op in outputs[0].postprocessing):
+        return None  # a stardist_postprocessing op decodes it already
+    # export_TF upsamples the output to the input's size; else it is at 1/grid
+    spatial = [a for a in sd.spatial if a in outputs[0].axis_ids]
+    links = [output_scale(inputs[0], outputs[0], a) for a in spatial]
+    upsampled = all(link is None or link[2] == 1 for link in links)
+    return replace(sd, upsampled=upsampled)
 
 
 def _is_whole(value: Any) -> bool:

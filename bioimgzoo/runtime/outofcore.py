@@ -31,11 +31,12 @@ import numpy as np
 
 from ..descr.axes import axis_letter, parse_axes
 from ..errors import InputError
-from ..io.zarr import AXIS_TYPES, LazyImage, OmeZarrWriter, is_zarr_path, open_image
+from ..io.zarr import (AXIS_TYPES, LazyImage, OmeZarrWriter, check_output_store, check_pixels, is_zarr_path,
+                       open_image)
 from .axes import _default_layout, to_model_layout
 from .executor.protocol import Network, Sample
-from .executor.streaming import (Progress, StreamingExecutor, UnitRecord, default_work_unit, package_key,
-                                 plan_work_units)
+from .executor.streaming import (Progress, StreamingExecutor, UnitRecord, array_digest, default_work_unit,
+                                 package_key, plan_work_units)
 from .plan import Region
 
 log = logging.getLogger("bioimgzoo")
@@ -57,16 +58,34 @@ def is_lazy(data: Any) -> bool:
     return mod.startswith(("zarr", "dask")) and hasattr(data, "shape") and hasattr(data, "dtype")
 
 
+def _array_location(array: Any) -> Path | None:
+    """The folder of a zarr array on a local store (what an output must not be, nor be inside), else None."""
+    root = getattr(getattr(array, "store", None), "root", None)
+    if not isinstance(root, (str, os.PathLike)):
+        return None
+    inner = str(getattr(array, "path", "") or "")
+    return Path(root) / inner if inner else Path(root)
+
+
 class _ArrayImage:
     """A zarr or dask array (or any sliceable array) as a lazy image."""
 
     def __init__(self, array: Any):
         self.array, self.shape, self.dtype = array, tuple(int(n) for n in array.shape), np.dtype(array.dtype)
-        self.axes, self.scale, self.units, self.path = None, {}, {}, None
+        self.axes, self.scale, self.units, self.path = None, {}, {}, _array_location(array)
+        chunks = getattr(array, "chunks", None)
+        check_pixels(self.path or f"the {type(array).__name__}", self.shape, self.dtype,
+                     chunks if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks) else None)
 
     def read(self, region: Sequence[Any]) -> np.ndarray:
-        part = self.array[tuple(region)]
-        return np.asarray(part.compute() if hasattr(part, "compute") else part)
+        try:
+            part = self.array[tuple(region)]
+            return np.asarray(part.compute() if hasattr(part, "compute") else part)
+        except InputError:
+            raise
+        except Exception as e:  # a zarr chunk that does not decode, a dask graph that fails
+            raise InputError(f"the input array cannot be read over {[(r.start, r.stop) for r in region]} "
+                             f"({type(e).__name__}: {str(e)[:200]}): its storage is damaged") from e
 
 
 def _stored_chunks(image: Any) -> tuple[int, ...] | None:
@@ -165,15 +184,28 @@ class _ZarrSink:
     def allocate(self, shape: tuple[int, ...], dtype: Any) -> None:  # the arrays exist already
         pass
 
-    def write(self, region: Region, data: np.ndarray) -> None:
+    def _target(self, region: Region) -> tuple:
         if self.has_batch:
-            region, data = region[1:], data[0]
+            region = region[1:]
         target = [slice(i, i + 1) for i in self.prefix] + list(region)
+        return tuple(target[p] for p in self.perm)
+
+    def write(self, region: Region, data: np.ndarray) -> str:
+        """Store ``data`` over ``region``; returns the :func:`array_digest` of what the store now holds there."""
+        if self.has_batch:
+            data = data[0]
         data = data.reshape((1,) * len(self.prefix) + data.shape)
-        target = tuple(target[p] for p in self.perm)
         data = np.transpose(data, self.perm)
+        target = self._target(region)
         for a in self.arrays:
             a[target] = data
+        return array_digest(np.asarray(data, dtype=self.arrays[0].dtype)) if self.arrays else ""
+
+    def stored_digest(self, region: Region) -> str | None:
+        """The :func:`array_digest` of what every array holds over ``region`` (None: the arrays differ)."""
+        target = self._target(region)
+        digests = {array_digest(np.asarray(a[target])) for a in self.arrays}
+        return digests.pop() if len(digests) == 1 else None
 
 
 def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None, axes: Any = None,
@@ -215,6 +247,11 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
                          "model.set_dataset_statistics(images) (a representative sample that fits in memory)")
     spec = model.inputs[0]
     image = as_image(data)
+    if out is not None:  # before any pass over the input: an output that would destroy it, or a stranger's folder
+        if overwrite and resume:
+            raise InputError("overwrite=True and resume=True contradict each other (--overwrite, --resume): give one")
+        given = [data] if isinstance(data, (str, os.PathLike)) else []
+        check_output_store(out, inputs=[image, *given], overwrite=overwrite, resume=resume)
     lay = _layout(image, axes if axes is not None else getattr(image, "axes", None), spec)
     dtype = image.dtype
     if dtype.kind == "f" and dtype.itemsize < 4:
@@ -293,8 +330,13 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
     if writer is None:
         result = {o.id: arrays[o.id][0] for o in outputs}
         return result[outputs[0].id] if len(outputs) == 1 else result
+    missing = [(k, u.index) for k in range(len(samples_idx)) for u in units if not record.is_done(k, u.index)]
+    if missing:  # never a store that looks finished with units nobody wrote
+        raise InputError(f"{len(missing)} work unit(s) of {out} were neither computed nor verified (first: unit "
+                         f"{missing[0][1]} of sample {missing[0][0] + 1}); the output is incomplete (no OME-Zarr "
+                         "metadata written): rerun with --resume")
     writer.finish()
-    record.remove()
+    record.remove()  # only now: the store is complete and its metadata written
     opened = {o.id: writer.array(name) for o, name in zip(outputs, _names(outputs, out_dtypes)[0])}
     return opened[outputs[0].id] if len(outputs) == 1 else opened
 
@@ -395,7 +437,7 @@ def _names(outputs: Sequence[Any], dtypes: Mapping[str, np.dtype]) -> tuple[list
 
 def _create_outputs(outputs: Sequence[Any], plan: Any, image: Any, lay: _Layout, fold_letters: list[str], out: Any,
                     dtypes: Mapping[str, np.dtype], *, unit: Any, ngff: str, overwrite: bool, resume: bool):
-    writer = OmeZarrWriter(out, ngff=ngff, overwrite=overwrite, resume=resume)
+    writer = OmeZarrWriter(out, ngff=ngff, overwrite=overwrite, resume=resume, inputs=[image])
     names, is_label = _names(outputs, dtypes)
     root_taken = False
     arrays, perms, out_axes = {}, {}, {}

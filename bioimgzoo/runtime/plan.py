@@ -48,7 +48,7 @@ from ..errors import InputError
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["AxisWindow", "Tile", "plan_axis", "plan_tiles", "choose_tile_size", "MAX_WINDOW_ELEMENTS",
-           "Region", "Read", "Write", "TileIO", "SamplePlan", "plan_sample"]
+           "Region", "Read", "Write", "TileIO", "SamplePlan", "plan_sample", "pow2_divisor"]
 
 
 def choose_tile_size(n: int, sizes: AxisSizes, *, halo: int, target: int) -> int:
@@ -271,7 +271,7 @@ def plan_sample(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
     tiled = tuple(a for a in tileable if tile_sizes[a] < image_len[a])
     if tiled:
         _check_tileable(outputs, links, tiled, tile_sizes, image_len, in_halo)
-    aligns = {a: (primary.sizes[a].step or _pow2_divisor(tile_sizes[a], 64)) for a in tiled}
+    aligns = {a: (primary.sizes[a].step or pow2_divisor(tile_sizes[a], 64)) for a in tiled}
     scales = {}
     for a in tiled:  # boundaries must land on whole pixels of the most finely scaled output
         fs = [f for out in outputs for (ia, f, _o) in links[out.id].values() if ia == a]
@@ -454,7 +454,8 @@ def _short(axis_id: str) -> str:
     return {"batch": "b", "channel": "c", "index": "i"}.get(axis_id, axis_id)
 
 
-def _pow2_divisor(n: int, cap: int) -> int:
+def pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two dividing ``n``, at most ``cap`` (how windows of a fixed size are aligned)."""
     d = 1
     while d < cap and n % (d * 2) == 0:
         d *= 2

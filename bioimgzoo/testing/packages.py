@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["TensorDef", "write_package", "SameConv", "Upsample2x", "TwoInTwoOut", "Conv3d", "Classifier"]
+__all__ = ["TensorDef", "write_package", "SameConv", "Upsample2x", "TwoInTwoOut", "Conv3d", "Classifier", "Identity"]
 
 
 def _torch():
@@ -87,8 +87,21 @@ def _modules():
         def forward(self, x):
             return self.conv(x).mean(dim=(2, 3))
 
+    class Identity(nn.Module):
+        """A 1x1 convolution of weight 1: the output is the input (probabilities in, probabilities out)."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+            with torch.no_grad():
+                self.conv.weight.fill_(1.0)
+                self.conv.bias.zero_()
+
+        def forward(self, x):
+            return self.conv(x)
+
     return dict(SameConv=SameConv, Upsample2x=Upsample2x, TwoInTwoOut=TwoInTwoOut, Conv3d=Conv3d,
-                Classifier=Classifier)
+                Classifier=Classifier, Identity=Identity)
 
 
 def __getattr__(name: str):

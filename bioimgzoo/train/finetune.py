@@ -114,7 +114,11 @@ def load_trainable(package: Any, *, weights: str | None = None, trust_code: bool
                 reasons.append(str(e))
                 continue
             raise
+        own = next((r.module for r in refs if r.kind == "architecture file" and r.allow_listed), None)
+        # bioimgzoo's own network shipped as its source is named as our class again: the child ships the same
+        # verbatim file (loadable without trust_code), not an extract of the parent's copy
         arch_ref: Any = (f"{arch.import_from}:{arch.callable}" if hasattr(arch, "import_from")
+                         else f"{own}:{arch.callable}" if own
                          else {"callable": str(arch.callable), "source": str(package.file(arch))})
         try:
             module = func(**kwargs)

@@ -56,6 +56,8 @@ class Context:
         #: why nothing may read the package's files ("" while nothing was refused)
         self.refused = ""
         self.findings: list[Finding] = []
+        #: wall seconds per check id (see ``_run._run_check``)
+        self.timings: dict[str, float] = {}
         self._scratch: dict[str, Any] = {}
         self._local: Path | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -149,6 +151,36 @@ class Context:
         """Whether any check has failed in this run."""
         return any(f.status == FAILED for f in self.findings)
 
+    def weight_files(self) -> dict[str, str]:
+        """Weight format -> the file its entry names (package-relative, as rdf.yaml writes it)."""
+        if self.pkg is None:
+            return {}
+        out = {}
+        for wf, entry in self.pkg.descr.weights:
+            if entry is not None:
+                src = getattr(entry, "source", None)
+                out[wf] = str(getattr(src, "path", None) or src)
+        return out
+
+    def broken_weights(self) -> dict[str, str]:
+        """Weight format -> why its file cannot be used, from the files family's failures (missing, wrong sha256).
+
+        Such a format fails on its own (reproduction says so); the other formats are still tested.
+        """
+        files = {ref: wf for wf, ref in self.weight_files().items()}
+        out: dict[str, str] = {}
+        for f in self.findings:
+            if f.status == FAILED and f.family == "files" and f.details.get("file") in files:
+                out.setdefault(files[f.details["file"]], f"{f.message} ({f.check})")
+        return out
+
+    def _only_broken_weights(self, f: Finding) -> bool:
+        """Whether a failed finding is about one weight format's file alone (it does not stop the others)."""
+        broken = self.broken_weights()
+        if f.family == "files":
+            return f.details.get("file") in {self.weight_files().get(wf) for wf in broken}
+        return _WEIGHT_CHECKS.get(f.check) in broken
+
     def unmet(self, check: Check) -> str:
         """Why ``check`` cannot run now ("" when it can)."""
         self.stage_of[check.id] = check.stage
@@ -161,12 +193,21 @@ class Context:
                 return f"its files are not read ({_one_line(self.refused or self.open_error)})"
             if need == "valid":
                 # checks of the same stage are independent: a wrong test output does not hide whether
-                # the weight formats agree; a failed format, files or safety check stops everything later
+                # the weight formats agree; a failed format, files or safety check stops everything later,
+                # but a weight file that is missing or damaged fails its own format only
                 failed = sorted({f.check for f in self.findings if f.status == FAILED
-                                 and self.stage_of.get(f.check, -1) < check.stage})
+                                 and self.stage_of.get(f.check, -1) < check.stage
+                                 and not self._only_broken_weights(f)})
                 if failed:
                     return f"earlier checks failed ({', '.join(failed)})"
+        wf = _WEIGHT_CHECKS.get(check.id)
+        if wf is not None and wf in self.broken_weights():
+            return f"the {wf} weights file cannot be used: {_one_line(self.broken_weights()[wf])}"
         return ""
+
+
+#: checks about one weight format's file: skipped (not failed with their own fix) when that file is missing
+_WEIGHT_CHECKS = {"safety.onnx": "onnx", "safety.torchscript": "torchscript", "safety.pickle": "pytorch_state_dict"}
 
 
 def _is_file(source: Any) -> bool:

@@ -128,13 +128,19 @@ class Check:
     requires: tuple[str, ...] = ("package",)
 
     def finding(self, status: str, message: str, details: Mapping[str, Any] | None = None) -> Finding:
-        """Build this check's :class:`Finding` (a ``"warning"``-severity check never fails)."""
+        """Build this check's :class:`Finding` (a ``"warning"``-severity check never fails).
+
+        ``details["fix"]``, when given, is this finding's own fix in place of the check's (a failure
+        whose cause is not the one the check's fix is about, e.g. a missing file).
+        """
         if status not in STATUSES:
             raise ValueError(f"check {self.id} gave status {status!r}, not one of {STATUSES}")
         if status == FAILED and self.severity != "error":
             status = WARNING
-        fix = self.fix if status in (FAILED, WARNING) else ""
-        return Finding(self.id, self.family, status, message, self.severity, fix, dict(details or {}))
+        details = dict(details or {})
+        own_fix = details.pop("fix", None)
+        fix = (own_fix or self.fix) if status in (FAILED, WARNING) else ""
+        return Finding(self.id, self.family, status, message, self.severity, fix, details)
 
 
 @dataclass

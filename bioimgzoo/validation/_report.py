@@ -15,7 +15,7 @@ from ._registry import FAILED, NOT_APPLICABLE, OK_STATUSES, PASSED, SKIPPED, WAR
 __all__ = ["CheckReport", "CONSUMER_TOOLS"]
 
 #: the consumer tools of ../shared/docs/consumer-rules.md: reported beside the status, failing it only if required
-CONSUMER_TOOLS = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics")
+CONSUMER_TOOLS = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers")
 
 
 class CheckReport:
@@ -43,7 +43,8 @@ class CheckReport:
                  families: Sequence[str] | None = None, seconds: float = 0.0,
                  format_errors: Iterable[str] = (), format_warnings: Iterable[str] = (),
                  consumers: Mapping[str, Mapping] | None = None, required: Sequence[str] = (),
-                 artifacts: Mapping[str, Any] | None = None, static: bool = False, meta: Mapping | None = None):
+                 artifacts: Mapping[str, Any] | None = None, static: bool = False, meta: Mapping | None = None,
+                 timings: Mapping[str, float] | None = None):
         self.source = source
         self.name = name
         self.findings: list[Finding] = list(findings)
@@ -68,6 +69,8 @@ class CheckReport:
         self.artifacts: dict[str, Any] = dict(artifacts or {})
         self.static = static
         self.meta: dict = dict(meta or {})
+        #: wall seconds of each check (its findings together), in the order the checks ran
+        self.timings: dict[str, float] = dict(timings or {})
 
     def __repr__(self) -> str:
         return f"CheckReport(source={self.source!r}, name={self.name!r}, status={self.status!r})"

@@ -37,19 +37,26 @@ def _selected(names: Sequence[str] | None, deepimagej: bool) -> list[str]:
 
 
 def _run_check(check: Check, ctx: Context) -> None:
-    """Run one check into ``ctx.findings``; it never raises (a crash is a skipped finding naming it)."""
-    why = ctx.unmet(check)
-    if why:
-        ctx.findings.append(check.finding(SKIPPED, f"not run: {why}"))
-        return
-    n = len(ctx.findings)
+    """Run one check into ``ctx.findings``; it never raises (a crash is a skipped finding naming it).
+
+    Its wall time goes into ``ctx.timings`` (the reports' per-check times).
+    """
+    t0 = time.perf_counter()
     try:
-        for outcome in check.run(ctx):
-            ctx.findings.append(check.finding(*outcome))
-    except Exception as e:  # a broken check must not hide the verdicts of all the others
-        ctx.findings.append(check.finding(SKIPPED, f"the check crashed ({type(e).__name__}: {e})"))
-    if len(ctx.findings) == n:
-        ctx.findings.append(check.finding(NOT_APPLICABLE, "nothing to check"))
+        why = ctx.unmet(check)
+        if why:
+            ctx.findings.append(check.finding(SKIPPED, f"not run: {why}"))
+            return
+        n = len(ctx.findings)
+        try:
+            for outcome in check.run(ctx):
+                ctx.findings.append(check.finding(*outcome))
+        except Exception as e:  # a broken check must not hide the verdicts of all the others
+            ctx.findings.append(check.finding(SKIPPED, f"the check crashed ({type(e).__name__}: {e})"))
+        if len(ctx.findings) == n:
+            ctx.findings.append(check.finding(NOT_APPLICABLE, "nothing to check"))
+    finally:
+        ctx.timings[check.id] = ctx.timings.get(check.id, 0.0) + time.perf_counter() - t0
 
 
 def check_package(source: Any, *, weights: str | Sequence[str] | None = None, trust_code: bool = False,
@@ -127,9 +134,10 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
         if keep_artifacts and ctx.pkg is not None and not static and ctx.local is not None:
             artifacts.update(_cover(ctx))
         meta = _meta(ctx)
+        timings = {k: round(v, 3) for k, v in ctx.timings.items()}
     return CheckReport(source=str(getattr(source, "name", source)), name=name, findings=findings,
                        families=own + tools, seconds=time.perf_counter() - t0, consumers=consumers,
-                       required=list(require), artifacts=artifacts, static=static, meta=meta)
+                       required=list(require), artifacts=artifacts, static=static, meta=meta, timings=timings)
 
 
 def _registered(name: str) -> bool:
@@ -163,7 +171,7 @@ def _consumers(ctx: Context, tools: list[str]) -> dict[str, dict]:
             status = PASSED if status == "warning" else status  # a tool runs the package or not
             failed = list(dict.fromkeys(str(f.details.get("rule") or f.check.split(".", 1)[1])
                                         for f in found if f.status == FAILED))
-        out[t] = _verdict_dict(status, failed, _fixes(found), _messages(found))
+        out[t] = _verdict_dict(status, failed, _fixes(found), _messages(found), _failures(found))
     return out
 
 
@@ -175,8 +183,15 @@ def _messages(found: list[Finding]) -> list[str]:
     return [f"{f.check}: {f.message}" for f in found if f.status == FAILED]
 
 
-def _verdict_dict(status: str, failed: list[str], fixes: list[str], messages: list[str]) -> dict:
-    return {"status": status, "failed_rules": failed, "fixes": fixes, "messages": messages}
+def _failures(found: list[Finding]) -> list[dict]:
+    """Each failure with its own fix: what a reviewer acts on, one by one."""
+    return [{"check": f.check, "message": f.message, "fix": f.fix} for f in found if f.status == FAILED]
+
+
+def _verdict_dict(status: str, failed: list[str], fixes: list[str], messages: list[str],
+                  failures: list[dict] | None = None) -> dict:
+    return {"status": status, "failed_rules": failed, "fixes": fixes, "messages": messages,
+            "failures": list(failures or [])}
 
 
 def _cover(ctx: Context) -> dict:
@@ -205,8 +220,10 @@ def _meta(ctx: Context) -> dict:
     if ctx.pkg is None:
         return {}
     d = ctx.pkg.descr
+    version = getattr(d, "version", None)
     return {"id": str(getattr(d, "id", None) or ""), "format_version": ctx.pkg.original_format_version,
-            "type": "model", "weights_formats": [wf for wf, w in d.weights if w is not None]}
+            "type": "model", "weights_formats": [wf for wf, w in d.weights if w is not None],
+            "version": str(version) if version is not None else ""}
 
 
 def _families_in(names: Sequence[str]) -> list[Family]:

@@ -1,14 +1,27 @@
-"""Format checks: does the package open, and what bioimageio.spec says of it."""
+"""Format checks: does the package open, and what bioimageio.spec says of it.
+
+bioimageio.spec looks every ``github_user`` of the authors and maintainers up
+on api.github.com and, without network, fails the whole validation with a
+connection error.  That look-up is the one part of format validation that
+needs the network, so it is separated (:func:`github_users_known`): users that
+cannot be verified (offline, or ``BIOIMGZOO_OFFLINE``) count as known while
+spec validates, and the check ``format.github_users`` says ``skipped`` with a
+warning; a user GitHub says does not exist stays spec's error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ._registry import FAILED, NOT_APPLICABLE, PASSED, SKIPPED, STAGE_FORMAT, STAGE_OPEN, WARNING, Finding, register_family
 
-__all__ = ["spec_findings", "completeness"]
+__all__ = ["spec_findings", "completeness", "github_users", "github_users_known"]
+
+log = logging.getLogger("bioimgzoo")
 
 
 def _markdown(findings: Sequence[Finding]) -> list[str]:
@@ -21,6 +34,60 @@ def _markdown(findings: Sequence[Finding]) -> list[str]:
 
 
 FAMILY = register_family("format", "Format (bioimageio.spec)", order=10, render_markdown=_markdown)
+
+
+def github_users(raw: Any) -> list[str]:
+    """The ``github_user`` names of a description's authors, maintainers and packagers (raw YAML)."""
+    users: list[str] = []
+    if isinstance(raw, Mapping):
+        for key in ("authors", "maintainers", "packaged_by"):
+            for person in raw.get(key) or []:
+                if isinstance(person, Mapping) and isinstance(person.get("github_user"), str):
+                    users.append(person["github_user"])
+    return list(dict.fromkeys(users))
+
+
+def _unverifiable(users: Sequence[str]) -> tuple[list[str], str]:
+    """The users GitHub cannot be asked about now (offline), and why; known and nonexistent ones are not."""
+    from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
+    from bioimageio.spec._internal.field_validation import validate_github_user
+    from bioimageio.spec._internal.validation_context import ValidationContext
+
+    from .. import config
+
+    unknown = [u for u in users if u.lower() not in KNOWN_GITHUB_USERS]
+    if not unknown:
+        return [], ""
+    if config.offline():
+        return unknown, "offline (BIOIMGZOO_OFFLINE)"
+    out, why = [], ""
+    for user in unknown:
+        try:
+            with ValidationContext(perform_io_checks=True):
+                validate_github_user(user)
+        except ValueError:
+            continue  # GitHub says it does not exist: bioimageio.spec reports that itself
+        except Exception as e:  # no network: httpx.ConnectError and friends
+            out.append(user)
+            why = f"api.github.com unreachable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
+    return out, why
+
+
+@contextlib.contextmanager
+def github_users_known(users: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """Inside the block, the ``users`` GitHub cannot be asked about now count as known to bioimageio.spec.
+
+    Yields ``(unverified users, why)``; the spec's set of known users is restored afterwards.
+    """
+    from bioimageio.spec._internal.constants import KNOWN_GITHUB_USERS
+
+    unverified, why = _unverifiable(users)
+    added = [u for u in dict.fromkeys(u.lower() for u in unverified) if u not in KNOWN_GITHUB_USERS]
+    KNOWN_GITHUB_USERS.update(added)
+    try:
+        yield unverified, why
+    finally:
+        KNOWN_GITHUB_USERS.difference_update(added)
 
 
 def spec_findings(path: Path, *, format_version: str = "discover", perform_io_checks: bool = True
@@ -51,7 +118,7 @@ def spec_findings(path: Path, *, format_version: str = "discover", perform_io_ch
 
     try:
         rd = load_description(path, format_version=format_version, perform_io_checks=perform_io_checks)
-    except Exception as e:  # e.g. an unknown github_user looked up without network raises ConnectError
+    except Exception as e:  # a look-up spec makes itself failed (callers wrap it in github_users_known)
         return [f"bioimageio.spec could not validate the package: {type(e).__name__}: {e}"], [], None
     s = rd.validation_summary
     errors = [f"{'.'.join(map(str, e.loc)) or '-'}: {e.msg}" for e in s.errors]
@@ -115,7 +182,8 @@ def _spec(ctx: Any) -> Iterator[tuple]:
         # spec downloads http(s) files itself, without our caps: it checks the fields, files.* fetch and hash.
         # A missing or altered file is files.present's / files.sha256's finding: spec is not asked to repeat it
         files_failed = sorted({f.check for f in ctx.findings if f.family == "files" and f.status == FAILED})
-        errors, warnings_, _ = spec_findings(ctx.local, perform_io_checks=not remote and not files_failed)
+        with github_users_known(github_users(ctx.pkg.raw)):
+            errors, warnings_, _ = spec_findings(ctx.local, perform_io_checks=not remote and not files_failed)
         note = f" (remote files {', '.join(remote[:3])} checked by files.sha256, not by spec)" if remote else \
             f" (fields only: {', '.join(files_failed)} failed)" if files_failed else ""
     for e in errors:
@@ -125,6 +193,26 @@ def _spec(ctx: Any) -> Iterator[tuple]:
     if not errors:
         yield PASSED, (f"bioimageio.spec finds no errors in format {fv}"
                        + (f" ({len(warnings_)} warning(s))" if warnings_ else "") + note), {"format_version": fv}
+
+
+@FAMILY.check("github_users", title="the authors' and maintainers' GitHub users exist", severity="warning",
+              stage=STAGE_FORMAT, requires=("package",),
+              fix="Validate once with network access (bioimageio.spec asks api.github.com), or check the names.")
+def _github_users(ctx: Any) -> Iterator[tuple]:
+    """The look-up bioimageio.spec does online; offline it is skipped with a warning (never a format failure)."""
+    users = github_users(ctx.pkg.raw)
+    if not users:
+        yield NOT_APPLICABLE, "no github_user named"
+        return
+    if ctx.static:
+        yield SKIPPED, "not looked up (--static: nothing is fetched)"
+        return
+    unverified, why = _unverifiable(users)
+    if unverified:
+        log.warning("GitHub user(s) %s not verified: %s", ", ".join(unverified), why)
+        yield SKIPPED, f"GitHub user(s) {', '.join(unverified)} not verified: {why}; the other format checks ran"
+    else:
+        yield PASSED, f"GitHub user(s) {', '.join(users)} known or verified (a nonexistent one is format.spec's error)"
 
 
 @FAMILY.check("upgrade", title="bioimageio.spec errors and warnings after the upgrade to format 0.5",

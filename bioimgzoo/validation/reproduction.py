@@ -16,22 +16,20 @@ disagree.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..descr.tolerance import Tolerance, compare_outputs, tolerance_for  # noqa: F401  (Tolerance: public here too)
 from ._registry import FAILED, PASSED, SKIPPED, STAGE_RUN, Finding, register_family
 
 __all__ = ["core_reproduction", "TESTABLE_FORMATS", "Tolerance", "tolerance_for", "compare_outputs",
-           "load_model", "test_tensors", "runtime_outputs", "formats_to_run"]
+           "load_model", "test_tensors", "runtime_outputs", "formats_to_run", "SharedRuns", "fresh_runs"]
 
 #: weight formats bioimageio.core can run here
 TESTABLE_FORMATS = ("pytorch_state_dict", "torchscript", "onnx", "tensorflow_saved_model_bundle", "keras_hdf5",
                     "keras_v3")
-#: the zoo's default tolerance (bioimageio.spec's ReproducibilityTolerance defaults)
-ZOO_RTOL, ZOO_ATOL, ZOO_MISMATCHED_PER_MILLION = 1e-3, 1e-3, 100.0
 
 
 def _markdown(findings: Sequence[Finding]) -> list[str]:
@@ -79,142 +77,81 @@ def core_reproduction(path: Path, weights_format: str | None = None) -> dict:
             "seconds": time.perf_counter() - t}
 
 
-# ------------------------------------------------------------------------------------------- tolerance
-
-@dataclass(frozen=True)
-class Tolerance:
-    """An element mismatches when ``|a - b| > atol + rtol * |b|``; a tensor fails above ``mismatched`` per million."""
-
-    rtol: float = ZOO_RTOL
-    atol: float = ZOO_ATOL
-    mismatched_per_million: float = ZOO_MISMATCHED_PER_MILLION
-    source: str = "the zoo's default"
-
-
-def tolerance_for(pkg: Any, weights_format: str, output_id: str) -> Tolerance:
-    """The tolerance the package declares for one output of one weight format, else the zoo's default.
-
-    Read as bioimageio.core reads it: the first matching entry of
-    ``config.bioimageio.reproducibility_tolerance``, else the weight format's legacy
-    ``config.bioimageio.test_kwargs`` (``relative_tolerance``, ``absolute_tolerance``,
-    ``decimal``), else the default.
-    """
-    cfg = getattr(getattr(pkg.descr, "config", None), "bioimageio", None)
-    for a in getattr(cfg, "reproducibility_tolerance", None) or []:
-        if (not a.weights_formats or weights_format in a.weights_formats) and \
-                (not a.output_ids or output_id in [str(o) for o in a.output_ids]):
-            return Tolerance(float(a.relative_tolerance), float(a.absolute_tolerance),
-                             float(a.mismatched_elements_per_million), "config.bioimageio.reproducibility_tolerance")
-    raw_config = pkg.raw.get("config") if isinstance(pkg.raw.get("config"), dict) else {}
-    raw_bioimageio = raw_config.get("bioimageio") if isinstance(raw_config.get("bioimageio"), dict) else {}
-    extra = dict(getattr(cfg, "model_extra", None) or {})
-    test_kwargs = extra.get("test_kwargs") or raw_bioimageio.get("test_kwargs") or {}
-    kwargs = test_kwargs.get(weights_format) if isinstance(test_kwargs, dict) else None
-    if isinstance(kwargs, dict):
-        where = f"config.bioimageio.test_kwargs.{weights_format}"
-        if kwargs.get("decimal") is not None:
-            return Tolerance(0.0, 1.5 * 10 ** (-float(kwargs["decimal"])), 0.0, where + ".decimal")
-        return Tolerance(float(kwargs.get("relative_tolerance", ZOO_RTOL)),
-                         float(kwargs.get("absolute_tolerance", ZOO_ATOL)), ZOO_MISMATCHED_PER_MILLION, where)
-    return Tolerance()
-
-
-def _is_integer(a: np.ndarray) -> bool:
-    return np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_
-
-
-def compare_outputs(produced: np.ndarray, expected: np.ndarray, tol: Tolerance, *, labels: bool = False) -> dict:
-    """Compare one output with the values it should have.
-
-    Parameters
-    ----------
-    produced, expected : ndarray
-    tol : Tolerance
-    labels : bool
-        Integer label maps: equal up to a relabelling (each produced label maps to one
-        expected label and back); an element mismatches where that mapping fails.
-
-    Returns
-    -------
-    dict
-        ``passed``, ``mismatched`` (elements), ``mismatched_per_million``, ``max_abs``,
-        ``max_rel``, ``shape`` / ``expected_shape``, ``compared_as`` (``"values"``,
-        ``"labels"`` or ``"shape"``), ``tolerance``; and ``difference``: the per-element
-        difference (an array, not JSON: the reports turn it into an image; None when the
-        shapes differ).
-    """
-    out: dict[str, Any] = {"shape": list(produced.shape), "expected_shape": list(expected.shape),
-                           "tolerance": {"rtol": tol.rtol, "atol": tol.atol,
-                                         "mismatched_per_million": tol.mismatched_per_million,
-                                         "source": tol.source}}
-    if produced.shape != expected.shape:
-        if produced.size != expected.size or produced.squeeze().shape != expected.squeeze().shape:
-            out.update(passed=False, mismatched=int(expected.size), mismatched_per_million=1e6,
-                       max_abs=float("inf"), max_rel=float("inf"), compared_as="shape", difference=None)
-            return out
-        produced = produced.reshape(expected.shape)  # a dropped or added singleton axis only
-    n = max(expected.size, 1)
-    if labels:
-        bad = _relabel_mismatch(produced, expected)
-        diff = bad.astype(np.float32)
-        out["compared_as"] = "labels"
-        out["max_abs"] = float(np.abs(produced.astype(np.float64) - expected.astype(np.float64)).max()) \
-            if expected.size else 0.0
-        out["max_rel"] = 0.0
-    else:
-        p, e = produced.astype(np.float64), expected.astype(np.float64)
-        diff64 = p - e
-        adiff = np.abs(diff64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bad = (adiff > tol.atol + tol.rtol * np.abs(e)) | (np.isnan(p) != np.isnan(e))
-            rel = np.where(np.abs(e) > 0, adiff / np.abs(e), np.where(adiff > 0, np.inf, 0.0))
-        finite = np.isfinite(adiff)
-        out["compared_as"] = "values"
-        out["max_abs"] = float(adiff[finite].max()) if finite.any() else 0.0
-        rel_finite = rel[np.isfinite(rel)]
-        out["max_rel"] = float(rel_finite.max()) if rel_finite.size else \
-            (float("inf") if np.isinf(rel).any() else 0.0)
-        diff = diff64.astype(np.float32)
-    mismatched = int(np.count_nonzero(bad))
-    out["mismatched"] = mismatched
-    out["mismatched_per_million"] = mismatched / n * 1e6
-    out["passed"] = out["mismatched_per_million"] <= tol.mismatched_per_million
-    out["difference"] = diff
-    return out
-
-
-def _relabel_mismatch(produced: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Where a one-to-one relabelling of ``produced`` onto ``expected`` fails (majority vote both ways)."""
-    p = produced.ravel().astype(np.int64)
-    e = expected.ravel().astype(np.int64)
-    if p.size == 0:
-        return np.zeros(expected.shape, bool)
-    pairs, counts = np.unique(np.stack([p, e]), axis=1, return_counts=True)
-    p_to_e: dict[int, int] = {}
-    e_to_p: dict[int, int] = {}
-    for i in np.argsort(-counts, kind="stable"):
-        a, b = int(pairs[0, i]), int(pairs[1, i])
-        p_to_e.setdefault(a, b)
-        e_to_p.setdefault(b, a)
-    pu, pinv = np.unique(p, return_inverse=True)
-    eu, einv = np.unique(e, return_inverse=True)
-    mapped_e = np.array([p_to_e[int(v)] for v in pu])[pinv]
-    mapped_p = np.array([e_to_p[int(v)] for v in eu])[einv]
-    return ((mapped_e != e) | (mapped_p != p)).reshape(expected.shape)
-
-
 # ------------------------------------------------------------------------------------------- our runtime
+
+class SharedRuns:
+    """One weight format's engine as the checks of a validation run share it.
+
+    A network run on the very same input (shape, type and bytes) is run once and
+    its outputs handed to every check that asks (reproduction's outputs feed the
+    agreement checks and the consumer tools' simulations whenever their network
+    input is the same); :func:`fresh_runs` runs the network again (determinism
+    compares two real runs).  ``first_inputs``: the network input of the first
+    run (the test input, as reproduction feeds it).
+    """
+
+    #: outputs kept (the runs of one package's checks: a few, each a test tensor's size)
+    MAX_KEPT = 32
+
+    def __init__(self, engine: Any):
+        self.inner = engine
+        self.runs: dict[tuple, list[np.ndarray]] = {}
+        self.first_inputs: list[np.ndarray] | None = None
+        self.fresh = False
+        self.hits = 0
+
+    def __getattr__(self, name: str) -> Any:  # format, device, session, ...: the engine's own
+        return getattr(self.inner, name)
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        import hashlib
+
+        arrays = [np.ascontiguousarray(a) for a in inputs]
+        if self.first_inputs is None:
+            self.first_inputs = [a.copy() for a in arrays]
+        if self.fresh:
+            return self.inner.run(arrays)
+        key = tuple((a.shape, a.dtype.str, hashlib.blake2b(memoryview(a).cast("B"), digest_size=16).digest())
+                    for a in arrays)
+        kept = self.runs.get(key)
+        if kept is not None:
+            self.hits += 1
+            return [o.copy() for o in kept]
+        out = [np.asarray(o) for o in self.inner.run(arrays)]
+        if len(self.runs) < self.MAX_KEPT:
+            self.runs[key] = [o.copy() for o in out]
+        return out
+
+
+class fresh_runs:
+    """``with fresh_runs(model):`` the model's network really runs again (no shared outputs)."""
+
+    def __init__(self, model: Any):
+        self.engine = model.engine if isinstance(model.engine, SharedRuns) else None
+
+    def __enter__(self) -> "fresh_runs":
+        if self.engine is not None:
+            self.engine.fresh = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.engine is not None:
+            self.engine.fresh = False
+
 
 def load_model(ctx: Any, weights_format: str) -> Any:
     """The package's model for one weight format, loaded once per validation run (on the CPU).
 
-    Raises whatever :func:`bioimgzoo.load` raises (callers have applied the trust rule;
-    the runtime applies it again).
+    Its engine is wrapped in :class:`SharedRuns`: every check of the run (and the consumer tools'
+    simulations) uses this one load, and the same network input is run once.  Raises whatever
+    :func:`bioimgzoo.load` raises (callers have applied the trust rule; the runtime applies it again).
     """
     def make() -> Any:
         from ..runtime.model import Model
 
-        return Model.load(ctx.pkg, weights=weights_format, device="cpu", trust_code=ctx.trust_code)
+        model = Model.load(ctx.pkg, weights=weights_format, device="cpu", trust_code=ctx.trust_code)
+        model.engine = SharedRuns(model.engine)
+        return model
 
     return ctx.scratch(f"model.{weights_format}", make)
 
@@ -260,7 +197,8 @@ def is_label_output(ctx: Any, output_id: str, expected: np.ndarray) -> bool:
 
     _, outs = tensor_specs(ctx.pkg.descr)
     declared = next((t.dtype for t in outs if t.id == output_id), "float32")
-    return declared.startswith(("int", "uint", "bool")) or _is_integer(expected)
+    return declared.startswith(("int", "uint", "bool")) or np.issubdtype(expected.dtype, np.integer) \
+        or expected.dtype == np.bool_
 
 
 def formats_to_run(ctx: Any) -> tuple[list[str], list[tuple]]:
@@ -271,9 +209,16 @@ def formats_to_run(ctx: Any) -> tuple[list[str], list[tuple]]:
     available = present_formats(ctx.pkg.descr)
     runnable = set(runnable_formats(ctx.pkg.descr))
     run, others = [], []
+    broken = ctx.broken_weights()
     for wf in ctx.weights or available:
         if wf not in available:
             others.append(_verdict(FAILED, wf, [f"the package has no {wf} weights"]))
+            continue
+        if wf in broken:  # missing or damaged: this format fails, the others are still tested
+            others.append(_verdict(FAILED, wf, [f"its weights file cannot be used: {broken[wf]}"],
+                                   details={"fix": f"Add the {wf} weights file the package names (or correct its "
+                                                   "path and sha256 in rdf.yaml), or remove the entry; the "
+                                                   "other weight formats were tested"}))
             continue
         # the one trust policy: code the package names runs only when trusted, whoever asks
         refused = trust.untrusted_code(ctx.pkg.descr, trust_code=ctx.trust_code, weights_format=wf)
@@ -305,14 +250,11 @@ def _runtime(ctx: Any) -> Iterator[tuple]:
         ctx.artifacts.setdefault(f"input/{tid}", arr)
     for tid, arr in expected.items():
         ctx.artifacts.setdefault(f"expected/{tid}", arr)
-    for wf in run:
-        t = time.perf_counter()
-        try:
-            produced = runtime_outputs(ctx, wf)
-        except Exception as e:  # a model that does not load or run is this check's failure, with the reason
-            yield _verdict(FAILED, wf, [f"prediction failed: {type(e).__name__}: {e}"], time.perf_counter() - t)
+    for wf, (produced, seconds) in zip(run, _outputs_of_each(ctx, run)):
+        if isinstance(produced, BaseException):  # a model that does not load or run fails here, with the reason
+            e = produced
+            yield _verdict(FAILED, wf, [f"prediction failed: {type(e).__name__}: {e}"], seconds)
             continue
-        seconds = time.perf_counter() - t
         errors, per_output = [], {}
         for oid, exp in expected.items():
             got = produced.get(oid)
@@ -336,6 +278,22 @@ def _runtime(ctx: Any) -> Iterator[tuple]:
                            message=f"{wf} reproduces the test outputs (max abs error {worst:.3g})")
 
 
+def _outputs_of_each(ctx: Any, formats: list[str]) -> list[tuple[Any, float]]:
+    """Each format's outputs for the test inputs (or the exception), with seconds.
+
+    (Side by side in threads was measured no faster on 2 cores: onnxruntime already uses every
+    core, and torch's import holds the interpreter.)
+    """
+    out = []
+    for wf in formats:
+        t = time.perf_counter()
+        try:
+            out.append((runtime_outputs(ctx, wf), time.perf_counter() - t))
+        except Exception as e:  # reported by the caller as this format's failure
+            out.append((e, time.perf_counter() - t))
+    return out
+
+
 def _mismatch_text(oid: str, cmp: dict) -> str:
     if cmp["compared_as"] == "shape":
         return f"{oid}: shape {tuple(cmp['shape'])} where the test output has {tuple(cmp['expected_shape'])}"
@@ -349,7 +307,8 @@ def _mismatch_text(oid: str, cmp: dict) -> str:
 
 def _verdict(status: str, wf: str, errors: list[str], seconds: float = 0.0, details: dict | None = None, *,
              message: str = "") -> tuple:
-    message = message or ("; ".join(errors) if errors else f"{wf} reproduces the test outputs")
+    # every line names its weight format: two formats failing alike are two failures, not one printed twice
+    message = message or (f"{wf}: " + "; ".join(errors) if errors else f"{wf} reproduces the test outputs")
     return status, message, {"weights_format": wf, "errors": list(errors), "seconds": round(seconds, 3),
                              **(details or {})}
 

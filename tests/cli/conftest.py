@@ -31,3 +31,15 @@ def two_channel_pkg(tmp_path_factory):
         inputs=[T.TensorDef("raw", "bcyx", channels=2, sizes={"y": (16, 8), "x": (16, 8)}, test=x)],
         outputs=[T.TensorDef("out", "bcyx", channels=2, refs={"y": ("raw", "y"), "x": ("raw", "x")})],
         formats=("onnx",))
+
+
+@pytest.fixture(scope="session")
+def identity_pkg(tmp_path_factory):
+    """1 channel in, 1 out named 'probability', the output equal to the input: probabilities made in a test
+    come back as the model's output, so labels count known objects. Any size 16 + k*8."""
+    x = np.random.default_rng(2).random((1, 1, 32, 32), dtype=np.float32)
+    return T.write_package(
+        tmp_path_factory.mktemp("identity"), T.Identity(),
+        inputs=[T.TensorDef("raw", "bcyx", sizes={"y": (16, 8), "x": (16, 8)}, test=x)],
+        outputs=[T.TensorDef("probability", "bcyx", refs={"y": ("raw", "y"), "x": ("raw", "x")})],
+        formats=("onnx",))

@@ -19,7 +19,7 @@ _PROSE = {"runs", "run", "can", "cannot", "does", "do", "is", "itself", "first",
           "and", "with", "to", "in", "the", "as", "at", "from", "never", "has", "will", "keeps", "uses", "makes",
           "checks", "needs", "knows", "opens", "itself", "was", "by", "only", "when", "code", "cache's", "demo's",
           "predicts", "gives", "exports", "treats", "loads", "takes", "names", "sees", "expects", "own", "api",
-          "disagree", "made", "of", "installs", "repaired", "dropped", "runs"}
+          "disagree", "made", "of", "installs", "repaired", "dropped", "runs", "then", "beyond", "installed"}
 
 
 def _commands() -> dict[str, click.Command]:

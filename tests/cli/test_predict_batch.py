@@ -20,9 +20,14 @@ def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def manifest_rows(out):
+def manifest_rows(out, run="last"):
+    """The rows of one run of the results CSV (every run keeps its rows): the last by default, or all."""
     with open(out / "bioimgzoo-results.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    if run == "all":
+        return rows
+    last = max(int(r["run"]) for r in rows) if run == "last" else run
+    return [r for r in rows if int(r["run"]) == last]
 
 
 def manifest(out):
@@ -79,6 +84,9 @@ def test_second_run_writes_nothing_without_overwrite(tiny_pkg, tmp_path):
     assert (out / "a_out.tif").stat().st_mtime_ns == first and (out / "b_out.tif").is_file()
     assert "skipped 1" in r.output
     assert set(manifest(out)) == {"a.tif:skipped", "b.tif:done"}
+    # the first run's record is kept beside it
+    assert [(r["run"], os.path.basename(r["input"]), r["status"]) for r in manifest_rows(out, "all")] == \
+        [("1", "a.tif", "done"), ("2", "a.tif", "skipped"), ("2", "b.tif", "done")]
     r = cli("predict", tiny_pkg, a, "-o", out, "--overwrite")
     assert r.exit_code == 0, r.output
     assert (out / "a_out.tif").stat().st_mtime_ns != first
@@ -95,8 +103,12 @@ def test_bad_images_are_named_and_the_batch_goes_on(tiny_pkg, tmp_path):
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert sorted(p.name for p in out.glob("*.tif")) == ["good1_out.tif", "good2_out.tif"]
     summary = r.output[r.output.index("2 of 4 image(s) failed"):]
-    assert "corrupt.tif" in summary and "cannot read" in summary
-    assert "three_channels.tif" in summary and "--channel" in summary and "--rgb" in summary
+    assert "corrupt.tif" in summary and "three_channels.tif" in summary
+    # each error is printed once, with its reason (the summary names the files only)
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 2 and r.output.count("cannot read") == 1
+    assert "corrupt.tif" in errors[0] and "cannot read" in errors[0]
+    assert "three_channels.tif" in errors[1] and "--channel" in errors[1] and "--rgb" in errors[1]
     rows = manifest(out)
     assert set(rows) == {"good1.tif:done", "corrupt.tif:failed", "three_channels.tif:failed", "good2.tif:done"}
     assert "3" in rows["three_channels.tif:failed"]["message"]

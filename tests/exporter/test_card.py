@@ -115,5 +115,5 @@ def test_export_with_the_nuclei_card(tmp_path):
     f1 = rows["instance_f1"]
     assert f"| instance_f1 | {'not measured yet' if f1 is None else f'{f1:.4g}'} |" in readme  # the card's
     assert readme.count("| iou |") == 1
-    assert "out_of_scope_use" in rdf and "import_from: bioimgzoo.train.nets" in rdf
+    assert "out_of_scope_use" in rdf and "import_from" not in rdf and "source: architecture.py" in rdf
     assert "id: nuclei-unet2d" in rdf

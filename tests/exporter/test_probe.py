@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import numpy as np
@@ -111,7 +110,20 @@ def test_global_context_is_reported():
 
 
 def test_probing_is_fast():
-    t = time.perf_counter()
-    probe(C.seeded(N.UNet3d), (1, 1, 16, 24, 24), "bczyx")
-    probe(C.seeded(N.UNet2d, depth=3), (1, 1, 64, 64))
-    assert time.perf_counter() - t < 5
+    """Fast by construction, not by the clock (a shared CI machine makes timed asserts flaky): a bounded
+    number of network runs on inputs no larger than a few times the example."""
+    from bioimgzoo.exporter._probe import ModuleRunner, probe_module
+
+    for module, shape, axes in ((C.seeded(N.UNet3d), (1, 1, 16, 24, 24), "bczyx"),
+                                (C.seeded(N.UNet2d, depth=3), (1, 1, 64, 64), "bcyx")):
+        x = np.random.default_rng(0).random(shape).astype(np.float32)
+        run = ModuleRunner(module, ["input"])
+        voxels: list[int] = []
+
+        def counted(arrays, run=run, voxels=voxels):
+            voxels.append(int(np.prod(arrays[0].shape)))
+            return run(arrays)
+
+        probe_module(counted, {"input": x}, {"input": axes}, run([x]), ["output"])
+        assert len(voxels) <= 150 and max(voxels) <= 4 * x.size and sum(voxels) <= 25 * x.size, \
+            (len(voxels), max(voxels), sum(voxels))

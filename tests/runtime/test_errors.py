@@ -55,7 +55,10 @@ def test_invalid_description_lists_fields(pkg_copy):
 
 
 def test_unknown_weight_format(zoo_fixture):
-    with pytest.raises(WeightsError, match="unknown weight format 'tensorflow'"):
+    with pytest.raises(WeightsError, match="unknown weight format 'tensorflow_js'"):
+        bioimgzoo.load(zoo_fixture, weights="tensorflow_js")
+    # TensorFlow weights are run (through ONNX); this package has none
+    with pytest.raises(WeightsError, match="no tensorflow_saved_model_bundle weights; available: onnx, torchscript"):
         bioimgzoo.load(zoo_fixture, weights="tensorflow")
     with pytest.raises(WeightsError, match="no pytorch_state_dict weights"):
         bioimgzoo.load(zoo_fixture, weights="pytorch_state_dict")

@@ -160,7 +160,7 @@ def test_careamics_style_package_tiles_seamlessly(careamics_package, arch, caplo
     # measured once per weights: stored by sha256 in the cache, read back by a fresh load
     stored = list((bioimgzoo.config.cache_dir() / "receptive-fields").glob("*.json"))
     assert len(stored) == 1
-    radius = json.loads(stored[0].read_text())["inputs"]["input"]["radius"]
+    radius = json.loads(stored[0].read_text())["inputs"]["input"]["measure"]["radius"]
     assert radius["y"] >= 10 and radius["x"] >= 10  # two poolings of 3x3 convolutions
     after = CliRunner().invoke(main, ["info", str(careamics_package)])
     assert f"measured receptive field y: {radius['y']} px" in after.output

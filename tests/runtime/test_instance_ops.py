@@ -299,8 +299,49 @@ def test_stardist_model_decodes_the_stitched_whole_sample(tmp_path):
     model = bioimgzoo.load(rdf)
     whole = model.predict(img, axes="yx")
     windows: list[int] = []
-    tiled = next(model.iter_predict([img], axes="yx", tile=48, on_window=windows.append))
+    decoding: list = []  # the decoder is work after the tiles: announced before it runs, ended after
+    tiled = next(model.iter_predict([img], axes="yx", tile=48, on_window=windows.append, on_post=decoding.append))
     assert sum(windows) >= 4  # several windows of 17 channels, overlapped by the halo, decoded once
+    assert len(decoding) == 2 and "stardist" in decoding[0] and decoding[1] is None
     assert whole.shape == tiled.shape == (96, 96, 1)
     np.testing.assert_array_equal(whole, want)
     np.testing.assert_array_equal(tiled, want)
+
+
+# ----------------------------------------------------------------------- config.stardist (StarDist's own exports)
+def test_stardist_labels_from_an_upsampled_output_equal_those_at_grid_resolution():
+    """export_TF upsamples prob (sparse: one pixel per grid cell) and dist (repeated); decoding either is the same."""
+    pytest.importorskip("stardist")
+    from bioimgzoo.runtime.processing.whole_sample import stardist_instances
+
+    rng = np.random.default_rng(0)
+    h, w, n_rays, g = 24, 20, 8, 2
+    yy, xx = np.mgrid[:h, :w]
+    prob = np.zeros((h, w), np.float32)
+    for cy, cx in ((5, 5), (12, 14), (18, 6)):
+        prob = np.maximum(prob, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 6.0).astype(np.float32))
+    dist = (3 + rng.random((h, w, n_rays))).astype(np.float32) * 2
+    up_prob = np.zeros((h * g, w * g), np.float32)
+    up_prob[::g, ::g] = prob  # the transposed convolution of export_TF
+    up_dist = np.repeat(np.repeat(dist, g, axis=0), g, axis=1)  # UpSampling2D, nearest
+    kw = dict(grid=(g, g), prob_threshold=0.5, nms_threshold=0.4)
+    at_grid = stardist_instances(prob, dist, upsampled=False, **kw)
+    assert at_grid.shape == (h * g, w * g) and at_grid.max() == 3
+    np.testing.assert_array_equal(stardist_instances(up_prob, up_dist, upsampled=True, **kw), at_grid)
+    # a window whose origin is off the grid (the last tile, moved back to the image edge) still finds them
+    shifted = np.zeros_like(up_prob)
+    shifted[1::g, 1::g] = prob
+    assert stardist_instances(shifted, up_dist, upsampled=True, **kw).max() == 3
+
+
+def test_stardist_config_is_read_as_stardists_export_writes_it():
+    from bioimgzoo.errors import InputError
+    from bioimgzoo.runtime.processing.whole_sample import stardist_config
+
+    raw = {"config": {"stardist": {"config": {"n_dim": 2, "grid": [2, 2], "n_rays": 32},
+                                   "thresholds": {"prob": 0.69, "nms": 0.3}}}}
+    sd = stardist_config(raw)
+    assert (sd.grid, sd.n_rays, sd.prob_threshold, sd.nms_threshold) == ((2, 2), 32, 0.69, 0.3)
+    assert stardist_config({"config": {"deepimagej": {}}}) is None
+    with pytest.raises(InputError, match="n_rays"):
+        stardist_config({"config": {"stardist": {"config": {"grid": [1, 1]}}}})

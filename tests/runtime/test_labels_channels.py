@@ -70,7 +70,27 @@ def test_output_to_labels_labels_each_slice():
     ch = find_probability_channels(("foreground",), 1)
     labels, axes = output_to_labels(stack, ("z", "channel", "y", "x"), spatial=("y", "x"), channels=ch)
     assert axes == ("z", "y", "x") and labels.shape == (3, 20, 30)
-    assert [int(labels[z].max()) for z in range(3)] == [2, 0, 2]
+    # numbered on from slice to slice: every object of the stack has its own label
+    assert [sorted(set(np.unique(labels[z])) - {0}) for z in range(3)] == [[1, 2], [], [3, 4]]
+
+
+def test_output_to_labels_links_overlapping_objects_across_z():
+    # two columns of disks through 4 slices, one disk that appears in slice 2 only, and one that
+    # moves too far between slices 0 and 1 to be the same object
+    a = disks((40, 60), [(10, 10)], 5) > 0
+    b = disks((40, 60), [(10, 40)], 5) > 0
+    c = disks((40, 60), [(30, 30)], 5) > 0
+    d0, d1 = disks((40, 60), [(30, 5)], 4) > 0, disks((40, 60), [(30, 16)], 4) > 0
+    stack = np.stack([a | b | d0, a | b | d1, a | b | c, a | b]).astype(np.float32)
+    ch = find_probability_channels((), None)
+    per_slice, _ = output_to_labels(stack, ("z", "y", "x"), spatial=("y", "x"), channels=ch)
+    assert len(np.unique(per_slice)) - 1 == 3 + 3 + 3 + 2
+    linked, axes = output_to_labels(stack, ("z", "y", "x"), spatial=("y", "x"), channels=ch, link="z")
+    assert axes == ("z", "y", "x") and len(np.unique(linked)) - 1 == 5  # a, b, c, d0, d1
+    assert len(np.unique(linked[:, 10, 10])) == 1 and len(np.unique(linked[:, 10, 40])) == 1
+    assert linked[0, 30, 5] != linked[1, 30, 16]
+    with pytest.raises(InputError, match="cannot link objects along 'z'"):
+        output_to_labels(stack[0], ("y", "x"), spatial=("y", "x"), channels=ch, link="z")
 
 
 def test_channels():

@@ -275,7 +275,7 @@ def test_a_killed_run_resumes_to_the_same_output_recomputing_only_unfinished_uni
                           str(killed)], capture_output=True, text=True, timeout=300)
     assert res.returncode == -9, res.stderr[-2000:]
     lines = (killed / ".bioimgzoo" / "done").read_text().splitlines()
-    finished = {int(line.split()[1]) for line in lines[1:] if line.endswith(" ok")}
+    finished = {int(line.split()[2]) for line in lines[1:] if line.startswith("unit 0 ")}
     assert len(finished) >= 3
     with pytest.raises(InputError, match="without OME-Zarr image metadata"):
         open_image(killed)  # never mistaken for a result

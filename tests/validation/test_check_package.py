@@ -48,7 +48,7 @@ def test_invalid_description_is_reported_not_raised(zoo_fixture, tmp_path):
 
 
 def test_untrusted_architecture_file_is_skipped(tmp_path):
-    """State-dict weights with a shipped .py run code: skipped unless trust_code=True."""
+    """State-dict weights whose architecture is a library callable: a failed safety finding, nothing run."""
     torch = pytest.importorskip("torch")
     from bioimgzoo.exporter import export_model
     from bioimgzoo.testing import checks as C
@@ -59,8 +59,12 @@ def test_untrusted_architecture_file_is_skipped(tmp_path):
     z = export_model(N.SameConv().eval(), x, tmp_path / "m.zip", name="Same conv net", **C.meta(),
                      weights=["pytorch_state_dict"])
     report = check_package(z, deepimagej=False)
-    assert report.reproduction["pytorch_state_dict"]["status"] == "skipped"
-    assert "trust_code" in report.reproduction["pytorch_state_dict"]["errors"][0]
+    # a library callable outside bioimgzoo's allow-list is a failed safety finding, never run
+    callables = [f for f in report.findings if f.check == "safety.callables"]
+    assert [f.status for f in callables] == ["failed"]
+    assert "bioimgzoo.testing.nets:SameConv" in callables[0].message and "allow-list" in callables[0].message
+    repro = report.reproduction.get("pytorch_state_dict")
+    assert repro is None or (repro["status"] == "skipped" and "trust_code" in repro["errors"][0])
     assert not report.passed and not report.deepimagej_checked
 
 
@@ -85,5 +89,6 @@ def test_refusal_holds_without_the_files_family(zoo_fixture, tmp_path, monkeypat
     statuses = {f.check: f.status for f in report.findings}
     assert statuses == {"format.open": "passed", "format.spec": "skipped", "format.upgrade": "passed",
                         "format.completeness": "warning", "format.repairs": "not-applicable",
+                        "format.github_users": "passed",
                         "reproduction.runtime": "skipped"}
     assert "/etc/passwd" in next(f.message for f in report.findings if f.check == "format.spec")

@@ -47,10 +47,10 @@ def _fixed(rdf, folder):
 
 def test_one_result_per_rule_on_the_zoo_fixture(zoo_fixture):
     results = check_deepimagej(zoo_fixture, static=True)
-    assert [r.rule for r in results] == list(range(1, 30))
+    assert [r.rule for r in results] == list(range(0, 30))
     assert all(isinstance(r, RuleResult) and r.name == RULES[r.rule] and r.message for r in results)
     s = _statuses(results)
-    assert {n for n, st in s.items() if st == "failed"} == {9, 12, 27}
+    assert {n for n, st in s.items() if st == "failed"} == {0, 9, 12, 27}  # D0: JDLL throws on D12's axes
     assert s[19] == "not-applicable" and s[28] == "skipped"  # no config.deepimagej; the test input is not read
     assert has_failures(results)
     table = format_results(results)
@@ -120,8 +120,14 @@ def test_one_rule_broken(zoo_fixture, tmp_path, edit, rule, text):
     if rule is None:  # warnings only (D6), or still valid (an id with '_' but no other output's suffix)
         assert v.status == "passed", v.reasons
     else:
-        assert v.failed_rules == (rule,), v.reasons
+        # D0, JDLL's parser replayed, throws on these three too (a null id read, no covers list, a String cast
+        # to Boolean); the other rules are about running the model, which its parser does not see
+        expected = ("D0", rule) if (rule, text) in _JDLL_THROWS else (rule,)
+        assert v.failed_rules == expected, v.reasons
         assert text in v.reasons[rule] and v.fixes[rule]
+
+
+_JDLL_THROWS = {("D3", "nickname"), ("D4", "covers"), ("D19", "not a boolean")}
 
 
 def test_zero_mean_unit_variance_over_xy_with_two_channels_fails_d24(zoo_fixture, tmp_path):

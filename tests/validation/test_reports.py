@@ -129,7 +129,15 @@ def test_static_over_the_2023_descriptions(tmp_path):
     index = Path(f"{out}.html").read_text()
     assert index.count("<tr>") == 76 and (tmp_path / "all-75.html").is_file()
     assert Path(f"{out}.md").read_text().startswith("# Validation of 75 packages")
-    assert res.output.strip().splitlines()[-1].endswith("of 75 packages pass")
+    # one line per package (status, id, version, failing families), then the verdict: 76 lines, not 1,573
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 76 and re.match(r"\d+ of 75 packages pass", lines[-1]), res.output[-3000:]
+    assert all(line.split()[0] in ("PASSED", "FAILED") for line in lines[:-1])
+    assert all("failing: " in line for line in lines[:-1] if line.startswith("FAILED"))
+    # the index: failures first, id and version columns, and the same table sorted by each column
+    statuses = re.findall(r'<tr><td><span class="(passed|failed)">', index)
+    assert statuses == sorted(statuses, key=lambda st: st != "failed") and "<th><a href=\"all-by-id.html\"" in index
+    assert (tmp_path / "all-by-version.html").is_file()
 
 
 def test_unknown_required_tool_is_a_usage_error(zoo_fixture):

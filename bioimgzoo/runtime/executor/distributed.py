@@ -18,8 +18,9 @@
      chunks (or shard): still one writer per chunk, no locks.  The client
      logs the unit as finished when this task completes.
 
-  The parts are deleted when the run ends; a resumed run reuses the parts
-  on disk.  At most ``window`` tasks are in flight (about two per worker
+  The parts are deleted when the run ends; the client logs each part with
+  the digest of what it holds, and a resumed run reuses only the parts on
+  disk that still hold what was logged.  At most ``window`` tasks are in flight (about two per worker
   thread), so the scheduler never holds the whole image's graph.
 * A worker that dies loses its running tasks; the scheduler runs them
   again on another worker (dask's ``allowed-failures``).  A unit that keeps
@@ -48,12 +49,12 @@ import numpy as np
 from ...errors import InputError
 from .protocol import Network, Sample
 from ..plan import Region, SamplePlan
-from .streaming import (UnitRecord, WorkUnit, _intersect, _shift, _union, add_sample_statistics,
-                        compute_unit, release_freed_memory, set_engine_threads)
+from .streaming import (UnitRecord, WorkUnit, _intersect, _own_folder, _shift, _union, add_sample_statistics,
+                        array_digest, compute_unit, release_freed_memory, set_engine_threads, verify_units)
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "predict_files"]
+__all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "predict_files", "probe_scheduler"]
 
 #: models loaded on this worker process, by package key
 _WORKER_MODELS: dict[str, Any] = {}
@@ -150,23 +151,32 @@ def _compute_on_worker(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict
                         batch_size=job["batch_size"], pad_mode=job["pad_mode"])
 
 
-def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> int:
-    """Compute phase on a worker: the unit's own tiles, saved as one part file per output."""
+def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> dict[str, str]:
+    """Compute phase on a worker: the unit's own tiles, saved as one part file per output.
+
+    Returns each part's :func:`~.streaming.array_digest` (the client logs it: a resumed run reuses a part only
+    when the file still holds that)."""
     outs = _compute_on_worker(key, job, unit)
+    digests = {}
     for oid, data in outs.items():
         final = _part_path(parts, number, unit.index, oid)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, np.ascontiguousarray(data))
-        os.replace(tmp, final)  # a part on disk is complete: a resumed run may reuse it
+        data = np.ascontiguousarray(data)
+        np.save(tmp, data)
+        os.replace(tmp, final)
+        digests[oid] = array_digest(data)
     del outs
     release_freed_memory()
-    return unit.index
+    return digests
 
 
 def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[WorkUnit], number: int,
-                   parts: str) -> int:
-    """Assemble phase on a worker: the unit's box from its owners' parts, written as whole chunks."""
+                   parts: str) -> dict[str, str]:
+    """Assemble phase on a worker: the unit's box from its owners' parts, written as whole chunks.
+
+    Returns the digest of what each output's sink stored (the client logs it)."""
     sample: Sample = job["sample"]
+    digests = {}
     for oid, region in unit.writes.items():
         buf = None
         for src in sources:
@@ -177,17 +187,15 @@ def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[Wor
             if buf is None:
                 buf = np.empty(tuple(r.stop - r.start for r in region), part.dtype)
             buf[_shift(inter, [r.start for r in region])] = part[_shift(inter, [r.start for r in src.writes[oid]])]
-        sample.outputs[oid].write(region, buf)
-    return unit.index
+        digests[oid] = sample.outputs[oid].write(region, buf)
+    return digests
 
 
-def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> int:
+def _run_unit(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict[str, str]:
     """One work unit on a worker, all its tiles (shared ones too): read, compute, write whole chunks."""
     sample: Sample = job["sample"]
     outs = _compute_on_worker(key, job, unit)
-    for oid, data in outs.items():
-        sample.outputs[oid].write(unit.writes[oid], data)
-    return unit.index
+    return {oid: sample.outputs[oid].write(unit.writes[oid], data) for oid, data in outs.items()}
 
 
 def connect(scheduler: Any = None, workers: int | None = None, threads: int | None = None, *,
@@ -203,11 +211,7 @@ def connect(scheduler: Any = None, workers: int | None = None, threads: int | No
     if scheduler is not None and not isinstance(scheduler, str):
         return scheduler, None, None  # a Client the caller made
     if scheduler is not None:
-        try:
-            return Client(scheduler, timeout="20s"), None, None
-        except Exception as e:
-            raise InputError(f"cannot reach the dask scheduler at {scheduler}: {e}; check the address "
-                             "(tcp://host:8786) and that the scheduler runs") from e
+        return _bounded_client(scheduler), None, None
     n = int(workers or 1)
     if n < 1:
         raise InputError(f"--workers {workers} is not valid: pass at least 1")
@@ -217,6 +221,116 @@ def connect(scheduler: Any = None, workers: int | None = None, threads: int | No
     cluster = LocalCluster(n_workers=n, threads_per_worker=per_worker, processes=True, dashboard_address=None,
                            resources={"GPU": 1} if gpu else None, silence_logs=logging.ERROR)
     return Client(cluster), cluster, engine_threads
+
+
+#: the largest handshake a dask scheduler sends (a few hundred bytes in practice)
+_MAX_HANDSHAKE = 1 << 20
+
+
+def _recv(sock: Any, n: int, deadline: float, address: str) -> bytes:
+    import socket
+    import time
+
+    buf = b""
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout()
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise InputError(f"{address} closed the connection before saying anything: it is not a dask scheduler "
+                             "(check the address and port; a scheduler listens on 8786 by default)")
+        buf += chunk
+    return buf
+
+
+def probe_scheduler(address: str, timeout: float) -> None:
+    """Check, within ``timeout`` seconds, that a ``tcp://`` address answers as a dask scheduler does.
+
+    A dask server speaks first: its handshake, one length-prefixed message
+    (8-byte size, frame lengths, msgpack naming ``compression`` and
+    ``python``).  A closed port, a silent socket, an HTTP server (the
+    dashboard on 8787) or anything else ends in one :class:`InputError`
+    instead of a wait without end.  Other schemes (``tls://``, ``inproc://``)
+    are left to the bounded connection itself.
+    """
+    import socket
+    import struct
+    import time
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+    except ValueError as e:
+        raise InputError(f"--scheduler {address!r} is not an address: give tcp://host:port (e.g. "
+                         "tcp://head-node:8786)") from e
+    if scheme != "tcp":
+        return
+    try:
+        host, port = parse_host_port(loc, default_port=8786)
+    except ValueError as e:
+        raise InputError(f"--scheduler {address!r}: {e}; give tcp://host:port") from e
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as e:
+        raise InputError(f"cannot reach the dask scheduler at {address} ({e.strerror or type(e).__name__}): check the "
+                         "address and that the scheduler runs (dask scheduler, or dask-scheduler)") from e
+    try:
+        with sock:
+            (size,) = struct.unpack("Q", _recv(sock, 8, deadline, address))
+            if not 16 <= size <= _MAX_HANDSHAKE:
+                raise ValueError(f"a message of {size} bytes")
+            body = _recv(sock, size, deadline, address)
+            from distributed.protocol.utils import unpack_frames
+
+            frames, missing = unpack_frames(body, partial=True)
+            if missing or not any(b"compression" in bytes(f) and b"python" in bytes(f) for f in frames):
+                raise ValueError("no handshake")
+    except socket.timeout:
+        raise InputError(f"{address} accepted the connection but said nothing within {timeout:g} s: a dask "
+                         "scheduler greets at once, so this is not one (an HTTP server, such as the dashboard on 8787, "
+                         "waits for a request) or it hangs; check the address and port (BIOIMGZOO_TIMEOUT sets the "
+                         "wait)") from None
+    except (ValueError, struct.error):
+        raise InputError(f"{address} answers, but not as a dask scheduler (an HTTP server, such as the dashboard on "
+                         "8787?): check the address and port; the scheduler listens on 8786 by default") from None
+    except OSError as e:
+        raise InputError(f"the connection to {address} failed ({e.strerror or type(e).__name__}): check that the "
+                         "scheduler runs") from e
+
+
+def _bounded_client(address: str) -> Any:
+    """A Client of the scheduler at ``address``, or one InputError within a bounded time (never a hang)."""
+    import threading
+
+    from distributed import Client
+
+    from ... import config
+
+    timeout = config.http_timeout()
+    probe_scheduler(address, timeout)
+    made: dict = {}
+
+    def make() -> None:
+        try:
+            made["client"] = Client(address, timeout=timeout)
+        except BaseException as e:  # handed to the caller's thread
+            made["error"] = e
+
+    thread = threading.Thread(target=make, daemon=True, name="bioimgzoo-connect")
+    thread.start()
+    thread.join(2 * timeout + 5)
+    if thread.is_alive():  # the thread is left behind (a daemon): the run stops here
+        raise InputError(f"connecting to the dask scheduler at {address} did not complete within {2 * timeout + 5:g} "
+                         "s: check that it runs and answers (BIOIMGZOO_TIMEOUT sets the wait)")
+    if "error" in made:
+        e = made["error"]
+        raise InputError(f"cannot connect to the dask scheduler at {address}: {str(e)[:300] or type(e).__name__}; "
+                         "check the address (tcp://host:8786) and that the scheduler runs") from e
+    return made["client"]
 
 
 def _connect_with_model(model: Any, scheduler: Any, workers: int | None, threads: int | None) -> tuple:
@@ -268,15 +382,17 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         total_threads = sum(client.nthreads().values()) or 1
         window = window or 2 * total_threads
         resources = {"GPU": 1} if gpu else None
-        jobs = []
+        jobs, payloads = [], []
         for sample in samples:
             # per-sample statistics on the client (a streaming pass), then the sample goes to every worker once
             add_sample_statistics(network, sample)
-            jobs.append(client.scatter({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
-                                        "postprocess": postprocess},
-                                       broadcast=True))
+            payloads.append({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
+                             "postprocess": postprocess})
+            jobs.append(client.scatter(payloads[-1], broadcast=True))
         todo = []
         for number, (sample, job) in enumerate(zip(samples, jobs)):
+            if record is not None:  # resuming: a logged unit counts only when the store still holds it
+                verify_units(record, number, units, sample.outputs)
             for u in units:
                 if record is not None and record.is_done(number, u.index):
                     if on_unit:
@@ -295,15 +411,16 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
         if owned is None:
             ready.extend(todo)
         else:
-            Path(parts).mkdir(parents=True, exist_ok=True)
+            _own_folder(Path(parts))
             needed: dict[tuple[int, int], Any] = {}
             for number, job, u in todo:
                 sources = sorted({owner_of[t].index for t in u.tiles})
                 todo_parts = []
                 for v in sources:
                     if (number, v) not in needed:
-                        have = all(_part_path(parts, number, v, oid).is_file() for oid in owned[v].writes)
-                        needed[(number, v)] = have  # a part on disk is complete (renamed into place)
+                        # a part on disk is reused only when the record lists it with what it holds now
+                        have = all(_part_holds(record, parts, number, v, oid) for oid in owned[v].writes)
+                        needed[(number, v)] = have
                         if not have:
                             computes.append((number, job, owned[v]))
                     if not needed[(number, v)]:
@@ -320,6 +437,7 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
 
         def submit(kind: str, item: tuple, attempt: int) -> None:
             again = f"-retry{attempt}" if attempt else ""  # a new key: the lost task's key may still be known
+            item = (item[0], jobs[item[0]]) + tuple(item[2:])  # the sample as scattered last (see below)
             if kind == "unit" and owned is None:
                 number, job, u = item
                 fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
@@ -351,13 +469,17 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
             in_flight -= 1
             kind, number, u, item, attempt = meta.pop(fut.key)
             try:
-                fut.result()
+                digests = fut.result()
             except Exception as e:
                 if _worker_lost(e) and attempt < _MAX_ATTEMPTS - 1:
                     # a worker died under it (or the scheduler dropped it with that worker): units are
                     # idempotent (parts renamed into place, whole chunks rewritten), so run it again
                     log.warning("work unit %s of sample %s was lost with its worker (%s): running it again",
                                 u.index, number + 1, type(e).__name__)
+                    if jobs[number].status != "finished":
+                        # the scattered sample itself went with the worker(s) that held it ("lost
+                        # dependencies"): a retry needing it would be cancelled again; scatter it anew
+                        jobs[number] = client.scatter(payloads[number], broadcast=True)
                     submit(kind, item, attempt + 1)
                     in_flight += 1
                     continue
@@ -367,6 +489,9 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                                  f"{type(e).__name__}: {e}. The output is incomplete (no OME-Zarr metadata "
                                  "written); fix the cause and rerun with --resume") from e
             if kind == "part":
+                if record is not None:
+                    for oid, digest in digests.items():
+                        record.mark_part(number, u.index, oid, digest)
                 for item in waiting_on.pop((number, u.index), []):
                     k = (item[0], item[2].index)
                     missing[k] -= 1
@@ -374,7 +499,7 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                         ready.append(item)
             else:
                 if record is not None:
-                    record.mark(number, u.index)
+                    record.mark(number, u.index, digests)
                 computed += 1
                 if on_unit:
                     on_unit(number, u, True)
@@ -387,6 +512,18 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
             client.close()
             cluster.close()
     return computed
+
+
+def _part_holds(record: UnitRecord | None, parts: str, number: int, unit: int, oid: str) -> bool:
+    """A part file is there (no link) and holds what the record logged for it."""
+    path = _part_path(parts, number, unit, oid)
+    if record is None or path.is_symlink() or not path.is_file():
+        return False
+    try:
+        digest = array_digest(np.load(path, mmap_mode="r", allow_pickle=False))
+    except Exception:  # noqa: BLE001 -- a part that does not load is computed again
+        return False
+    return record.part_verified(number, unit, oid, digest)
 
 
 #: tries of one work unit whose worker was lost (dask's own retries of a task on a dead worker come first)

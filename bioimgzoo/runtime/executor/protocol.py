@@ -44,12 +44,14 @@ class ArraySink(Protocol):
     then ``write(region, data)`` with ``data`` of exactly the region's
     shape.  Regions never overlap and together cover ``shape``; ``data``
     may be a view of the network's batch output, valid for keeping but not
-    for writing to.
+    for writing to.  A sink on disk that a resumed run may skip returns
+    from ``write`` the digest of what it stored and offers
+    ``stored_digest(region)`` (see :class:`~.streaming.UnitRecord`).
     """
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> None: ...
 
-    def write(self, region: Region, data: np.ndarray) -> None: ...
+    def write(self, region: Region, data: np.ndarray) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..._files import user_secret
 from ...errors import InputError, WeightsError
 from ..plan import Region, SamplePlan
 from .memory import BATCH_VOXELS, MAX_BATCH, _extract
@@ -55,6 +56,7 @@ from .statistics import streaming_sample_measures
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["StreamingExecutor", "WorkUnit", "plan_work_units", "compute_unit", "UnitRecord", "Progress",
+           "array_digest", "verify_units", "RECORD_VERSION",
            "QUEUE_DEPTH", "SHARED_TILE_BYTES", "SharedTiles", "default_work_unit", "NanForInf", "package_key",
            "set_engine_threads", "release_freed_memory", "add_sample_statistics"]
 
@@ -299,7 +301,9 @@ class SharedTiles:
 
             if self._folder_arg is not None:
                 self._folder = Path(self._folder_arg)
-                if self._folder.exists():  # an interrupted run's: its tiles belong to other positions
+                if self._folder.is_symlink():  # planted in the store: removed, never followed
+                    self._folder.unlink()
+                elif self._folder.exists():  # an interrupted run's: its tiles belong to other positions
                     import shutil
 
                     shutil.rmtree(self._folder)
@@ -344,50 +348,142 @@ class SharedTiles:
 
 
 # ------------------------------------------------------------------- record
+#: version of the ``done`` log's layout (in its first line)
+RECORD_VERSION = 2
+
+
+def array_digest(data: np.ndarray) -> str:
+    """sha256 of an array's type, shape and values (C order): what a record says was written."""
+    data = np.ascontiguousarray(data)
+    h = hashlib.sha256(f"{data.dtype.str} {data.shape}\n".encode())
+    h.update(memoryview(data).cast("B"))
+    return h.hexdigest()
+
+
+def _own_folder(path: Path) -> Path:
+    """``path`` as a real folder of the run (created): never through a symbolic link planted in the store."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError(f"{path} is a symbolic link or a file, not a folder bioimgzoo made: the store was changed by "
+                         "hand; pass --overwrite to start again")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class UnitRecord:
     """The finished work units of one output, in an append-only log (``<out>/.bioimgzoo/done``).
 
     The log starts with the run's settings (``signature``); resuming with
     other settings is refused.  A unit is logged after all its chunks are
-    written and flushed to disk; an interrupted last line is ignored.
+    written and flushed to disk, with a digest of what was written (each
+    output's :func:`array_digest`, keyed by this user's secret and bound to
+    the settings and the unit): a resumed run skips a unit only when the
+    store still holds exactly that (:meth:`verified`), and computes it again
+    otherwise.  A cluster's parts are logged the same way (:meth:`mark_part`).
+    Lines that do not parse (a torn last line, a hand edit) count for nothing.
     """
 
     def __init__(self, folder: str | Path, signature: Mapping[str, Any], *, resume: bool):
         self.folder = Path(folder)
         self.path = self.folder / "done"
-        self.signature = json.loads(json.dumps(dict(signature), sort_keys=True, default=str))
+        self.signature = json.loads(json.dumps({**dict(signature), "record": RECORD_VERSION}, sort_keys=True,
+                                               default=str))
+        self._bound = json.dumps(self.signature, sort_keys=True).encode()
+        self._key = user_secret()
+        #: (kind, sample, unit[, output]) -> keyed digest, as logged
+        self.logged: dict[tuple, str] = {}
+        #: (sample, unit) finished: written in this run, or logged before and verified against the store
         self.done: set[tuple[int, int]] = set()
+        self.unreadable = 0
         self._lock = threading.Lock()
+        _own_folder(self.folder)
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise InputError(f"{self.path} is not a file written by bioimgzoo (a link or a folder): the store was changed by "
+                             "hand; pass --overwrite to start again")
         if resume and self.path.is_file():
-            lines = self.path.read_text().splitlines()
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
             try:
                 head = json.loads(lines[0]) if lines else None
             except ValueError:
                 head = None
             if head != self.signature:
                 raise InputError(f"cannot resume: {self.path.parent.parent} was started with other settings "
-                                 f"(model, input, tile, work unit or options differ); pass --overwrite to start "
-                                 "again")
+                                 f"(model, input, tile, work unit or options differ, or an older bioimgzoo); pass "
+                                 "--overwrite to start again")
             for line in lines[1:]:
-                parts = line.split()
-                if len(parts) == 3 and parts[2] == "ok":  # a torn last line lacks the marker
-                    self.done.add((int(parts[0]), int(parts[1])))
+                entry = self._parse(line)
+                if entry is None:
+                    self.unreadable += 1
+                else:
+                    self.logged[entry[0]] = entry[1]
+            if self.unreadable:
+                log.warning("%d line(s) of %s do not parse and count for nothing: their units are computed again",
+                            self.unreadable, self.path)
         else:
             if resume:
                 log.warning("nothing to resume in %s: starting from the beginning", self.folder.parent)
-            self.folder.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.signature, sort_keys=True) + "\n")
         self._file = open(self.path, "a")
 
-    def is_done(self, sample: int, unit: int) -> bool:
-        return (sample, unit) in self.done
+    @staticmethod
+    def _parse(line: str) -> tuple[tuple, str] | None:
+        parts = line.split()
+        try:
+            if len(parts) == 4 and parts[0] == "unit":
+                key: tuple = ("unit", int(parts[1]), int(parts[2]))
+            elif len(parts) == 5 and parts[0] == "part":
+                key = ("part", int(parts[1]), int(parts[2]), parts[3])
+            else:
+                return None
+        except ValueError:
+            return None
+        digest = parts[-1]
+        return (key, digest) if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
 
-    def mark(self, sample: int, unit: int) -> None:
+    def _digest(self, key: tuple, digests: Mapping[str, str]) -> str:
+        h = hashlib.blake2b(key=self._key, digest_size=32)
+        h.update(self._bound)
+        h.update(repr(key).encode())
+        for oid in sorted(digests):
+            h.update(f"\n{oid} {digests[oid]}".encode())
+        return h.hexdigest()
+
+    def _append(self, key: tuple, digests: Mapping[str, str]) -> None:
+        digest = self._digest(key, digests)
         with self._lock:
-            self._file.write(f"{sample} {unit} ok\n")
+            self._file.write(" ".join(map(str, key)) + f" {digest}\n")
             self._file.flush()
             os.fsync(self._file.fileno())
-            self.done.add((sample, unit))
+            self.logged[key] = digest
+
+    def mark(self, sample: int, unit: int, digests: Mapping[str, str]) -> None:
+        """Unit ``unit`` of ``sample`` is written: ``digests`` by output id (:func:`array_digest` of each)."""
+        self._append(("unit", sample, unit), digests)
+        self.done.add((sample, unit))
+
+    def mark_part(self, sample: int, unit: int, output: str, digest: str) -> None:
+        """A cluster part (one output of a unit's own tiles) is saved, with its :func:`array_digest`."""
+        self._append(("part", sample, unit, output), {output: digest})
+
+    def claims(self, sample: int, unit: int) -> bool:
+        """The log says the unit is finished (not yet checked against the store)."""
+        return ("unit", sample, unit) in self.logged
+
+    def verified(self, sample: int, unit: int, digests: Mapping[str, str] | None) -> bool:
+        """The unit is logged and the store holds what was logged (``digests``: read back now; None: unreadable)."""
+        key = ("unit", sample, unit)
+        return digests is not None and key in self.logged and self.logged[key] == self._digest(key, digests)
+
+    def part_verified(self, sample: int, unit: int, output: str, digest: str | None) -> bool:
+        key = ("part", sample, unit, output)
+        return digest is not None and key in self.logged and self.logged[key] == self._digest(key, {output: digest})
+
+    def is_done(self, sample: int, unit: int) -> bool:
+        """Written in this run, or verified against the store (:func:`verify_units`)."""
+        return (sample, unit) in self.done
+
+    def confirm(self, sample: int, unit: int) -> None:
+        """The unit counts as finished: it verified against the store."""
+        self.done.add((sample, unit))
 
     def close(self) -> None:
         self._file.close()
@@ -399,6 +495,32 @@ class UnitRecord:
         import shutil
 
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def verify_units(record: UnitRecord, number: int, units: Sequence[WorkUnit], outputs: Mapping[str, Any]) -> list:
+    """The units of sample ``number`` the record claims and the store still holds; logs how many did not verify.
+
+    ``outputs``: the sample's sinks by output id; each must read back what it
+    holds (``stored_digest(region)``), else nothing is skipped.
+    """
+    done, bad = [], 0
+    for u in units:
+        if not record.claims(number, u.index):
+            continue
+        try:
+            digests = {oid: sink.stored_digest(u.writes[oid]) for oid, sink in outputs.items()}
+        except Exception as e:  # noqa: BLE001 -- a chunk that does not decode is a unit to compute again
+            log.debug("unit %s of sample %s does not read back: %s", u.index, number, e)
+            digests = None
+        if record.verified(number, u.index, digests):
+            record.confirm(number, u.index)
+            done.append(u)
+        else:
+            bad += 1
+    if bad:
+        log.warning("%d work unit(s) the record of %s lists as finished do not hold what was written (changed, "
+                    "forged or torn): computed again", bad, record.folder.parent)
+    return done
 
 
 def package_key(model: Any) -> str:
@@ -543,7 +665,10 @@ class StreamingExecutor:
     batch_size, pad_mode :
         As for :class:`~.memory.InMemoryExecutor`.
     record : UnitRecord, optional
-        Finished units to skip, and where to log the ones finished now.
+        Finished units to skip (those it lists that the sinks still hold:
+        :func:`verify_units`), and where to log the ones finished now; the
+        sinks' ``write`` then returns the :func:`array_digest` of what it
+        stored, and ``stored_digest(region)`` reads it back.
     on_unit : callable, optional
         ``on_unit(sample_index, unit, computed)`` after each unit is written
         (``computed`` False for a unit skipped as already done).
@@ -583,6 +708,8 @@ class StreamingExecutor:
     def _run_sample(self, number: int, sample: Sample) -> None:
         units = self.units(sample)
         plan = sample.plan
+        if self.record is not None:  # resuming: what the record claims counts only when the store still holds it
+            verify_units(self.record, number, units, sample.outputs)
         todo = [u for u in units if not (self.record and self.record.is_done(number, u.index))]
         for u in units:
             if u not in todo and self.on_unit:
@@ -601,7 +728,8 @@ class StreamingExecutor:
             reads = {iid: _union([plan.tiles[ti].reads[iid].region for ti in mine]) for iid in u.reads} if mine else {}
             own[u.index] = replace(u, reads=reads)
         todo = [own[u.index] for u in todo]
-        cache = SharedTiles(users, folder=self.record.folder / "shared" if self.record is not None else None)
+        cache = SharedTiles(users, folder=_own_folder(self.record.folder) / "shared" if self.record is not None
+                            else None)
         read_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         write_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         failure: list[BaseException] = []
@@ -634,10 +762,9 @@ class StreamingExecutor:
                     if item is _END:
                         return
                     u, outs = item
-                    for oid, data in outs.items():
-                        sample.outputs[oid].write(u.writes[oid], data)
+                    digests = {oid: sample.outputs[oid].write(u.writes[oid], data) for oid, data in outs.items()}
                     if self.record is not None:
-                        self.record.mark(number, u.index)
+                        self.record.mark(number, u.index, digests)
                     self.units_computed += 1
                     release_freed_memory()
                     if self.on_unit:

@@ -14,6 +14,12 @@ applies postprocessing only there), never on a tile.
 * ``cellpose_flow_dynamics`` delegates to ``cellpose.dynamics.compute_masks``
   and ``cellpose.utils.fill_holes_and_remove_small_masks`` as core does
   (``_ops_cellpose.py``).  Optional extra: ``pip install bioimgzoo[cellpose]``.
+* ``config.stardist`` (what StarDist's ``export_bioimageio`` writes, and the
+  zoo's StarDist models, which declare no postprocessing op): the network
+  output (probability + distances, upsampled to the input's size by
+  ``export_TF``) decoded to labels as StarDist's own ``predict_instances``
+  does (:func:`stardist_instances`, with the thresholds the package
+  declares), on the stitched whole sample.
 * ``custom`` runs the Python file the package ships: ``op = callable(**kwargs)``
   once, then ``op(array)`` per sample (core's ``CustomProcessing``).  It runs
   only through the loader :mod:`bioimgzoo.trust` hands out after the trust
@@ -47,7 +53,8 @@ from ...descr.tensors import TensorSpec
 from ...errors import InputError, UntrustedCodeError, WeightsError
 from .ops import register_op
 
-__all__ = ["StardistPostprocessing", "CellposeFlowDynamics", "CustomProcessing", "EXTRAS", "network_output_spec", "extra_missing_message"]
+__all__ = ["StardistPostprocessing", "CellposeFlowDynamics", "CustomProcessing", "EXTRAS", "network_output_spec",
+           "extra_missing_message", "StardistConfig", "stardist_config", "stardist_instances"]
 
 #: optional extra of bioimgzoo -> the package its op delegates to
 EXTRAS = {"stardist": "stardist", "cellpose": "cellpose"}
@@ -190,6 +197,112 @@ class StardistPostprocessing(_WholeSampleStep):
                 a = AxisInfo(a.id, a.kind, None if a.size is None else a.size // g)
             axes.append(a)
         return dataclasses.replace(spec, axes=tuple(axes), sizes=sizes, scale=scale, halo=halo)
+
+
+# ------------------------------------------------------------- config.stardist (StarDist's own exports)
+@dataclass(frozen=True)
+class StardistConfig:
+    """What a package's ``config.stardist`` says about its network, and the thresholds it declares."""
+
+    grid: tuple[int, ...]
+    n_rays: int
+    prob_threshold: float
+    nms_threshold: float
+    #: the output is at the image's size (``export_TF(upsample_grid=True)``, what the Fiji plugin needs), not
+    #: at 1/grid
+    upsampled: bool = True
+
+    @property
+    def spatial(self) -> tuple[str, ...]:
+        return ("y", "x") if len(self.grid) == 2 else ("z", "y", "x")
+
+    def labels(self, x: np.ndarray, axes: tuple[str, ...], *, where: str) -> np.ndarray:
+        """Labels of a whole output laid out as ``axes``, with a channel of size 1 (the layout kept)."""
+        _require("stardist", "config.stardist", where)
+        if len(self.grid) != 2:
+            raise InputError(f"{where}: labels of 3D StarDist exports are not decoded yet (its output is given "
+                             "as is): decode it with stardist's non_maximum_suppression_3d")
+        order, has_batch = _spatial_layout(axes, self.spatial)
+        t = np.transpose(x, order)
+        if not has_batch:
+            t = t[None]
+        if t.shape[-1] != self.n_rays + 1:
+            raise InputError(f"{where}: the network gave {t.shape[-1]} channels, but config.stardist's n_rays "
+                             f"{self.n_rays} needs {self.n_rays + 1}; the description does not fit its weights")
+        labels = [stardist_instances(s[..., 0], s[..., 1:], grid=self.grid, prob_threshold=self.prob_threshold,
+                                     nms_threshold=self.nms_threshold, upsampled=self.upsampled) for s in t]
+        return _back_to_layout(np.stack(labels)[..., None], order, has_batch)
+
+
+def stardist_config(raw: Any) -> StardistConfig | None:
+    """The :class:`StardistConfig` of a description (its raw mapping), or None when it has no ``config.stardist``."""
+    cfg = raw.get("config") if isinstance(raw, dict) else None
+    sd = cfg.get("stardist") if isinstance(cfg, dict) else None
+    if not isinstance(sd, dict):
+        return None
+    net = sd.get("config") if isinstance(sd.get("config"), dict) else {}
+    thresholds = sd.get("thresholds") if isinstance(sd.get("thresholds"), dict) else {}
+    try:
+        n_dim = int(net.get("n_dim", 2))
+        grid = tuple(int(g) for g in (net.get("grid") or (1,) * n_dim))
+        return StardistConfig(grid, int(net["n_rays"]), float(thresholds.get("prob", 0.5)),
+                              float(thresholds.get("nms", 0.4)))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"config.stardist is incomplete ({e!r}): it needs config.n_rays (and grid, thresholds "
+                         "prob and nms) as StarDist's export_bioimageio writes them") from None
+
+
+def stardist_instances(prob: np.ndarray, dist: np.ndarray, *, grid: tuple[int, int], prob_threshold: float,
+                       nms_threshold: float, border: int = 2, upsampled: bool = True) -> np.ndarray:
+    """2D StarDist labels from a probability map and distances, as ``StarDist2D.predict_instances`` makes them.
+
+    ``prob`` (Y, X) and ``dist`` (Y, X, n_rays) are either at the network's
+    grid resolution (``upsampled=False``: the image is ``grid`` times larger)
+    or upsampled to the image's size the way ``export_TF`` does (probability by a transposed convolution that
+    leaves it only at one pixel of each grid cell, distances repeated):
+    upsampled maps are reduced to one value per grid cell (the cell's
+    non-zero probability and the distances there), which is exact for
+    windows aligned to the grid.  Then predict_instances' sparse path:
+    distances clamped at 1e-3, candidates above ``prob_threshold`` away
+    from a ``border`` of grid cells, ``non_maximum_suppression_sparse`` and
+    ``polygons_to_label`` on the image's shape.
+    """
+    from stardist import polygons_to_label
+    from stardist.nms import non_maximum_suppression_sparse
+
+    prob = np.asarray(prob, np.float32)
+    dist = np.asarray(dist, np.float32)
+    shape = tuple(int(n) * (1 if upsampled else g) for n, g in zip(prob.shape, grid))
+    if upsampled and any(g > 1 for g in grid):
+        prob, dist = _per_grid_cell(prob, dist, grid)
+    dist = np.maximum(1e-3, dist)
+    keep = prob > prob_threshold
+    if border:
+        inner = np.zeros_like(keep)
+        inner[tuple(slice(border, -border) for _ in keep.shape)] = True
+        keep &= inner
+    points = np.stack(np.nonzero(keep), axis=1) * np.asarray(grid).reshape(1, 2)
+    inside = np.all(points < np.asarray(shape).reshape(1, 2), axis=1)
+    points, probs, dists = points[inside], prob[keep][inside], dist[keep][inside]
+    points, probs, dists, _ = non_maximum_suppression_sparse(dists, probs, points, nms_thresh=nms_threshold)
+    return polygons_to_label(dists, points, prob=probs, shape=shape).astype(np.int32)
+
+
+def _per_grid_cell(prob: np.ndarray, dist: np.ndarray, grid: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Full-size maps to one value per grid cell: where the probability is largest in the cell."""
+    gy, gx = grid
+    h, w = prob.shape
+    hc, wc = -(-h // gy), -(-w // gx)
+    p = np.zeros((hc * gy, wc * gx), prob.dtype)
+    p[:h, :w] = prob
+    d = np.zeros((hc * gy, wc * gx, dist.shape[-1]), dist.dtype)
+    d[:h, :w] = dist
+    cells = p.reshape(hc, gy, wc, gx).transpose(0, 2, 1, 3).reshape(hc, wc, gy * gx)
+    best = np.argmax(cells, axis=-1)
+    dy, dx = np.divmod(best, gx)
+    rows = np.arange(hc)[:, None] * gy + dy
+    cols = np.arange(wc)[None, :] * gx + dx
+    return p[rows, cols], d[rows, cols]
 
 
 # ----------------------------------------------------------------------- cellpose

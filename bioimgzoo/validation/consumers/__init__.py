@@ -1,5 +1,9 @@
 """Consumer-tool checkers: will DeepImageJ, Icy, ilastik, QuPath, BiaPy, CAREamics run this package?
 
+:mod:`.readers` opens the package with the readers deployed today (JDLL's
+parser, modelled from its source; bioimageio.spec as BiaPy pins it;
+bioimageio.core as the zoo's CI runs it) and reports each one's verdict.
+
 One module per tool implements that tool's rules of ``shared/docs/consumer-rules.md``
 (ids ``D1``-``D29``, ``I1``-``I5``, ``Q1``-``Q5``, ``B1``-``B5``, ``C1``), read off
 the tools' own sources and the zoo CI; where a rule is about numbers the tool's
@@ -25,12 +29,13 @@ from ._base import TOOLS, ConsumerVerdict, evaluate, open_subject, verdict
 from ._base import tools as _registered
 # each module registers its tool (and its family) on import
 from . import deepimagej, icy, ilastik, qupath, biapy, careamics  # noqa: E402,F401  (order = report order)
+from . import readers  # noqa: E402,F401  (the deployed readers; also rules D0, B0, I0 of the tools above)
 
 __all__ = ["TOOLS", "ConsumerVerdict", "consumer_verdicts"]
 
 
-def consumer_verdicts(package: Any, *, static: bool = False,
-                      tools: Iterable[str] | None = None) -> dict[str, ConsumerVerdict]:
+def consumer_verdicts(package: Any, *, static: bool = False, tools: Iterable[str] | None = None,
+                      build_readers: bool = True) -> dict[str, ConsumerVerdict]:
     """Predict each consumer tool's verdict on a package.
 
     Parameters
@@ -42,6 +47,9 @@ def consumer_verdicts(package: Any, *, static: bool = False,
         read; the rules that need them are ``skipped`` with the reason.
     tools : iterable of str, optional
         Names from :data:`TOOLS` (default: all).
+    build_readers : bool
+        Build a deployed reader's missing environment (once, from the package index); False: use built
+        ones only, the others are ``skipped``.
 
     Returns
     -------
@@ -53,5 +61,6 @@ def consumer_verdicts(package: Any, *, static: bool = False,
     if unknown:
         raise ValueError(f"unknown consumer tools {unknown}; known: {list(TOOLS)}")
     subject = open_subject(package, static=static)
+    subject.cache["readers:build"] = build_readers
     registered = _registered()
     return {name: verdict(name, evaluate(registered[name], subject)) for name in TOOLS if name in names}

@@ -25,7 +25,7 @@ from ._view import ModelView, model_view
 __all__ = ["TOOLS", "ConsumerVerdict", "Rule", "Tool", "Subject", "NeedsFiles", "evaluate", "verdict", "tool",
            "open_subject"]
 
-TOOLS: tuple[str, ...] = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics")
+TOOLS: tuple[str, ...] = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers")
 
 
 class NeedsFiles(Exception):
@@ -93,9 +93,14 @@ class Subject:
         No file may be read: rules that need one are skipped.
     refused : str
         Why the package's files may not be read ("" when they may).
+    engines : callable, optional
+        ``engines(weights_format)``: the engine of the validation run the tools' rules
+        belong to (one load per format for the whole run, its runs shared); default:
+        the subject loads its own.
     """
 
-    def __init__(self, package: Any, *, static: bool = False, refused: str = ""):
+    def __init__(self, package: Any, *, static: bool = False, refused: str = "",
+                 engines: Callable[[str], Any] | None = None):
         self.pkg = package
         self.raw: Mapping = package.raw if isinstance(getattr(package, "raw", None), Mapping) else {}
         self.descr = getattr(package, "descr", None)
@@ -108,6 +113,7 @@ class Subject:
             self.view = model_view({})
         self.static = static
         self.refused = refused
+        self.engines = engines
         self.cache: dict[str, Any] = {}
 
     def file(self, ref: str | None, what: str = "file") -> Any:
@@ -287,7 +293,15 @@ def subject_of_run(ctx: Any) -> "Subject | str":
     refused = ""
     if not static:
         refused = ctx.refused or ("; ".join(ctx.outside) if pkg is ctx.pkg and ctx.outside else "")
-    return Subject(pkg, static=static, refused=refused)
+    # the run's own model of each format (loaded once, its runs shared) when the tools judge the run's package
+    shared = _run_engines(ctx) if pkg is ctx.pkg and hasattr(ctx, "scratch") else None
+    return Subject(pkg, static=static, refused=refused, engines=shared)
+
+
+def _run_engines(ctx: Any) -> Callable[[str], Any]:
+    from ..reproduction import load_model
+
+    return lambda fmt: load_model(ctx, fmt).engine
 
 
 def open_subject(source: Any, *, static: bool = False, **hub_options: Any) -> Subject:

@@ -44,10 +44,11 @@ def npy_header(s: Subject, t: TensorView) -> tuple[tuple[int, ...], str]:
 def onnx_info(s: Subject) -> dict[str, Any]:
     """Opset, IR version, inputs/outputs ``(name, elem type, ndim)`` and external data of the ONNX weights."""
     def read() -> dict[str, Any]:
-        import onnx
-
         w = s.view.weights["onnx"]
-        model = onnx.load(str(s.file(w.source, "ONNX weights file")), load_external_data=False)
+        path = s.file(w.source, "ONNX weights file")  # first: a static check stops here, before the import
+        import onnx  # about a second to import: only when a file is really read
+
+        model = onnx.load(str(path), load_external_data=False)
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         inits = {i.name for i in model.graph.initializer}
 

@@ -851,6 +851,7 @@ RULES = {f"D{i}": globals()[f"d{i}"] for i in range(1, 30)}
 ICY_RULES = {**{k: v for k, v in RULES.items() if k not in ("D19", "D27", "D28", "D29")}, "D5": d5_icy}
 
 TITLES = {
+    "D0": "JDLL reads the description (ModelDescriptor)",
     "D1": "rdf.yaml at the root", "D2": "files flat at the root", "D3": "format_version and id",
     "D4": "covers key", "D5": "one input (and one output)", "D6": "StarDist routing", "D7": "weights JDLL runs",
     "D8": "TorchScript version and name", "D9": "ONNX opset and IR version", "D10": "float32 inputs, output count",
@@ -863,6 +864,8 @@ TITLES = {
 }
 
 FIXES = {
+    "D0": "Write every field JDLL casts with the type it casts to (documentation and covers as plain path strings, "
+          "format_version, name, id as strings): re-export with bioimgzoo, or fix the field named.",
     "D1": "Name the description rdf.yaml and zip the files themselves, not a folder holding them.",
     "D2": "Put every file beside rdf.yaml and reference it by its plain name (no sub-folders).",
     "D3": "Write format_version as a string (0.5.3 or later for 0.5) and set 'id' or config.bioimageio.nickname.",

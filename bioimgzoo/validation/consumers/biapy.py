@@ -16,6 +16,10 @@ TOOL = tool("biapy", "BiaPy rules", order=54, render_markdown=render_markdown)
 WORKFLOW_TAGS = ("semantic-segmentation", "segmentation", "instance-segmentation", "detection", "denoising",
                  "super-resolution", "self-supervision", "classification", "image-to-image", "image-restoration",
                  "pix2pix")
+#: the kwargs BiaPy reads a semantic-segmentation network's class count from, and its own networks' names
+_CLASS_KWARGS = ("n_classes", "out_channels", "output_channels", "classes")
+_BIAPY_NETS = {"unet", "resunet", "resunet++", "seunet", "attention_unet", "resunet_se", "unetr", "multiresunet",
+               "unext_v1", "unext_v2", "hrnet"}
 _PRE = {"zero_mean_unit_variance", "fixed_zero_mean_unit_variance", "scale_range", "scale_linear"}
 
 
@@ -33,7 +37,8 @@ def b1(s: Subject) -> Iterator[tuple]:
 
 
 @TOOL.rule("B2", title="architecture kwargs written",
-           fix="Write the state-dict architecture's kwargs explicitly (an empty mapping is fine).")
+           fix="Write the state-dict architecture's kwargs explicitly (an empty mapping is fine); for a "
+               "semantic-segmentation model name its output channels (out_channels or n_classes).")
 def b2(s: Subject) -> Iterator[tuple]:
     w = s.view.weights.get("pytorch_state_dict")
     if w is None:
@@ -41,10 +46,21 @@ def b2(s: Subject) -> Iterator[tuple]:
         return
     arch = w.get("architecture")
     has = "kwargs" in arch if isinstance(arch, Mapping) else "kwargs" in w.raw
-    if has:
-        yield PASSED, "the architecture's kwargs are written"
-    else:
+    if not has:
         yield FAILED, "the state-dict architecture has no 'kwargs' key (BiaPy reads it without a default)"
+        return
+    kwargs = (arch.get("kwargs") if isinstance(arch, Mapping) else w.raw.get("kwargs")) or {}
+    tags = {t.lower() for t in s.view.tags}
+    semantic = "semantic-segmentation" in tags or ("segmentation" in tags and "instance-segmentation" not in tags)
+    names = [str(arch.get(k, "")).lower().replace(".py", "") for k in ("callable", "source")] \
+        if isinstance(arch, Mapping) else []
+    if semantic and isinstance(kwargs, Mapping) and not any(_BIAPY_NETS & set(names)) and \
+            not any(isinstance(kwargs.get(k), (int, list)) for k in _CLASS_KWARGS):
+        # check_bmz_model_compatibility: "Couldn't find the classes this model is returning"
+        yield FAILED, (f"a semantic-segmentation model whose kwargs name none of {list(_CLASS_KWARGS)}: BiaPy "
+                       "cannot tell how many classes it returns and refuses it")
+        return
+    yield PASSED, "the architecture's kwargs are written"
 
 
 @TOOL.rule("B3", title="workflow tag",

@@ -68,8 +68,11 @@ def engine_for(s: Subject, formats: Sequence[str]) -> tuple[str, Any]:
     if s.refused:
         raise NeedsFiles(f"the package's files are not read ({s.refused})")
     try:
-        engine = s.once(f"engine:{fmt}", lambda: create_engine(s.pkg, fmt, device="cpu", trust_code=False,
-                                                                 n_outputs=len(s.descr.outputs)))
+        if s.engines is not None:  # the validation run's own load of this format (shared with its checks)
+            engine = s.once(f"engine:{fmt}", lambda: s.engines(fmt))
+        else:
+            engine = s.once(f"engine:{fmt}", lambda: create_engine(s.pkg, fmt, device="cpu", trust_code=False,
+                                                                     n_outputs=len(s.descr.outputs)))
     except Exception as e:
         raise NeedsFiles(f"the {fmt} weights do not load here ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     return fmt, engine

@@ -13,8 +13,8 @@ Everything the package wrote (names, messages) is escaped for its medium.
 
 from __future__ import annotations
 
-from .html import index_html, to_html
+from .html import index_html, index_pages, to_html
 from .json_report import to_json_data
 from .markdown import summary_markdown, to_markdown
 
-__all__ = ["to_json_data", "to_markdown", "summary_markdown", "to_html", "index_html"]
+__all__ = ["to_json_data", "to_markdown", "summary_markdown", "to_html", "index_html", "index_pages"]

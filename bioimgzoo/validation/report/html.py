@@ -10,10 +10,11 @@ from __future__ import annotations
 from html import escape
 from typing import Any, Sequence
 
-__all__ = ["to_html", "index_html"]
+__all__ = ["to_html", "index_html", "index_pages", "INDEX_SORTS"]
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
+body{font-family:system-ui,sans-serif;margin:1em auto;padding:0 1em;max-width:70em;color:#222}
+td{overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;
 vertical-align:top}.passed{color:#17651a}.failed{color:#a1111b;font-weight:bold}.warning{color:#8a5a00}
 .skipped,.not-applicable{color:#666}figure{display:inline-block;margin:.5em;text-align:center}
@@ -106,20 +107,80 @@ def to_html(report: Any) -> str:
     return _page(f"Validation of {report.name or report.source}", _body(report))
 
 
-def index_html(reports: Sequence[Any], links: Sequence[str] | None = None) -> str:
-    """An index of many reports: a summary table (linking to each page when ``links`` are given)."""
-    tools = list(dict.fromkeys(t for r in reports for t in r.consumers))
-    families = list(dict.fromkeys(f for r in reports for f in r.own_families))
-    body = [f"<h1>Validation of {len(reports)} packages</h1>",
-            f"<p>{sum(r.passed for r in reports)} of {len(reports)} pass.</p><table><tr><th>package</th>"
-            "<th>status</th>" + "".join(f"<th>{escape(x)}</th>" for x in families + tools) + "</tr>"]
-    for i, r in enumerate(reports):
-        name = escape(r.name or r.source)
-        cell = f'<a href="{escape(links[i])}">{name}</a>' if links else name
-        body.append(f"<tr><td>{cell}</td><td>{_status(r.status)}</td>"
-                    + "".join(f"<td>{_status(r.family_status(f)) if f in r.own_families else '-'}</td>"
-                              for f in families)
-                    + "".join(f"<td>{_status(str(r.consumers.get(t, {}).get('status', '-')))}</td>" for t in tools)
-                    + "</tr>")
+#: the index's columns that sort it: key -> (header, page-name suffix, sort key of a report); the first is
+#: the default page (failures first)
+INDEX_SORTS: dict[str, tuple[str, str, Any]] = {
+    "status": ("status", "", lambda r: (r.passed, _rid(r).lower(), _version(r))),
+    "id": ("id", "-by-id", lambda r: (_rid(r).lower(), _version(r))),
+    "version": ("version", "-by-version", lambda r: (_version(r), _rid(r).lower())),
+    "name": ("name", "-by-name", lambda r: ((r.name or "").lower(), _rid(r).lower())),
+    "seconds": ("s", "-by-time", lambda r: (-r.seconds, _rid(r).lower())),
+}
+
+_INDEX_CSS = """
+table.index{width:100%;table-layout:fixed}table.index th a{color:inherit}
+table.index col.status{width:6em}table.index col.id{width:22%}table.index col.version{width:6em}
+table.index col.seconds{width:4em}table.index col.failing{width:30%}
+"""
+
+
+def _rid(report: Any) -> str:
+    return str(report.meta.get("id") or report.name or report.source)
+
+
+def _version(report: Any) -> str:
+    return str(report.meta.get("version") or "")
+
+
+def _failing(report: Any) -> list[str]:
+    own = [f for f in report.own_families if report.family_status(f) == "failed"]
+    tools = [t for t, v in report.consumers.items() if v.get("status") == "failed"]
+    return own + [f"tool {t}" + (" (required)" if t in report.required else "") for t in tools]
+
+
+def index_pages(reports: Sequence[Any], links: Sequence[str] | None = None, *, stem: str = "index"
+                ) -> dict[str, str]:
+    """The index of many reports, one page per sort order: page name -> HTML.
+
+    ``{stem}.html`` lists failures first (then by id); ``{stem}-by-id.html``,
+    ``-by-version``, ``-by-name`` and ``-by-time`` sort by that column, and each
+    column header links to its page: sortable with no script (the page's
+    Content-Security-Policy forbids scripts).  Columns: status, id, version,
+    name, what failed (families, then tools) and seconds; cells wrap, so the
+    table fits a 1200-pixel window whatever the names.
+    """
+    order = list(range(len(reports)))
+    pages = {}
+    for key, (header, suffix, sort_key) in INDEX_SORTS.items():
+        ranked = sorted(order, key=lambda i: sort_key(reports[i]))
+        pages[f"{stem}{suffix}.html"] = _index_page(reports, links, ranked, key, stem)
+    return pages
+
+
+def _index_page(reports: Sequence[Any], links: Sequence[str] | None, ranked: list[int], current: str,
+                stem: str) -> str:
+    n_pass = sum(r.passed for r in reports)
+    head = []
+    for key, (header, suffix, _) in INDEX_SORTS.items():
+        label = escape(header) + (" &#9660;" if key == current else "")
+        head.append(f'<th><a href="{escape(stem + suffix)}.html" title="sort by {escape(key)}">{label}</a></th>')
+    head.insert(4, "<th>failing</th>")
+    cols = "".join(f'<col class="{c}">' for c in ("status", "id", "version", "name", "failing", "seconds"))
+    body = [f"<style>{_INDEX_CSS}</style>",
+            f"<h1>Validation of {len(reports)} packages</h1>",
+            f"<p>{n_pass} of {len(reports)} pass, {len(reports) - n_pass} fail. Click a column to sort by it.</p>",
+            f'<table class="index"><colgroup>{cols}</colgroup><tr>' + "".join(head) + "</tr>"]
+    for i in ranked:
+        r = reports[i]
+        rid = escape(_rid(r))
+        cell = f'<a href="{escape(links[i])}">{rid}</a>' if links else rid
+        body.append(f"<tr><td>{_status(r.status)}</td><td>{cell}</td><td>{escape(_version(r) or '-')}</td>"
+                    f"<td>{escape(r.name or '-')}</td><td>{escape(', '.join(_failing(r)) or '-')}</td>"
+                    f"<td>{r.seconds:.1f}</td></tr>")
     body.append("</table>")
     return _page(f"Validation of {len(reports)} packages", body)
+
+
+def index_html(reports: Sequence[Any], links: Sequence[str] | None = None) -> str:
+    """The index of many reports, failures first (see :func:`index_pages` for every sort order)."""
+    return next(iter(index_pages(reports, links).values()))
