@@ -112,7 +112,12 @@ def plan_axis(n: int, tile: int, *, halo: int = 0, align: int = 1, scale: Fracti
         raise ValueError(f"halo {halo} leaves nothing of a {tile}-pixel window (need 2 * halo < tile)")
     stride = tile - 2 * halo
     align = max(1, int(align))
-    stride = max(align, (stride // align) * align) if stride >= align else stride
+    # a stride shorter than the alignment keeps as much of it as fits: the largest power of two dividing
+    # ``align`` that is at most the stride (a network that pools by 4 needs starts at multiples of 4,
+    # which starts at multiples of 18 would break)
+    while align > 1 and align > stride:
+        align //= 2 if align % 2 == 0 else align
+    stride = (stride // align) * align
     starts = []
     s = 0
     while True:
