@@ -153,7 +153,7 @@ def _labels_before_run(model, lazy, options: dict):
     threshold = options.get("threshold")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise InputError(f"--threshold {threshold} is not valid: give a probability between 0 and 1 (e.g. 0.5)")
-    plan = labels_plan(model, link=bool(options.get("labels_3d")))
+    plan = labels_plan(model.package, link=bool(options.get("labels_3d")))
     floats = [o.id for o in model.outputs if not str(o.dtype).startswith(("int", "uint", "bool"))]
     if floats and floats[0] != plan.output:
         raise InputError(f"--labels reads output '{plan.output}', but an OME-Zarr output holds '{floats[0]}' as its "

@@ -163,4 +163,5 @@ def test_a_0_4_description_with_pip_requirements_opens(tmp_path):
     assert any("pip requirements file" in w and "isolated" in w for w in pkg.warnings), pkg.warnings
     deps = declared_dependencies(pkg)
     assert deps is not None and deps.pip == ("numpy", "scipy>=1.0")
-    assert deps.install_command() == f"pip install -r {tmp_path / 'requirements.txt'}"
+    # the requirements themselves, never the package's file (which could hold pip options: issue 20)
+    assert deps.install_command() == "pip install numpy 'scipy>=1.0'"
