@@ -48,7 +48,9 @@ from ..errors import InputError, LimitExceededError
 from ..package import Package, open_package
 from .. import trust
 from . import engines as _engines
-from . import instance_ops, processing
+from . import processing
+from .processing import whole_sample
+from .processing.whole_sample import network_output_spec
 from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
 from .channels import with_channels
 from .devices import resolve_device
@@ -93,24 +95,29 @@ class Model:
         self.strict_sizes = False
         self.inputs, self.outputs = tensor_specs(self.descr)
         ref_axes = {t.id: t.axis_ids for t in self.inputs + self.outputs}
-        self._pre = [processing.compile_processing(t.preprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
-                                                   reference_axes=ref_axes) for t in self.inputs]
+        #: the compiled preprocessing, one :class:`~.processing.Chain` per input (what executors apply per window)
+        self.preprocessing = tuple(processing.compile_processing(t.preprocessing, tensor_id=t.id,
+                                                                 tensor_axes=t.axis_ids, reference_axes=ref_axes)
+                                   for t in self.inputs)
         # a custom op runs the package's file: only through trust's loader, which checks trust_code
         load_code = functools.partial(trust.load_custom_op, package=package, trust_code=trust_code, where=self.name)
-        self._post = [processing.compile_processing(t.postprocessing, tensor_id=t.id, tensor_axes=t.axis_ids,
-                                                    reference_axes=ref_axes, load_code=load_code)
-                      for t in self.outputs]
+        #: the compiled postprocessing, one Chain per output (run on each stitched whole sample: :meth:`postprocess`)
+        self.postprocessing = tuple(processing.compile_processing(t.postprocessing, tensor_id=t.id,
+                                                                  tensor_axes=t.axis_ids, reference_axes=ref_axes,
+                                                                  load_code=load_code)
+                                    for t in self.outputs)
         #: what the network gives before postprocessing (stardist/cellpose: more channels than declared);
         #: tiles are stitched into these, and postprocessing runs once on each stitched whole sample
-        self._net_outputs = [instance_ops.network_output_spec(t) for t in self.outputs]
-        measures = {m for c in self._pre + self._post for m in c.required_measures}
+        self.network_outputs = tuple(network_output_spec(t) for t in self.outputs)
+        measures = {m for c in self.preprocessing + self.postprocessing for m in c.required_measures}
         self._dataset_measures = {m for m in measures if m.scope == "dataset"}
-        self._post_sample = {m for c in self._post for m in c.required_measures if m.scope == "sample"}
+        self._post_sample = {m for c in self.postprocessing for m in c.required_measures if m.scope == "sample"}
         #: StarDist's own exports (config.stardist, no postprocessing op): decoded to labels with labels=True
         self.stardist = _stardist_of(package, self.inputs, self.outputs)
         #: per-dataset statistics fixed by set_dataset_statistics (else computed per predict call)
         self._dataset_stats: dict | None = None
-        self._batch_limit = min((t.batch_limit() or MAX_BATCH) for t in self.inputs) if self.inputs else 1
+        #: the most samples one engine call may hold (1 for a fixed batch axis)
+        self.batch_limit = min((t.batch_limit() or MAX_BATCH) for t in self.inputs) if self.inputs else 1
         _check_declared_sizes(self.inputs, self.outputs, self.name)
 
     # ------------------------------------------------------------------ loading
@@ -153,6 +160,50 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<Model {self.name!r} weights={self.weights_format} device={self.device}>"
+
+    # ------------------------------------------------------- the execution interface
+    # What executors (in memory, streaming, dask, the server) need of a model, and nothing else.
+    def network(self) -> Network:
+        """What an executor runs: the engine, the tensors it takes and gives, the inputs' preprocessing.
+
+        Built per call, so a swapped :attr:`engine` (a public attribute: the server's
+        batching wrapper, a test's fake) is the one used.  Its outputs are
+        :attr:`network_outputs`: what the network gives before postprocessing.
+        """
+        return Network(self.engine, tuple(self.inputs), self.network_outputs, self.preprocessing, self.batch_limit)
+
+    @property
+    def dataset_statistics(self) -> dict | None:
+        """The per-dataset statistics fixed by :meth:`set_dataset_statistics` (None: computed per predict call)."""
+        return self._dataset_stats
+
+    def whole_sample_steps(self) -> tuple[str, ...]:
+        """Postprocessing ops that look across a whole sample (instance decoders, custom ops): never run per tile."""
+        return tuple(dict.fromkeys(st for c in self.postprocessing if c.whole_sample for st in c.steps))
+
+    def check_streamable(self, *, raw_output: bool = False) -> None:
+        """Refuse, with one message, what prediction work unit by work unit cannot do for this model.
+
+        ``raw_output=True``: the network's raw output is streamed, so postprocessing that needs the
+        whole sample (``raw_output`` exists for it) is not run and not in the way.
+        """
+        if len(self.inputs) != 1:
+            raise InputError(f"this model has {len(self.inputs)} inputs: streaming prediction takes models with one "
+                             "input; predict in memory with a dict of arrays")
+        whole = [str(c.tensor_id) for c in self.postprocessing if c.whole_sample]
+        if whole and not raw_output:
+            raise InputError(f"this model's postprocessing of output '{whole[0]}' ({', '.join(self.whole_sample_steps())}) "
+                             "decodes the whole sample at once (instances spanning work units would be cut), so it is "
+                             "never run work unit by work unit: predict the image in memory (model.predict(array)), or "
+                             "stream the network's raw output with raw_output=True (CLI: --raw-output) and decode that "
+                             "afterwards")
+        if self._post_sample and not raw_output:
+            raise InputError("this model's postprocessing needs statistics over the whole output (e.g. an instance "
+                             "decoder or a per-image normalisation of the output), which a streamed image cannot "
+                             "give: predict the image in memory, or crop it")
+        if self._dataset_measures and self._dataset_stats is None:
+            raise InputError("this model needs per-dataset statistics: compute them first with "
+                             "model.set_dataset_statistics(images) (a representative sample that fits in memory)")
 
     def output_axes(self, output_id: str | None = None, *, input_axes: str | None = None) -> tuple[str, ...]:
         """Axis ids of what :meth:`predict` returns for an output (image without batch axis by default)."""
@@ -361,13 +412,10 @@ class Model:
                 dataset_stats = self._compute_dataset_statistics(images, axes, nan_policy=nan_policy,
                                                                  labelled=labelled, names=names)
             # built per call: the engine is a public attribute a caller may have swapped
-            network = Network(self.engine, tuple(self.inputs), tuple(self._net_outputs), tuple(self._pre),
-                              self._batch_limit)
-            executor = InMemoryExecutor(network, batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
+            executor = InMemoryExecutor(self.network(), batch_size=batch_size, pad_mode=pad_mode, on_window=on_window)
             samples = self._samples(images, axes, tile=tile, halo=halo, dataset_stats=dataset_stats or {},
                                     nan_policy=nan_policy, names=names, labelled=labelled, on_plan=on_plan)
-            whole = ", ".join(dict.fromkeys(st for c in self._post if getattr(c, "whole_sample", False)
-                                            for st in c.steps)) if on_post is not None else ""
+            whole = ", ".join(self.whole_sample_steps()) if on_post is not None else ""
             # samples come back in order, so an image is complete when its last sample is
             for sample in executor.run(samples):
                 job, part = sample.context
@@ -401,7 +449,7 @@ class Model:
                 key = tuple(shapes.items())
                 plan = plans.get(key)
                 if plan is None:  # plans depend on shapes only: many same-size images share one
-                    plan = plans[key] = self._plan(shapes, tile=tile, halo=halo)
+                    plan = plans[key] = self.plan(shapes, tile=tile, halo=halo)
                 if part == 0:
                     _warn_if_padded(plan, self.inputs, label)
                 if on_plan is not None:
@@ -409,10 +457,14 @@ class Model:
                 yield Sample({k: NumpySource(a) for k, a in raw.items()}, {t.id: NumpySink() for t in self.outputs},
                              plan, dict(dataset_stats), nonfinite=bad, context=(job, part))
 
-    def _plan(self, shapes: Mapping[str, tuple], *, tile: Any, halo: Any) -> SamplePlan:
-        """The declared-size plan, or one overlapped by the measured receptive field (see strict_sizes)."""
+    def plan(self, shapes: Mapping[str, tuple], *, tile: Any = None, halo: Any = None) -> SamplePlan:
+        """The tile plan of one sample of input ``shapes`` (model layout, by input id).
+
+        The declared-size plan (:func:`.plan.plan_sample`), or one overlapped by the
+        measured receptive field (see :attr:`strict_sizes`); what every executor runs.
+        """
         try:
-            plan = plan_sample(self.inputs, self._net_outputs, shapes, tile=tile, halo=halo)
+            plan = plan_sample(self.inputs, self.network_outputs, shapes, tile=tile, halo=halo)
         except InputError as e:
             if self.strict_sizes or halo is not None or tile is None:
                 raise
@@ -421,7 +473,7 @@ class Model:
             return plan
         from .receptive_field import fitted_plan
 
-        return fitted_plan(self, shapes, tile=tile, plan=plan, outputs=self._net_outputs, plan_sample=plan_sample)
+        return fitted_plan(self, shapes, tile=tile, plan=plan, outputs=self.network_outputs, plan_sample=plan_sample)
 
     def _postprocess(self, sample: Sample) -> dict[str, np.ndarray]:
         """The postprocessed outputs of one completed sample (statistics over its whole outputs)."""
@@ -434,7 +486,7 @@ class Model:
             axis_map = {t.id: t.axis_ids for t in self.inputs + self.outputs}
             stats = {**stats, **processing.compute_sample_measures(self._post_sample, tensors, axis_map,
                                                                    ignore_nan=bool(sample.nonfinite))}
-        return {spec.id: chain(outputs[spec.id], stats) for spec, chain in zip(self.outputs, self._post)}
+        return {spec.id: chain(outputs[spec.id], stats) for spec, chain in zip(self.outputs, self.postprocessing)}
 
     def _check_labels(self) -> None:
         if self.stardist is None:
@@ -565,8 +617,8 @@ def predict_test_inputs(package: Package, engine: Any, *, trust_code: bool = Fal
 
 def _stardist_of(package: Package, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Any:
     """The package's config.stardist (its network output, decoded by labels=True), or None."""
-    sd = instance_ops.stardist_config(getattr(package, "raw", None))
-    op_id = instance_ops.StardistPostprocessing.op_id
+    sd = whole_sample.stardist_config(getattr(package, "raw", None))
+    op_id = whole_sample.StardistPostprocessing.op_id
     if sd is None or not outputs or not inputs or any(str(getattr(op, "id", "")) == op_id
                                                       for op in outputs[0].postprocessing):
         return None  # a stardist_postprocessing op decodes it already

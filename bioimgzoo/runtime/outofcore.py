@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..io.zarr import (AXIS_TYPES, LazyImage, OmeZarrWriter, check_output_store, check_pixels, is_zarr_path,
                        open_image)
 from .axes import _default_layout, to_model_layout
-from .executor.protocol import Network, Sample
+from .executor.protocol import Sample
 from .executor.streaming import (Progress, StreamingExecutor, UnitRecord, array_digest, default_work_unit,
                                  package_key, plan_work_units)
 from .plan import Region
@@ -226,25 +226,9 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
     whose postprocessing needs the whole sample (an instance decoder),
     which is refused otherwise; decode the result afterwards.
     """
-    if len(model.inputs) != 1:
-        raise InputError(f"this model has {len(model.inputs)} inputs: streaming prediction takes models with one "
-                         "input; predict in memory with a dict of arrays")
-    whole = [str(c.tensor_id) for c in model._post if getattr(c, "whole_sample", False)]
-    if whole and not raw_output:
-        steps = ", ".join(dict.fromkeys(st for c in model._post if c.whole_sample for st in c.steps))
-        raise InputError(f"this model's postprocessing of output '{whole[0]}' ({steps}) decodes the whole sample at "
-                         "once (instances spanning work units would be cut), so it is never run work unit by work "
-                         "unit: predict the image in memory (model.predict(array)), or stream the network's raw "
-                         "output with raw_output=True (CLI: --raw-output) and decode that afterwards")
-    outputs = list(model._net_outputs) if raw_output else list(model.outputs)
-    post = [] if raw_output else list(model._post)
-    if model._post_sample and not raw_output:
-        raise InputError("this model's postprocessing needs statistics over the whole output (e.g. an instance "
-                         "decoder or a per-image normalisation of the output), which a streamed image cannot "
-                         "give: predict the image in memory, or crop it")
-    if model._dataset_measures and model._dataset_stats is None:
-        raise InputError("this model needs per-dataset statistics: compute them first with "
-                         "model.set_dataset_statistics(images) (a representative sample that fits in memory)")
+    model.check_streamable(raw_output=raw_output)
+    outputs = list(model.network_outputs) if raw_output else list(model.outputs)
+    post = [] if raw_output else list(model.postprocessing)
     spec = model.inputs[0]
     image = as_image(data)
     if out is not None:  # before any pass over the input: an output that would destroy it, or a stranger's folder
@@ -257,13 +241,13 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
     if dtype.kind == "f" and dtype.itemsize < 4:
         dtype = np.dtype(np.float64 if spec.dtype == "float64" else np.float32)
     # the in-memory executor's plan (declared sizes, or a measured receptive field): streamed == in memory
-    plan = model._plan({spec.id: lay.sample_shape}, tile=tile, halo=halo)
+    plan = model.plan({spec.id: lay.sample_shape}, tile=tile, halo=halo)
     folded_shape = [image.shape[i] for i in lay.folded]
     samples_idx = list(itertools.product(*[range(n) for n in folded_shape]))
-    network = Network(model.engine, tuple(model.inputs), tuple(outputs), tuple(model._pre), model._batch_limit)
+    network = model.network()
     unit = work_unit or default_work_unit(len(plan.image_len))
     units = plan_work_units(plan, unit, output_axes={o.id: o.axis_ids for o in outputs})
-    out_dtypes = _output_dtypes(outputs, post, dict(model._dataset_stats or {}))
+    out_dtypes = _output_dtypes(outputs, post, dict(model.dataset_statistics or {}))
 
     def source(k: int) -> LayoutSource:
         fixed = {i: 0 for i in lay.squeezed}
@@ -353,10 +337,10 @@ def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_p
 
     spec = model.inputs[0]
     bad = frozenset()
-    stats = dict(model._dataset_stats or {})
+    stats = dict(model.dataset_statistics or {})
     if src.dtype.kind == "f":
         screen = _Screening(src, iter_blocks(src.shape, chunks=src.chunks))
-        measures = {m for c in model._pre for m in c.required_measures
+        measures = {m for c in model.preprocessing for m in c.required_measures
                     if m.scope == "sample" and m.tensor_id == spec.id}
         if measures:
             got = streaming_sample_measures(measures, {spec.id: screen}, {spec.id: spec.axis_ids})

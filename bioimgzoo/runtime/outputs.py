@@ -22,7 +22,7 @@ from ..descr.tensors import tensor_specs
 from ..errors import InputError
 from ..io import Calibration
 from ..io.images import normalize_unit
-from .instance_ops import stardist_config
+from .processing.whole_sample import stardist_config
 from .labels import LabelChannels, find_probability_channels
 
 __all__ = ["LabelsPlan", "labels_plan", "output_calibration"]

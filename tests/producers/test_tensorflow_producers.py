@@ -239,7 +239,7 @@ def test_stardist_labels_from_the_cli_and_from_the_decoder_alone(stardist_build,
     from click.testing import CliRunner
 
     from bioimgzoo.cli import main
-    from bioimgzoo.runtime.instance_ops import stardist_instances
+    from bioimgzoo.runtime.processing.whole_sample import stardist_instances
 
     ref = np.load(stardist_build / "reference.npz")
     thresholds = json.loads((stardist_build / "producer.json").read_text())["thresholds"]

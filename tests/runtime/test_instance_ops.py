@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bioimgzoo.errors import UntrustedCodeError, WeightsError
-from bioimgzoo.runtime import instance_ops
+from bioimgzoo.runtime.processing import whole_sample as instance_ops
 from bioimgzoo.runtime.processing import compile_processing
 
 v0_5 = pytest.importorskip("bioimageio.spec.model.v0_5")
@@ -312,7 +312,7 @@ def test_stardist_model_decodes_the_stitched_whole_sample(tmp_path):
 def test_stardist_labels_from_an_upsampled_output_equal_those_at_grid_resolution():
     """export_TF upsamples prob (sparse: one pixel per grid cell) and dist (repeated); decoding either is the same."""
     pytest.importorskip("stardist")
-    from bioimgzoo.runtime.instance_ops import stardist_instances
+    from bioimgzoo.runtime.processing.whole_sample import stardist_instances
 
     rng = np.random.default_rng(0)
     h, w, n_rays, g = 24, 20, 8, 2
@@ -336,7 +336,7 @@ def test_stardist_labels_from_an_upsampled_output_equal_those_at_grid_resolution
 
 def test_stardist_config_is_read_as_stardists_export_writes_it():
     from bioimgzoo.errors import InputError
-    from bioimgzoo.runtime.instance_ops import stardist_config
+    from bioimgzoo.runtime.processing.whole_sample import stardist_config
 
     raw = {"config": {"stardist": {"config": {"n_dim": 2, "grid": [2, 2], "n_rays": 32},
                                    "thresholds": {"prob": 0.69, "nms": 0.3}}}}

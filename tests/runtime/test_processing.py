@@ -278,7 +278,7 @@ def test_eps_placement_and_core_ignoring_described_eps(descr):
 def test_described_eps_can_be_honoured(monkeypatch):
     from bioimgzoo.runtime import processing
 
-    monkeypatch.setattr(processing, "FOLLOW_CORE_EPS", False)
+    monkeypatch.setattr(processing.ops, "FOLLOW_CORE_EPS", False)
     x = raw(YX, "float64")
     d = v0_5.ZeroMeanUnitVarianceDescr(kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=A("y", "x"), eps=0.1))
     chain = compile_processing([d], tensor_id="t", tensor_axes=YX)

@@ -90,11 +90,6 @@ class ModelPlugin(_WorkerPlugin):
         _WORKER_MODELS[self.key] = model
 
 
-def _network(model: Any, job: Mapping[str, Any]) -> Network:
-    outputs = model.outputs if job.get("postprocess", True) else model._net_outputs  # raw_output: the network's
-    return Network(model.engine, tuple(model.inputs), tuple(outputs), tuple(model._pre), model._batch_limit)
-
-
 def owned_units(plan: SamplePlan, units: Sequence[WorkUnit]) -> list[WorkUnit] | None:
     """Each unit with only the tiles it owns (those no earlier unit lists) and, as ``writes``, their output box.
 
@@ -146,8 +141,8 @@ def _compute_on_worker(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict
     model = _worker_model(key)
     sample: Sample = job["sample"]
     boxes = {iid: np.asarray(sample.inputs[iid].read(unit.reads[iid])) for iid in unit.reads}
-    return compute_unit(_network(model, job), sample.plan, unit, boxes, stats=sample.stats,
-                        postprocessing=model._post if job.get("postprocess", True) else (),
+    return compute_unit(model.network(), sample.plan, unit, boxes, stats=sample.stats,
+                        postprocessing=model.postprocessing if job.get("postprocess", True) else (),
                         batch_size=job["batch_size"], pad_mode=job["pad_mode"])
 
 

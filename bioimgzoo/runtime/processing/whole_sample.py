@@ -25,9 +25,9 @@ applies postprocessing only there), never on a tile.
   only through the loader :mod:`bioimgzoo.trust` hands out after the trust
   check (``trust_code=True``); without one it is refused.
 
-The step classes follow the protocol of :mod:`.processing`'s steps
-(``from_descr(descr, ctx)``, ``apply(x, stat, owned=, final_dtype=)``) without
-importing it; :mod:`.processing` registers them in its ``OPS``.
+The step classes follow the protocol of :mod:`.ops`'s steps
+(``from_descr(descr, ctx)``, ``apply(x, stat, owned=, final_dtype=)``) and
+register themselves with the same decorator, :func:`.ops.register_op`.
 
 Layouts: the network of a StarDist or Cellpose model outputs ``n_rays + 1``
 or 3 channels, while the description declares the *labels* (one channel), as
@@ -47,13 +47,14 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from ..descr.axes import AxisInfo
-from ..descr.sizes import AxisSizes, SizeRef
-from ..descr.tensors import TensorSpec
-from ..errors import InputError, UntrustedCodeError, WeightsError
+from ...descr.axes import AxisInfo
+from ...descr.sizes import AxisSizes, SizeRef
+from ...descr.tensors import TensorSpec
+from ...errors import InputError, UntrustedCodeError, WeightsError
+from .ops import register_op
 
-__all__ = ["STEPS", "EXTRAS", "network_output_spec", "extra_missing_message", "StardistConfig", "stardist_config",
-           "stardist_instances"]
+__all__ = ["StardistPostprocessing", "CellposeFlowDynamics", "CustomProcessing", "EXTRAS", "network_output_spec",
+           "extra_missing_message", "StardistConfig", "stardist_config", "stardist_instances"]
 
 #: optional extra of bioimgzoo -> the package its op delegates to
 EXTRAS = {"stardist": "stardist", "cellpose": "cellpose"}
@@ -88,7 +89,7 @@ def _back_to_layout(labels: np.ndarray, order: list[int], has_batch: bool) -> np
 
 @dataclass
 class _WholeSampleStep:
-    """What every step of :mod:`.processing` has; these need the whole sample."""
+    """What every step of :mod:`.ops` has; these need the whole sample."""
 
     op: str
     where: str
@@ -97,17 +98,16 @@ class _WholeSampleStep:
     fusable: ClassVar[bool] = False
     #: postprocessing that looks across the sample: never apply per tile
     whole_sample: ClassVar[bool] = True
-    op_id: ClassVar[str] = ""
-    descr_class: ClassVar[str] = ""
+    op_id: ClassVar[str] = ""  # set by @register_op
+    descr_class: ClassVar[str] = ""  # set by @register_op
 
 
 # ----------------------------------------------------------------------- stardist
+@register_op("stardist_postprocessing", "StardistPostprocessingDescr")
 @dataclass
 class StardistPostprocessing(_WholeSampleStep):
     """Star-convex polygons (2D) or polyhedra (3D) with non-maximum suppression, by ``stardist``."""
 
-    op_id: ClassVar[str] = "stardist_postprocessing"
-    descr_class: ClassVar[str] = "StardistPostprocessingDescr"
     grid: tuple[int, ...] = (1, 1)
     prob_threshold: float = 0.5
     nms_threshold: float = 0.4
@@ -306,12 +306,11 @@ def _per_grid_cell(prob: np.ndarray, dist: np.ndarray, grid: tuple[int, ...]) ->
 
 
 # ----------------------------------------------------------------------- cellpose
+@register_op("cellpose_flow_dynamics", "CellposeFlowDynamicsDescr")
 @dataclass
 class CellposeFlowDynamics(_WholeSampleStep):
     """Cellpose's flows (y, x) and cell probability to instance labels, by ``cellpose``."""
 
-    op_id: ClassVar[str] = "cellpose_flow_dynamics"
-    descr_class: ClassVar[str] = "CellposeFlowDynamicsDescr"
     cellprob_threshold: float = 0.0
     flow_threshold: float = 0.4
     do_3D: bool = False
@@ -366,12 +365,11 @@ class CellposeFlowDynamics(_WholeSampleStep):
 
 
 # ------------------------------------------------------------------------- custom
+@register_op("custom", "CustomProcessingDescr")
 @dataclass
 class CustomProcessing(_WholeSampleStep):
     """A callable from a Python file the package ships (only after the trust check)."""
 
-    op_id: ClassVar[str] = "custom"
-    descr_class: ClassVar[str] = "CustomProcessingDescr"
     target: str = ""
     fn: Callable[[np.ndarray], Any] | None = None
 
@@ -411,8 +409,6 @@ class CustomProcessing(_WholeSampleStep):
         return spec
 
 
-#: the step classes :mod:`.processing` registers in its ``OPS``
-STEPS = (StardistPostprocessing, CellposeFlowDynamics, CustomProcessing)
 
 
 def _with_channels(spec: TensorSpec, n: int) -> TensorSpec:
