@@ -206,3 +206,11 @@ def serve_token() -> str | None:
 def serve_admin_token() -> str | None:
     """The server's admin token for model load/unload (``BIOIMGZOO_SERVE_ADMIN_TOKEN``), None when unset."""
     return os.environ.get("BIOIMGZOO_SERVE_ADMIN_TOKEN", "").strip() or None
+
+
+def malloc_trim() -> bool:
+    """Whether streaming hands freed memory back to the system after each work unit (glibc's ``malloc_trim``).
+
+    On by default; ``BIOIMGZOO_NO_MALLOC_TRIM=1`` turns it off (to compare allocators, or where it misbehaves).
+    """
+    return not _flag("BIOIMGZOO_NO_MALLOC_TRIM")

@@ -76,13 +76,13 @@ def _load_warm(path: str, threads: int):
     import zarr
 
     import bioimgzoo
-    from bioimgzoo.runtime.executor.distributed import set_engine_threads
+    from bioimgzoo.runtime.engines import set_threads
 
     import ome_zarr_models.v04.image  # noqa: F401
     import ome_zarr_models.v04.image_label  # noqa: F401
 
     model = bioimgzoo.load(str(FIXTURE), weights="onnx")
-    set_engine_threads(model, threads)
+    set_threads(model.engine, threads)
     np.asarray(zarr.open_array(path, mode="r")[:1, :1])
     model.predict(np.zeros((600, 600), np.float32), axes="yx")
     return model
@@ -99,10 +99,10 @@ def peak_case(path: str, out: str, threads: int) -> dict:
     import zarr
 
     import bioimgzoo
-    from bioimgzoo.runtime.executor.distributed import set_engine_threads
+    from bioimgzoo.runtime.engines import set_threads
 
     model = bioimgzoo.load(str(FIXTURE), weights="onnx")
-    set_engine_threads(model, threads)
+    set_threads(model.engine, threads)
     np.asarray(zarr.open_array(path, mode="r")[:1, :1])
     ok = _reset_peak()
     before = _vm("VmHWM") if ok else _vm("VmRSS")

@@ -176,11 +176,11 @@ def bench_latency(work: Path, rounds: int, n: int) -> dict:
     """Sequential requests to a server against ``model.predict`` here, twice: onnxruntime's default session
     (as ``bioimgzoo.load`` gives it), and the session settings the server uses (no spin-waiting)."""
     import bioimgzoo
-    from bioimgzoo.runtime.executor.streaming import set_engine_threads
+    from bioimgzoo.runtime.engines import set_threads
 
     plain = bioimgzoo.load(FIXTURE, weights="onnx")
     same = bioimgzoo.load(FIXTURE, weights="onnx")
-    set_engine_threads(same, os.cpu_count() or 1)  # what the server does to the sessions it loads
+    set_threads(same.engine, os.cpu_count() or 1)  # what the server does to the sessions it loads
     srv = Server(work, f"fixture={FIXTURE}", "--weights", "onnx")
     x = (np.random.default_rng(0).random((512, 512), dtype=np.float32) * 255)
     body = [oip_body(x, "yx")]

@@ -40,7 +40,7 @@ class Folding:
     had_batch: bool  # the image had a batch axis of its own
 
 
-def _default_layout(ndim: int, model_axes: Sequence[AxisInfo], what: str) -> tuple[str, ...]:
+def default_layout(ndim: int, model_axes: Sequence[AxisInfo], what: str) -> tuple[str, ...]:
     ids = [a.id for a in model_axes]
     candidates = [ids]
     no_batch = [a.id for a in model_axes if a.kind != "batch"]
@@ -75,7 +75,7 @@ def to_model_layout(
     what = f"image for input '{tensor_id}'"
     model_ids = [a.id for a in model_axes]
     if axes is None:
-        ids = _default_layout(array.ndim, model_axes, what)
+        ids = default_layout(array.ndim, model_axes, what)
     else:
         ids = parse_axes(axes, what=what)
         # an unknown letter is a typo, not an axis to fold into the batch: say so before counting

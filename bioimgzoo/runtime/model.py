@@ -351,11 +351,13 @@ class Model:
                                  "(CLI: --raw-output) and decode that afterwards")
             return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
                                           pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
-        from .progress import TileProgress
+        from .progress import Progress
 
-        with TileProgress(enabled=bool(progress)) as bar:
+        with Progress(enabled=bool(progress)) as shown:
+            tiles = shown.task("Predicting", unit="tiles")
             options = dict(axes=axes, tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode,
-                           nan_policy=nan_policy, on_window=bar.windows, on_plan=bar.plan, names=None, labels=labels)
+                           nan_policy=nan_policy, on_window=tiles.advance, on_plan=tiles.add, names=None,
+                           labels=labels)
             if isinstance(data, (list, tuple)):
                 return list(self._iter_predict(with_channels(data, channels, axes=axes, labelled=True),
                                                labelled=True, **options))
@@ -436,6 +438,7 @@ class Model:
                  on_plan: Callable[[int], None] | None = None) -> Iterator[Sample]:
         """The samples of ``images``, one image read at a time, each with its plan."""
         plans: dict[tuple, SamplePlan] = {}
+        count = 0
         for index, image in enumerate(images):
             label = _label(names, index) if labelled else None
             arrays, foldings = self._map_inputs(image, axes, label=label)
@@ -455,7 +458,8 @@ class Model:
                 if on_plan is not None:
                     on_plan(len(plan.tiles))
                 yield Sample({k: NumpySource(a) for k, a in raw.items()}, {t.id: NumpySink() for t in self.outputs},
-                             plan, dict(dataset_stats), nonfinite=bad, context=(job, part))
+                             plan, dict(dataset_stats), nonfinite=bad, index=count, context=(job, part))
+                count += 1
 
     def plan(self, shapes: Mapping[str, tuple], *, tile: Any = None, halo: Any = None) -> SamplePlan:
         """The tile plan of one sample of input ``shapes`` (model layout, by input id).

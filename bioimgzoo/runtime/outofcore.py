@@ -33,10 +33,13 @@ from ..descr.axes import axis_letter, parse_axes
 from ..errors import InputError
 from ..io.zarr import (AXIS_TYPES, LazyImage, OmeZarrWriter, check_output_store, check_pixels, is_zarr_path,
                        open_image)
-from .axes import _default_layout, to_model_layout
+from .axes import default_layout, to_model_layout
 from .executor.protocol import Sample
-from .executor.streaming import (Progress, StreamingExecutor, UnitRecord, array_digest, default_work_unit,
-                                 package_key, plan_work_units)
+from .engines import set_threads
+from .executor.record import UnitRecord, array_digest, package_key
+from .executor.streaming import StreamingExecutor
+from .executor.units import default_work_unit, plan_work_units
+from .progress import Progress
 from .plan import Region
 
 log = logging.getLogger("bioimgzoo")
@@ -161,7 +164,7 @@ class _Layout:
 def _layout(image: Any, axes: Any, spec: Any) -> _Layout:
     what = f"image for input '{spec.id}'"
     ids = list(parse_axes(axes, ndim=len(image.shape), what=what)) if axes is not None else \
-        list(_default_layout(len(image.shape), spec.axes, what))
+        list(default_layout(len(image.shape), spec.axes, what))
     # every check of the in-memory mapping, on a zero-stride stand-in of the image: no pixel is read
     dummy = np.broadcast_to(np.zeros((), image.dtype), image.shape)
     arr, folding = to_model_layout(dummy, ids, spec.axes, tensor_id=spec.id)
@@ -256,65 +259,71 @@ def predict_lazy(model: Any, data: Any, *, out: str | os.PathLike | None = None,
 
     # outputs: the stores (or arrays), and how a sample's output lands in them
     fold_letters = [axis_letter(lay.image_ids[i]) for i in lay.folded]
-    writer = None
-    record = None
+    writer = record = None
     if out is not None:
-        writer, arrays, perms, out_axes = _create_outputs(outputs, plan, image, lay, fold_letters, out, out_dtypes,
-                                                          unit=unit, ngff=ngff, overwrite=overwrite,
-                                                          resume=resume)
+        writer, arrays, perms = _create_outputs(outputs, plan, image, lay, fold_letters, out, out_dtypes, unit=unit,
+                                                ngff=ngff, overwrite=overwrite, resume=resume)
         signature = {"model": package_key(model), "input": str(getattr(image, "path", None) or "array"),
                      "shape": list(image.shape), "dtype": str(image.dtype), "axes": lay.image_ids,
                      "tile": tile, "halo": halo, "pad_mode": pad_mode, "work_unit": unit, "ngff": ngff,
                      "nan_policy": nan_policy, "raw_output": bool(raw_output)}
         record = UnitRecord(Path(out) / ".bioimgzoo", signature, resume=resume)
     else:
-        arrays = {}
-        perms = {}
-        for o in outputs:
-            shape = tuple(folded_shape) + tuple(n for a, n in zip(o.axes, plan.out_shapes[o.id])
-                                                if a.kind != "batch" or lay.had_batch)
-            arrays[o.id] = [np.empty(shape, out_dtypes[o.id])]
-            perms[o.id] = list(range(len(shape)))
+        arrays, perms = _memory_outputs(outputs, plan, lay, folded_shape, out_dtypes)
 
     def sinks(k: int) -> dict:
         return {o.id: _ZarrSink(arrays[o.id], samples_idx[k], perms[o.id], o.has_batch) for o in outputs}
 
     total_units = len(units) * len(samples_idx)
-    bar = Progress(total_units, len(samples_idx) * sum(u.pixels for u in units), enabled=progress)
+    with Progress(enabled=progress) as shown:
+        bar = shown.task("Predicting", total=total_units, unit="units",
+                         pixels_total=len(samples_idx) * sum(u.pixels for u in units))
 
-    def advance(sample_number: int, u: Any, computed: bool) -> None:
-        bar.advance(u.pixels)
-        if on_unit is not None:
-            on_unit(sample_number, u, computed)
+        def advance(sample_number: int, u: Any, computed: bool) -> None:
+            bar.advance(1, pixels=u.pixels)
+            if on_unit is not None:
+                on_unit(sample_number, u, computed)
 
-    try:
         samples = [_sample(k, source(k), sinks(k), plan, model, nan_policy, len(samples_idx))
                    for k in range(len(samples_idx))]
         if scheduler is not None or workers is not None:
-            from .executor.distributed import run_distributed
+            from .executor.distributed import DistributedExecutor
 
-            computed = run_distributed(model, network, samples, units, out=out, record=record, work_unit=unit,
-                                       batch_size=batch_size, pad_mode=pad_mode, scheduler=scheduler,
-                                       workers=workers, threads=threads, on_unit=advance,
-                                       postprocess=not raw_output)
+            executor: Any = DistributedExecutor(model, out=out, record=record, work_unit=unit, batch_size=batch_size,
+                                                pad_mode=pad_mode, scheduler=scheduler, workers=workers,
+                                                threads=threads, on_unit=advance, postprocess=not raw_output)
         else:
-            if str(model.device) == "cpu" and model.weights_format == "onnx":
-                from .executor.streaming import set_engine_threads
-
-                # once per model: all cores, no spin-waiting (the reader and writer threads need CPU too)
-                set_engine_threads(model, getattr(model.engine, "_bioimgzoo_threads", None) or os.cpu_count() or 1)
+            if str(model.device) == "cpu":
+                # all cores, no spin-waiting (the reader and writer threads need CPU too); once per engine
+                set_threads(model.engine, getattr(model.engine, "threads", None) or os.cpu_count() or 1)
             executor = StreamingExecutor(network, work_unit=unit, postprocessing=post, batch_size=batch_size,
                                          pad_mode=pad_mode, record=record, on_unit=advance)
-            for _ in executor.run(samples):
-                pass
-            computed = executor.units_computed
-    finally:
-        bar.close()
+        for _ in executor.run(samples):
+            pass
+    computed = executor.units_computed
     log.info("computed %d of %d work units (%d were done already)", computed, total_units, total_units - computed)
     if writer is None:
         result = {o.id: arrays[o.id][0] for o in outputs}
         return result[outputs[0].id] if len(outputs) == 1 else result
-    missing = [(k, u.index) for k in range(len(samples_idx)) for u in units if not record.is_done(k, u.index)]
+    return _finish_store(writer, record, outputs, out_dtypes, units, len(samples_idx), out)
+
+
+def _memory_outputs(outputs: Sequence[Any], plan: Any, lay: "_Layout", folded_shape: Sequence[int],
+                    out_dtypes: Mapping[str, np.dtype]) -> tuple[dict, dict]:
+    """Without ``out``: each output stitched into one array in memory (the input still streams)."""
+    arrays, perms = {}, {}
+    for o in outputs:
+        shape = tuple(folded_shape) + tuple(n for a, n in zip(o.axes, plan.out_shapes[o.id])
+                                            if a.kind != "batch" or lay.had_batch)
+        arrays[o.id] = [np.empty(shape, out_dtypes[o.id])]
+        perms[o.id] = list(range(len(shape)))
+    return arrays, perms
+
+
+def _finish_store(writer: Any, record: UnitRecord, outputs: Sequence[Any], out_dtypes: Mapping[str, np.dtype],
+                  units: Sequence[Any], n_samples: int, out: Any) -> Any:
+    """The store's metadata once every unit is computed or verified, then the record goes; the opened output."""
+    missing = [(k, u.index) for k in range(n_samples) for u in units if not record.is_done(k, u.index)]
     if missing:  # never a store that looks finished with units nobody wrote
         raise InputError(f"{len(missing)} work unit(s) of {out} were neither computed nor verified (first: unit "
                          f"{missing[0][1]} of sample {missing[0][0] + 1}); the output is incomplete (no OME-Zarr "
@@ -361,7 +370,7 @@ def _sample(k: int, src: LayoutSource, sinks: dict, plan: Any, model: Any, nan_p
                 bad = frozenset({spec.id})
                 log.warning("%s holds %s: the statistics of preprocessing skip them, but the output is not "
                             "finite where they reach", where, what)
-    return Sample({spec.id: src}, sinks, plan, stats, nonfinite=bad, context=("lazy", k))
+    return Sample({spec.id: src}, sinks, plan, stats, nonfinite=bad, index=k)
 
 
 class _Screening:
@@ -424,7 +433,7 @@ def _create_outputs(outputs: Sequence[Any], plan: Any, image: Any, lay: _Layout,
     writer = OmeZarrWriter(out, ngff=ngff, overwrite=overwrite, resume=resume, inputs=[image])
     names, is_label = _names(outputs, dtypes)
     root_taken = False
-    arrays, perms, out_axes = {}, {}, {}
+    arrays, perms = {}, {}
     in_scale = getattr(image, "scale", {}) or {}
     in_units = getattr(image, "units", {}) or {}
     n_tiled = len(plan.image_len)
@@ -475,5 +484,4 @@ def _create_outputs(outputs: Sequence[Any], plan: Any, image: Any, lay: _Layout,
             targets.append(writer.create(o.id, label=True, **kw))
         arrays[o.id] = targets
         perms[o.id] = perm
-        out_axes[o.id] = p_letters
-    return writer, arrays, perms, out_axes
+    return writer, arrays, perms

@@ -261,11 +261,11 @@ class ModelRegistry:
                 weights = self.settings.weights
             model = load(package, weights=weights, device=self.settings.device, trust_code=src.trust_code)
             if str(model.device) == "cpu" and model.weights_format == "onnx":
-                from ..runtime.executor.streaming import set_engine_threads
+                from ..runtime.engines import set_threads
 
                 # onnxruntime's threads stop spin-waiting between runs: beside the request threads (and
                 # other models' engines) spinning threads take the cores the others need
-                set_engine_threads(model, os.cpu_count() or 1)
+                set_threads(model.engine, os.cpu_count() or 1)
             seconds = time.perf_counter() - t0
             nbytes = max(psutil.Process().memory_info().rss - rss0, _weights_bytes(model))
             engine = BatchingEngine(model.engine, row_limit=batch_limit(model), max_calls=self.settings.max_batch,

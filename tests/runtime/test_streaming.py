@@ -431,7 +431,7 @@ def test_a_file_lost_with_its_worker_is_run_again_but_a_failing_file_is_not(same
 
 def test_on_a_cluster_each_tile_runs_once_and_owned_boxes_partition_the_output(same_conv):
     from bioimgzoo.runtime.executor.distributed import owned_units
-    from bioimgzoo.runtime.executor.streaming import plan_work_units
+    from bioimgzoo.runtime.executor.units import plan_work_units
     from bioimgzoo.runtime.plan import plan_sample
 
     model = bioimgzoo.load(same_conv)

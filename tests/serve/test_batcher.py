@@ -141,10 +141,10 @@ def test_attributes_reach_the_wrapped_engine():
     rec = Recorder()
     engine = BatchingEngine(rec, row_limit=None)
     assert engine.session == "original" and engine.format == "fake"
-    engine.session = "replaced"  # e.g. set_engine_threads swapping an onnxruntime session
+    engine.session = "replaced"  # e.g. OnnxEngine.set_threads swapping an onnxruntime session
     assert rec.session == "replaced"
-    engine._bioimgzoo_threads = 2
-    assert rec._bioimgzoo_threads == 2
+    engine.threads = 2
+    assert rec.threads == 2
     engine.close()
     with pytest.raises(RuntimeError, match="unloaded"):
         engine.run([np.ones((1, 2), np.float32)])

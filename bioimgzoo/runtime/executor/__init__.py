@@ -37,12 +37,14 @@ Protocol (:mod:`.protocol`)
     engine, writes each window's trusted part to the sinks, and yields the
     samples in input order as each completes.
 
-Implementations: :class:`InMemoryExecutor` (:mod:`.memory`) with
-:class:`NumpySource` / :class:`NumpySink` (:mod:`.arrays`);
+Implementations, all behind ``run(samples)``: :class:`InMemoryExecutor`
+(:mod:`.memory`) with :class:`NumpySource` / :class:`NumpySink` (:mod:`.arrays`);
 :class:`StreamingExecutor` (:mod:`.streaming`: work units of whole output
 chunks, bounded read/compute/write queues, statistics from a streaming
-pre-pass, :mod:`.statistics`); dask.distributed work units in
-:mod:`.distributed` (imported on use).
+pre-pass, :mod:`.statistics`); ``DistributedExecutor`` (:mod:`.distributed`,
+imported on use: the same work units as dask.distributed tasks).  Shared by
+the streaming two: :mod:`.units` (region geometry, work units of a plan) and
+:mod:`.record` (the log of finished units a resumed run verifies).
 """
 
 from .arrays import NumpySink, NumpySource

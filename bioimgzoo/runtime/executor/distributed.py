@@ -42,19 +42,21 @@ import uuid
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ...errors import InputError
-from .protocol import Network, Sample
+from .protocol import Sample
 from ..plan import Region, SamplePlan
-from .streaming import (UnitRecord, WorkUnit, _intersect, _own_folder, _shift, _union, add_sample_statistics,
-                        array_digest, compute_unit, release_freed_memory, set_engine_threads, verify_units)
+from ..engines import set_threads
+from .record import UnitRecord, array_digest, own_folder, package_key, verify_units
+from .streaming import add_sample_statistics, compute_unit, release_freed_memory
+from .units import WorkUnit, default_work_unit, intersect, plan_work_units, shift, union
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["ModelPlugin", "run_distributed", "set_engine_threads", "connect", "predict_files", "probe_scheduler"]
+__all__ = ["ModelPlugin", "DistributedExecutor", "connect", "predict_files", "probe_scheduler", "owned_units"]
 
 #: models loaded on this worker process, by package key
 _WORKER_MODELS: dict[str, Any] = {}
@@ -67,14 +69,14 @@ except ImportError:  # pragma: no cover
 
 
 class ModelPlugin(_WorkerPlugin):
-    """Loads the model once on each worker, keyed by the package's sha256 (:func:`~.streaming.package_key`)."""
+    """Loads the model once on each worker, keyed by the package's sha256 (:func:`~.record.package_key`)."""
 
     def __init__(self, package: str, *, key: str, weights: str, device: str, engine_threads: int | None,
                  loader: Callable[..., Any], trust_code: bool = False):
         self.package, self.key, self.weights, self.device = package, key, weights, device
         self.loader = loader  # Model.load, pickled by reference (never a loaded model)
         self.engine_threads, self.trust_code = engine_threads, trust_code
-        self.host_threads: dict[str, int] = {}  # worker threads per host, filled in by run_distributed
+        self.host_threads: dict[str, int] = {}  # worker threads per host, filled in by DistributedExecutor
         self.name = f"bioimgzoo-model-{key[:16]}"
 
     def setup(self, worker: Any = None) -> None:
@@ -86,7 +88,7 @@ class ModelPlugin(_WorkerPlugin):
             host = str(getattr(worker, "address", "")).rsplit(":", 1)[0]
             on_host = self.host_threads.get(host) or getattr(getattr(worker, "state", None), "nthreads", 1) or 1
             threads = max(1, (os.cpu_count() or 1) // on_host)
-        set_engine_threads(model, threads)
+        set_threads(model.engine, threads)
         _WORKER_MODELS[self.key] = model
 
 
@@ -105,11 +107,11 @@ def owned_units(plan: SamplePlan, units: Sequence[WorkUnit]) -> list[WorkUnit] |
         if not mine:
             owned.append(replace(u, tiles=(), reads={}, writes={}))
             continue
-        reads = {iid: _union([plan.tiles[t].reads[iid].region for t in mine]) for iid in u.reads}
+        reads = {iid: union([plan.tiles[t].reads[iid].region for t in mine]) for iid in u.reads}
         writes = {}
         for oid in u.writes:
             targets = [plan.tiles[t].writes[oid].target for t in mine]
-            box = _union(targets)
+            box = union(targets)
             if sum(_size(r) for r in targets) != _size(box):
                 return None
             writes[oid] = box
@@ -149,7 +151,7 @@ def _compute_on_worker(key: str, job: Mapping[str, Any], unit: WorkUnit) -> dict
 def _compute_owned(key: str, job: Mapping[str, Any], unit: WorkUnit, number: int, parts: str) -> dict[str, str]:
     """Compute phase on a worker: the unit's own tiles, saved as one part file per output.
 
-    Returns each part's :func:`~.streaming.array_digest` (the client logs it: a resumed run reuses a part only
+    Returns each part's :func:`~.record.array_digest` (the client logs it: a resumed run reuses a part only
     when the file still holds that)."""
     outs = _compute_on_worker(key, job, unit)
     digests = {}
@@ -175,13 +177,13 @@ def _assemble_unit(job: Mapping[str, Any], unit: WorkUnit, sources: Sequence[Wor
     for oid, region in unit.writes.items():
         buf = None
         for src in sources:
-            inter = _intersect(src.writes[oid], region)
+            inter = intersect(src.writes[oid], region)
             if any(r.stop <= r.start for r in inter):
                 continue
             part = np.load(_part_path(parts, number, src.index, oid), mmap_mode="r")
             if buf is None:
                 buf = np.empty(tuple(r.stop - r.start for r in region), part.dtype)
-            buf[_shift(inter, [r.start for r in region])] = part[_shift(inter, [r.start for r in src.writes[oid]])]
+            buf[shift(inter, [r.start for r in region])] = part[shift(inter, [r.start for r in src.writes[oid]])]
         digests[oid] = sample.outputs[oid].write(region, buf)
     return digests
 
@@ -337,8 +339,6 @@ def _connect_with_model(model: Any, scheduler: Any, workers: int | None, threads
     if source is None:
         raise InputError("a cluster needs the model as a local package folder or .zip the workers can read: "
                          "pull it first (bioimgzoo pull) and pass its path")
-    from .streaming import package_key
-
     gpu = str(model.device).startswith("cuda")
     client, cluster, engine_threads = connect(scheduler, workers, threads, gpu=gpu)
     key = package_key(model)
@@ -357,35 +357,93 @@ def _connect_with_model(model: Any, scheduler: Any, workers: int | None, threads
     return client, cluster, key, gpu
 
 
-def run_distributed(model: Any, network: Network, samples: Sequence[Sample], units: Sequence[WorkUnit], *,
-                    out: Any, record: UnitRecord | None, work_unit: Any, batch_size: int | None, pad_mode: str,
-                    scheduler: Any, workers: int | None, threads: int | None,
-                    on_unit: Callable[..., None] | None = None, window: int | None = None,
-                    postprocess: bool = True) -> int:
-    """Run every unfinished work unit of ``samples`` on a cluster; returns how many were computed.
+class DistributedExecutor:
+    """Runs samples work unit by work unit on a dask.distributed cluster (the executor protocol).
 
-    ``postprocess=False``: the outputs are the network's, before postprocessing (``raw_output``).
+    The same units and tile ownership as :class:`~.streaming.StreamingExecutor`, as tasks
+    (see the module docstring); results land in the samples' sinks (an output store the workers
+    can reach), so ``run`` yields each sample once all samples' units are written.
+
+    Parameters
+    ----------
+    model : Model
+        Loaded again on each worker from its package (a :class:`ModelPlugin`).
+    out : path
+        The output store (parts of shared tiles wait under ``<out>/.bioimgzoo/parts``).
+    record : UnitRecord, optional
+        Units to skip when they verify, and where finished units (and parts) are logged.
+    scheduler, workers, threads :
+        An existing scheduler's address (or Client), else a LocalCluster (:func:`connect`).
+    work_unit, batch_size, pad_mode :
+        As for the streaming executor.
+    on_unit : callable, optional
+        ``on_unit(sample_index, unit, computed)`` after each unit.
+    postprocess : bool
+        False: write the network's outputs before postprocessing (``raw_output``).
     """
-    if out is None:
-        raise InputError("a cluster (--scheduler / --workers) writes its results to an output store: pass "
-                         "out=PATH (CLI: -o out.ome.zarr)")
-    from distributed import as_completed
 
-    client, cluster, key, gpu = _connect_with_model(model, scheduler, workers, threads)
-    computed = 0
-    try:
-        total_threads = sum(client.nthreads().values()) or 1
-        window = window or 2 * total_threads
-        resources = {"GPU": 1} if gpu else None
-        jobs, payloads = [], []
-        for sample in samples:
-            # per-sample statistics on the client (a streaming pass), then the sample goes to every worker once
-            add_sample_statistics(network, sample)
-            payloads.append({"sample": sample, "batch_size": batch_size, "pad_mode": pad_mode,
-                             "postprocess": postprocess})
-            jobs.append(client.scatter(payloads[-1], broadcast=True))
+    def __init__(self, model: Any, *, out: Any, record: UnitRecord | None = None, work_unit: Any = None,
+                 batch_size: int | None = None, pad_mode: str = "reflect", scheduler: Any = None,
+                 workers: int | None = None, threads: int | None = None,
+                 on_unit: Callable[..., None] | None = None, window: int | None = None, postprocess: bool = True):
+        if out is None:
+            raise InputError("a cluster (--scheduler / --workers) writes its results to an output store: pass "
+                             "out=PATH (CLI: -o out.ome.zarr)")
+        self.model, self.out, self.record, self.work_unit = model, out, record, work_unit
+        self.batch_size, self.pad_mode, self.postprocess = batch_size, pad_mode, postprocess
+        self.scheduler, self.workers, self.threads = scheduler, workers, threads
+        self.on_unit, self.window = on_unit, window
+        self.units_computed = 0
+
+    def run(self, samples: Iterable[Sample]) -> Iterator[Sample]:
+        samples = list(samples)
+        if not samples:
+            return
+        units = plan_work_units(samples[0].plan, self.work_unit or default_work_unit(len(samples[0].plan.image_len)),
+                                output_axes={o.id: o.axis_ids for o in self.model.network().outputs})
+        client, cluster, key, gpu = _connect_with_model(self.model, self.scheduler, self.workers, self.threads)
+        try:
+            run = _ClusterRun(self, client, key, gpu, samples, units)
+            run.drain()
+        finally:
+            if cluster is not None:
+                client.close()
+                cluster.close()
+        yield from samples
+
+
+class _ClusterRun:
+    """One run's tasks: what is left, what waits for which part, what is in flight."""
+
+    def __init__(self, executor: DistributedExecutor, client: Any, key: str, gpu: bool,
+                 samples: Sequence[Sample], units: Sequence[WorkUnit]):
+        self.ex, self.client, self.key = executor, client, key
+        self.resources = {"GPU": 1} if gpu else None
+        self.window = executor.window or 2 * (sum(client.nthreads().values()) or 1)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.parts = str(Path(executor.out) / ".bioimgzoo" / "parts")
+        self.payloads = [self._payload(s) for s in samples]
+        # the sample goes to every worker once; scattered anew when lost with a worker (retries)
+        self.jobs = [client.scatter(p, broadcast=True) for p in self.payloads]
+        self.ready: deque = deque()  # assemble (or, without owned boxes, whole-unit) tasks that can start
+        self.computes: deque = deque()  # compute tasks still to submit, row-major
+        self.missing: dict[tuple[int, int], int] = {}  # assemble task -> parts it still waits for
+        self.waiting_on: dict[tuple[int, int], list] = {}  # part -> assemble tasks that wait for it
+        self.meta: dict[str, tuple] = {}
+        # each tile once: a unit's own tiles in a compute task, its chunks in an assemble task
+        self.owned = owned_units(samples[0].plan, units)
+        self._plan_tasks(samples, units)
+
+    def _payload(self, sample: Sample) -> dict:
+        # per-sample statistics on the client (a streaming pass) before the sample is sent
+        add_sample_statistics(self.ex.model.network(), sample)
+        return {"sample": sample, "batch_size": self.ex.batch_size, "pad_mode": self.ex.pad_mode,
+                "postprocess": self.ex.postprocess}
+
+    def _plan_tasks(self, samples: Sequence[Sample], units: Sequence[WorkUnit]) -> None:
+        record, on_unit = self.ex.record, self.ex.on_unit
         todo = []
-        for number, (sample, job) in enumerate(zip(samples, jobs)):
+        for number, sample in enumerate(samples):
             if record is not None:  # resuming: a logged unit counts only when the store still holds it
                 verify_units(record, number, units, sample.outputs)
             for u in units:
@@ -393,120 +451,113 @@ def run_distributed(model: Any, network: Network, samples: Sequence[Sample], uni
                     if on_unit:
                         on_unit(number, u, False)
                 else:
-                    todo.append((number, job, u))
-        # each tile once: a unit's own tiles in a compute task, its chunks in an assemble task (module docstring)
-        owned = owned_units(samples[0].plan, units) if samples else None
-        parts = str(Path(out) / ".bioimgzoo" / "parts")
-        owner_of = {t: v for v in owned for t in v.tiles} if owned is not None else {}
-        run_id = uuid.uuid4().hex[:8]
-        ready: deque = deque()  # assemble (or, without owned boxes, whole-unit) tasks that can start
-        computes: deque = deque()  # compute tasks still to submit, row-major
-        missing: dict[tuple[int, int], int] = {}  # assemble task -> parts it still waits for
-        waiting_on: dict[tuple[int, int], list] = {}  # part -> assemble tasks that wait for it
-        if owned is None:
-            ready.extend(todo)
+                    todo.append((number, None, u))
+        if self.owned is None:
+            self.ready.extend(todo)
+            return
+        own_folder(Path(self.parts))
+        owner_of = {t: v for v in self.owned for t in v.tiles}
+        needed: dict[tuple[int, int], bool] = {}
+        for number, _job, u in todo:
+            sources = sorted({owner_of[t].index for t in u.tiles})
+            todo_parts = []
+            for v in sources:
+                if (number, v) not in needed:
+                    # a part on disk is reused only when the record lists it with what it holds now
+                    have = all(_part_holds(record, self.parts, number, v, oid) for oid in self.owned[v].writes)
+                    needed[(number, v)] = have
+                    if not have:
+                        self.computes.append((number, None, self.owned[v]))
+                if not needed[(number, v)]:
+                    todo_parts.append(v)
+            item = (number, None, u, [self.owned[v] for v in sources])
+            if todo_parts:
+                self.missing[(number, u.index)] = len(todo_parts)
+                for v in todo_parts:
+                    self.waiting_on.setdefault((number, v), []).append(item)
+            else:
+                self.ready.append(item)
+
+    def _submit(self, running: Any, kind: str, item: tuple, attempt: int) -> None:
+        again = f"-retry{attempt}" if attempt else ""  # a new key: the lost task's key may still be known
+        item = (item[0], self.jobs[item[0]]) + tuple(item[2:])  # the sample as scattered last
+        number, job, u = item[:3]
+        if kind == "unit" and self.owned is None:
+            fut = self.client.submit(_run_unit, self.key, job, u, pure=False, resources=self.resources,
+                                     key=f"bioimgzoo-unit-{self.run_id}-{number}-{u.index}{again}")
+        elif kind == "unit":
+            fut = self.client.submit(_assemble_unit, job, u, item[3], number, self.parts, pure=False, priority=1,
+                                     key=f"bioimgzoo-assemble-{self.run_id}-{number}-{u.index}{again}")
         else:
-            _own_folder(Path(parts))
-            needed: dict[tuple[int, int], Any] = {}
-            for number, job, u in todo:
-                sources = sorted({owner_of[t].index for t in u.tiles})
-                todo_parts = []
-                for v in sources:
-                    if (number, v) not in needed:
-                        # a part on disk is reused only when the record lists it with what it holds now
-                        have = all(_part_holds(record, parts, number, v, oid) for oid in owned[v].writes)
-                        needed[(number, v)] = have
-                        if not have:
-                            computes.append((number, job, owned[v]))
-                    if not needed[(number, v)]:
-                        todo_parts.append(v)
-                item = (number, job, u, [owned[v] for v in sources])
-                if todo_parts:
-                    missing[(number, u.index)] = len(todo_parts)
-                    for v in todo_parts:
-                        waiting_on.setdefault((number, v), []).append(item)
-                else:
-                    ready.append(item)
+            fut = self.client.submit(_compute_owned, self.key, job, u, number, self.parts, pure=False,
+                                     resources=self.resources,
+                                     key=f"bioimgzoo-compute-{self.run_id}-{number}-{u.index}{again}")
+        self.meta[fut.key] = (kind, number, u, item, attempt)
+        running.add(fut)
+
+    def _submit_next(self, running: Any) -> bool:
+        if self.ready:  # assembling first: it frees parts' readers and finishes units
+            self._submit(running, "unit", self.ready.popleft(), 0)
+        elif self.computes:
+            self._submit(running, "part", self.computes.popleft(), 0)
+        else:
+            return False
+        return True
+
+    def drain(self) -> None:
+        """Submit and collect every task, at most ``window`` in flight; a lost one is run again."""
+        from distributed import as_completed
+
         running = as_completed()
-        meta: dict[str, tuple] = {}
-
-        def submit(kind: str, item: tuple, attempt: int) -> None:
-            again = f"-retry{attempt}" if attempt else ""  # a new key: the lost task's key may still be known
-            item = (item[0], jobs[item[0]]) + tuple(item[2:])  # the sample as scattered last (see below)
-            if kind == "unit" and owned is None:
-                number, job, u = item
-                fut = client.submit(_run_unit, key, job, u, pure=False, resources=resources,
-                                    key=f"bioimgzoo-unit-{run_id}-{number}-{u.index}{again}")
-            elif kind == "unit":
-                number, job, u, sources = item
-                fut = client.submit(_assemble_unit, job, u, sources, number, parts, pure=False, priority=1,
-                                    key=f"bioimgzoo-assemble-{run_id}-{number}-{u.index}{again}")
-            else:
-                number, job, u = item
-                fut = client.submit(_compute_owned, key, job, u, number, parts, pure=False, resources=resources,
-                                    key=f"bioimgzoo-compute-{run_id}-{number}-{u.index}{again}")
-            meta[fut.key] = (kind, number, u, item, attempt)
-            running.add(fut)
-
-        def submit_next() -> bool:
-            if ready:  # assembling first: it frees parts' readers and finishes units
-                submit("unit", ready.popleft(), 0)
-            elif computes:
-                submit("part", computes.popleft(), 0)
-            else:
-                return False
-            return True
-
         in_flight = 0
-        while in_flight < window and submit_next():
+        while in_flight < self.window and self._submit_next(running):
             in_flight += 1
         for fut in running:
             in_flight -= 1
-            kind, number, u, item, attempt = meta.pop(fut.key)
+            kind, number, u, item, attempt = self.meta.pop(fut.key)
             try:
                 digests = fut.result()
             except Exception as e:
-                if _worker_lost(e) and attempt < _MAX_ATTEMPTS - 1:
-                    # a worker died under it (or the scheduler dropped it with that worker): units are
-                    # idempotent (parts renamed into place, whole chunks rewritten), so run it again
-                    log.warning("work unit %s of sample %s was lost with its worker (%s): running it again",
-                                u.index, number + 1, type(e).__name__)
-                    if jobs[number].status != "finished":
-                        # the scattered sample itself went with the worker(s) that held it ("lost
-                        # dependencies"): a retry needing it would be cancelled again; scatter it anew
-                        jobs[number] = client.scatter(payloads[number], broadcast=True)
-                    submit(kind, item, attempt + 1)
-                    in_flight += 1
-                    continue
-                for other in list(running.futures):
-                    other.cancel()
-                raise InputError(f"work unit {u.index} of sample {number + 1} failed on the cluster: "
-                                 f"{type(e).__name__}: {e}. The output is incomplete (no OME-Zarr metadata "
-                                 "written); fix the cause and rerun with --resume") from e
-            if kind == "part":
-                if record is not None:
-                    for oid, digest in digests.items():
-                        record.mark_part(number, u.index, oid, digest)
-                for item in waiting_on.pop((number, u.index), []):
-                    k = (item[0], item[2].index)
-                    missing[k] -= 1
-                    if missing[k] == 0:
-                        ready.append(item)
-            else:
-                if record is not None:
-                    record.mark(number, u.index, digests)
-                computed += 1
-                if on_unit:
-                    on_unit(number, u, True)
-            while in_flight < window and submit_next():
+                if not (_worker_lost(e) and attempt < _MAX_ATTEMPTS - 1):
+                    for other in list(running.futures):
+                        other.cancel()
+                    raise InputError(f"work unit {u.index} of sample {number + 1} failed on the cluster: "
+                                     f"{type(e).__name__}: {e}. The output is incomplete (no OME-Zarr metadata "
+                                     "written); fix the cause and rerun with --resume") from e
+                # a worker died under it: units are idempotent (parts renamed into place, whole chunks
+                # rewritten), so run it again
+                log.warning("work unit %s of sample %s was lost with its worker (%s): running it again",
+                            u.index, number + 1, type(e).__name__)
+                if self.jobs[number].status != "finished":
+                    # the scattered sample went with the worker(s) that held it ("lost dependencies"): a
+                    # retry needing it would be cancelled again; scatter it anew
+                    self.jobs[number] = self.client.scatter(self.payloads[number], broadcast=True)
+                self._submit(running, kind, item, attempt + 1)
                 in_flight += 1
-        if owned is not None:
-            shutil.rmtree(parts, ignore_errors=True)
-    finally:
-        if cluster is not None:
-            client.close()
-            cluster.close()
-    return computed
+                continue
+            self._done(kind, number, u, digests)
+            while in_flight < self.window and self._submit_next(running):
+                in_flight += 1
+        if self.owned is not None:
+            shutil.rmtree(self.parts, ignore_errors=True)
+
+    def _done(self, kind: str, number: int, u: WorkUnit, digests: Mapping[str, str]) -> None:
+        record = self.ex.record
+        if kind == "part":
+            if record is not None:
+                for oid, digest in digests.items():
+                    record.mark_part(number, u.index, oid, digest)
+            for item in self.waiting_on.pop((number, u.index), []):
+                k = (item[0], item[2].index)
+                self.missing[k] -= 1
+                if self.missing[k] == 0:
+                    self.ready.append(item)
+            return
+        if record is not None:
+            record.mark(number, u.index, digests)
+        self.ex.units_computed += 1
+        if self.ex.on_unit:
+            self.ex.on_unit(number, u, True)
 
 
 def _part_holds(record: UnitRecord | None, parts: str, number: int, unit: int, oid: str) -> bool:

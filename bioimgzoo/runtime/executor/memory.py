@@ -34,7 +34,7 @@ from .protocol import ArraySource, Network, Sample, whole
 
 log = logging.getLogger("bioimgzoo")
 
-__all__ = ["InMemoryExecutor", "BATCH_VOXELS", "MAX_BATCH"]
+__all__ = ["InMemoryExecutor", "BATCH_VOXELS", "MAX_BATCH", "extract_window"]
 
 #: default number of voxels per engine batch (windows x window voxels)
 BATCH_VOXELS = 1 << 20
@@ -129,7 +129,7 @@ class InMemoryExecutor:
         for tile in sample.plan.tiles:
             windows = {}
             for spec, chain in zip(net.inputs, net.preprocessing):
-                w = _extract(sample.inputs[spec.id], tile.reads[spec.id], self.pad_mode)
+                w = extract_window(sample.inputs[spec.id], tile.reads[spec.id], self.pad_mode)
                 if chain.steps:
                     w = chain(w, sample.stats)  # the network takes what preprocessing makes
                 elif w.dtype != spec.dtype:
@@ -174,7 +174,7 @@ class InMemoryExecutor:
             self.on_window(len(queue))
 
 
-def _extract(source: ArraySource, read: Read, pad_mode: str) -> np.ndarray:
+def extract_window(source: ArraySource, read: Read, pad_mode: str) -> np.ndarray:
     """The window of ``source`` for one tile, padded where it reaches past the image."""
     out = source.read(read.region)
     if read.pad is None:

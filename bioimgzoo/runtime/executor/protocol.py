@@ -46,7 +46,7 @@ class ArraySink(Protocol):
     may be a view of the network's batch output, valid for keeping but not
     for writing to.  A sink on disk that a resumed run may skip returns
     from ``write`` the digest of what it stored and offers
-    ``stored_digest(region)`` (see :class:`~.streaming.UnitRecord`).
+    ``stored_digest(region)`` (see :class:`~.record.UnitRecord`).
     """
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> None: ...
@@ -85,8 +85,11 @@ class Sample:
         on the whole raw inputs, before any window is cut.
     nonfinite : frozenset of str
         Inputs that keep NaN or inf values: their statistics skip them.
+    index : int
+        The sample's number in the run (0, 1, ...): what a record of finished work
+        units is keyed by, and what progress callbacks name.
     context : any
-        The caller's, untouched (e.g. which image and part the sample is).
+        The caller's, untouched and never read by an executor (e.g. which image and part the sample is).
     """
 
     inputs: Mapping[str, ArraySource]
@@ -94,6 +97,7 @@ class Sample:
     plan: SamplePlan
     stats: dict[Measure, Any] = field(default_factory=dict)
     nonfinite: frozenset[str] = frozenset()
+    index: int = 0
     context: Any = None
 
 
