@@ -1,10 +1,15 @@
-"""The progress display of ``bioimgzoo predict``: images, tiles, and the steps after the tiles."""
+"""The progress display of ``bioimgzoo predict``: images, tiles, and the steps after the tiles.
+
+Three lines of the runtime's one :class:`~bioimgzoo.runtime.progress.Progress`
+(shown only on a terminal).
+"""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
+
+from ..runtime.progress import Progress
 
 __all__ = ["BatchProgress"]
 
@@ -13,44 +18,33 @@ class BatchProgress:
     """Images and tiles done, with throughput, on stderr (nothing when not a terminal)."""
 
     def __init__(self, n_images: int):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        console = Console(stderr=True)
-        self.bar = Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TaskProgressColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=console, transient=True, disable=not console.is_terminal)
-        self.images = self.bar.add_task("Images", total=n_images, rate="")
-        self.tiles = self.bar.add_task("Tiles", total=0, rate="")  # grows as each image is planned
+        self.progress = Progress(enabled=None)
+        self.images = self.progress.task("Images", total=n_images, unit="images")
+        self.tiles = self.progress.task("Tiles", unit="tiles")  # grows as each image is planned
         # the steps after the tiles (labels, writing): a line of their own, shown while one runs
-        self.after = self.bar.add_task("", total=100, rate="", visible=False)
-        self._t0 = time.perf_counter()
-        self._n_tiles = 0
+        self.after = self.progress.task("", total=None)
+        self.after.hide()
 
     def __enter__(self) -> "BatchProgress":
-        self.bar.__enter__()
+        self.progress.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.__exit__(*exc)
+        self.progress.close()
 
     def planned(self, n_windows: int) -> None:
-        self.bar.update(self.tiles, total=(self.bar.tasks[self.tiles].total or 0) + n_windows)
+        self.tiles.add(n_windows)
 
     def windows(self, n: int) -> None:
-        self._n_tiles += n
-        rate = self._n_tiles / max(time.perf_counter() - self._t0, 1e-9)
-        self.bar.update(self.tiles, advance=n, rate=f"{rate:.1f} tiles/s")
+        self.tiles.advance(n)
 
     def stage(self, image: str, what: str) -> Callable[[float], None]:
         """Show the step ``what`` of ``image`` after its tiles; returns the call that sets its fraction done."""
-        name = Path(image).name
-        self.bar.update(self.after, description=f"{what} {name}", completed=0, total=100, visible=True, rate="")
+        text = f"{what} {Path(image).name}"
+        self.after.describe(text, fraction=0.0)
 
         def done(fraction: float) -> None:
-            self.bar.update(self.after, completed=min(max(fraction, 0.0), 1.0) * 100)
+            self.after.describe(text, fraction=fraction)
         return done
 
     def decoding(self, image: str, steps: str | None) -> None:
@@ -58,13 +52,10 @@ class BatchProgress:
         if steps is None:
             self.stage_done()
             return
-        self.stage(image, f"Decoding ({steps})")
-        self.bar.update(self.after, total=None)  # no fraction to show: a pulse and the elapsed time
+        self.after.describe(f"Decoding ({steps}) {Path(image).name}")  # no fraction to show: a pulse
 
     def stage_done(self) -> None:
-        self.bar.update(self.after, visible=False)
+        self.after.hide()
 
     def image_done(self) -> None:
-        done = self.bar.tasks[self.images].completed + 1
-        rate = done / max(time.perf_counter() - self._t0, 1e-9)
-        self.bar.update(self.images, advance=1, rate=f"{rate:.2f} images/s" if rate < 1 else f"{rate:.1f} images/s")
+        self.images.advance(1)

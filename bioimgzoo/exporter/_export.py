@@ -114,36 +114,28 @@ def _run_phases(plan: ExportPlan, module: Any, staging: Path, steps: "Progress")
 
 
 class Progress:
-    """A one-line progress display of the export's slow steps, on stderr.
+    """The export's slow steps as one line of the runtime's :class:`~bioimgzoo.runtime.progress.Progress`.
 
-    Shown when ``enabled`` is True, or when it is None (the default) and stderr is a terminal; uses rich's
-    status spinner.  Nothing is printed otherwise (scripts, tests, pipes).
+    Shown when ``enabled`` is True, or when it is None (the default) and stderr is a terminal; nothing is
+    printed otherwise (scripts, tests, pipes).
     """
 
     def __init__(self, enabled: bool | None):
-        import sys
+        from ..runtime.progress import Progress as Lines
 
-        self.enabled = bool(sys.stderr.isatty()) if enabled is None else bool(enabled)
-        self._status = None
-        self._t0 = time.perf_counter()
+        self.lines = Lines(enabled=enabled)
+        self.enabled = self.lines.enabled
+        self._line = self.lines.task("export: planning", total=None)
 
     def __enter__(self) -> "Progress":
-        if self.enabled:
-            from rich.console import Console
-
-            self._console = Console(stderr=True)
-            self._status = self._console.status("export: planning")
-            self._status.__enter__()
+        self.lines.start()
         return self
 
     def step(self, text: str) -> None:
-        if self._status is not None:
-            self._console.log(f"export: {text}")
-            self._status.update(f"export: {text} ({time.perf_counter() - self._t0:.0f} s)")
+        self._line.describe(f"export: {text}")
 
     def __exit__(self, *exc: Any) -> None:
-        if self._status is not None:
-            self._status.__exit__(*exc)
+        self.lines.close()
 
 
 @contextlib.contextmanager
