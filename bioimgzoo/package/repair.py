@@ -179,13 +179,23 @@ def repair_description(content: dict, *, build: Build, convert: Callable[[dict],
             + "\nRewrite the description in format 0.5 (bioimageio.spec's classes write one).")
     warnings: list[str] = []
     work = copy.deepcopy(content)
-    # 1. valid in its own format, metadata aside (placeholders stand in for required metadata
-    #    until the conversion is done, then go)
+    placeholders = _valid_in_own_format(work, build=build, where=where, is_valid=is_valid, fv=fv, warnings=warnings)
+    _converted(work, build=build, convert=convert, where=where, fv=fv, warnings=warnings, placeholders=placeholders)
+    descr = _valid_as_05(work, build=build, where=where, is_valid=is_valid, fv=fv, warnings=warnings)
+    return descr, tuple(warnings)
+
+
+def _valid_in_own_format(work: dict, *, build: Build, where: str, is_valid: Callable[[Any], bool], fv: str,
+                         warnings: list[str]) -> set[str]:
+    """1. ``work`` valid in its own format, metadata aside; returns the keys of placeholders put in.
+
+    Placeholders stand in for required metadata until the conversion is done, then go.
+    """
     placeholders: set[str] = set()
     own = build(work, "discover")
     for _ in range(_ROUNDS):
         if is_valid(own):
-            break
+            return placeholders
         errors = _errors(own)
         serious = [e for e in errors if not is_metadata_error(_loc(e))]
         if serious or not errors:
@@ -203,17 +213,20 @@ def repair_description(content: dict, *, build: Build, convert: Callable[[dict],
             raise InvalidDescriptionError(f"{where} is not a valid bioimage.io description (format {fv}):\n"
                                           + _error_lines(errors))
         own = build(work, "discover")
-    else:
-        if not is_valid(own):
-            raise InvalidDescriptionError(f"{where} is not a valid bioimage.io description (format {fv}):\n"
-                                          + _error_lines(_errors(own)))
-    # 2. tensor rules of format 0.4 that 0.5 states otherwise, restated exactly
+    if not is_valid(own):
+        raise InvalidDescriptionError(f"{where} is not a valid bioimage.io description (format {fv}):\n"
+                                      + _error_lines(_errors(own)))
+    return placeholders
+
+
+def _converted(work: dict, *, build: Build, convert: Callable[[dict], None], where: str, fv: str,
+               warnings: list[str], placeholders: set[str]) -> None:
+    """2. the tensor rules of format 0.4 that 0.5 states otherwise, restated; 3. the spec's conversion to 0.5."""
     if fv.startswith(("0.3", "0.4")):
         warnings.extend(_fixed_outputs_with_halo(work))
         # the converter fails on scalar preprocessing along several axes (its postprocessing path copes)
         warnings.extend(_scalar_scale_linear_axis(work, key="axes", kinds=("inputs",), op="name"))
         warnings.extend(_pip_requirements(work))
-    # 3. the spec's own conversion to a 0.5 dict, then the placeholders go
     if not fv.startswith("0.5"):
         convert(work)
         if not str(work.get("format_version", "")).startswith("0.5"):
@@ -223,18 +236,22 @@ def repair_description(content: dict, *, build: Build, convert: Callable[[dict],
                 "which bioimgzoo runs:\n" + _error_lines([e for e in _errors(descr)
                                                          if not is_metadata_error(_loc(e))] or _errors(descr)))
         warnings.extend(_scalar_scale_linear_axis(work))
-    for key in placeholders:
+    for key in placeholders:  # the placeholders go
         if key in ("test_inputs", "test_outputs"):
             for t in work.get("inputs" if key == "test_inputs" else "outputs") or []:
                 if isinstance(t, dict):
                     t.pop("test_tensor", None)
         else:
             work.pop(key, None)
-    # 4. validate as 0.5; metadata it rejects goes, with a warning each
+
+
+def _valid_as_05(work: dict, *, build: Build, where: str, is_valid: Callable[[Any], bool], fv: str,
+                 warnings: list[str]) -> Any:
+    """4. validated as 0.5; metadata it rejects goes, with a warning each."""
     for _ in range(_ROUNDS):
         descr = build(work, "latest")
         if is_valid(descr):
-            return descr, tuple(warnings)
+            return descr
         errors = _errors(descr)
         serious = [e for e in errors if not is_metadata_error(_loc(e))]
         changed = False

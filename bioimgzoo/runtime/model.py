@@ -22,7 +22,8 @@ Hostile or odd inputs end in one :class:`~bioimgzoo.errors.InputError`
 naming the argument (or a :class:`~bioimgzoo.errors.LimitExceededError` for
 a description declaring absurd sizes), never in numpy's ValueError or
 MemoryError: options are checked before any work, images are cast to
-float32 before statistics (float16 sums overflow), non-finite values are
+float32 before statistics (float16 sums overflow; integer images keep their type, their
+statistics are float64), non-finite values are
 counted once per image (``nan_policy``), and no window or output buffer
 larger than :data:`.plan.MAX_WINDOW_ELEMENTS` / this machine's memory is
 allocated.
@@ -32,19 +33,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import numbers
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..descr.axes import parse_axes
-from ..descr.sizes import AxisSizes, SizeRef
 from ..descr.tensors import TensorSpec, output_scale, tensor_specs
 from ..descr.weights import TENSORFLOW, choose_weights, runnable_formats
-from ..errors import InputError, LimitExceededError
+from ..errors import InputError
 from ..package import Package, open_package
 from .. import trust
 from . import engines as _engines
@@ -53,19 +50,21 @@ from .processing import whole_sample
 from .processing.whole_sample import network_output_spec
 from .axes import Folding, from_model_layout, output_axes_ids, to_model_layout
 from .channels import with_channels
+from .checks import (NAN_POLICIES, as_array, check_choice, check_declared_sizes, check_dtype, check_options,
+                     image_label, is_xarray, memory_error, memory_guard, screen_nonfinite, warn_if_padded)
 from .devices import resolve_device
 from .executor import InMemoryExecutor, Network, NumpySink, NumpySource, Sample
 from .executor.memory import MAX_BATCH
-from .plan import MAX_WINDOW_ELEMENTS, SamplePlan, plan_sample
+from .plan import SamplePlan, plan_sample
 
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["Model", "predict_test_inputs"]
 
-#: numpy.pad modes that need no extra arguments (the others would fail on the first padded window)
-PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap", "linear_ramp", "maximum", "mean",
-             "median", "minimum")
-NAN_POLICIES = ("warn", "fail", "zero")
+
+
+#: :meth:`Model._streamed`'s answer for data that is predicted in memory
+_IN_MEMORY = object()
 
 
 @dataclass
@@ -118,7 +117,7 @@ class Model:
         self._dataset_stats: dict | None = None
         #: the most samples one engine call may hold (1 for a fixed batch axis)
         self.batch_limit = min((t.batch_limit() or MAX_BATCH) for t in self.inputs) if self.inputs else 1
-        _check_declared_sizes(self.inputs, self.outputs, self.name)
+        check_declared_sizes(self.inputs, self.outputs, self.name)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -231,8 +230,8 @@ class Model:
         if images is None:
             self._dataset_stats = None
             return
-        _check_choice("nan_policy", nan_policy, NAN_POLICIES)
-        self._dataset_stats = _memory_guard(lambda: self._compute_dataset_statistics(
+        check_choice("nan_policy", nan_policy, NAN_POLICIES)
+        self._dataset_stats = memory_guard(lambda: self._compute_dataset_statistics(
             images, axes, nan_policy=nan_policy, report=True, labelled=True))
 
     def _compute_dataset_statistics(self, images: Iterable[Any], axes: Any, *, nan_policy: str = "warn",
@@ -246,9 +245,9 @@ class Model:
                              "bioimgzoo does not compute yet: predict one image at a time")
         acc = processing.DatasetStatistics(self._dataset_measures, {t.id: t.axis_ids for t in self.inputs})
         for index, image in enumerate(images):
-            label = _label(names, index) if labelled else None
+            label = image_label(names, index) if labelled else None
             job_inputs, _ = self._map_inputs(image, axes, label=label)
-            job_inputs, bad = _screen_nonfinite(job_inputs, nan_policy, label, report=report)
+            job_inputs, bad = screen_nonfinite(job_inputs, nan_policy, label, report=report)
             n = next(iter(job_inputs.values())).shape[0] if self.inputs[0].has_batch else 1
             for i in range(n):
                 sample = self._sample_slice(job_inputs, i)
@@ -285,7 +284,7 @@ class Model:
             1 when the model's batch size is fixed).
         pad_mode : str
             How windows reaching past the image are filled: a numpy.pad
-            mode of :data:`PAD_MODES` (``reflect``, ``symmetric``, ``edge``,
+            mode of :data:`.checks.PAD_MODES` (``reflect``, ``symmetric``, ``edge``,
             ``constant``, ...).
         nan_policy : {"warn", "fail", "zero"}
             What to do with NaN and ±inf values in an image; they are
@@ -322,12 +321,6 @@ class Model:
             ``resume``, ``scheduler``, ``workers``, ``threads``,
             ``raw_output``).
 
-        Notes
-        -----
-        Images are read as float32 before the statistics of preprocessing
-        are taken (float64 when the model's input is float64): float16
-        sums overflow, which made every output pixel NaN.  Integer images
-        keep their type (their statistics are computed in float64).
 
         Returns
         -------
@@ -337,20 +330,16 @@ class Model:
             the batch axis dropped unless the image had one, and folded
             image axes (e.g. ``z`` through a 2D model) leading.
         """
-        _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
+        check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
                        axes=axes)
-        from . import outofcore
-
-        # an image on disk (zarr, OME-Zarr, TIFF path; zarr/dask array) or out=PATH: streamed, never loaded whole
         if labels:
             self._check_labels()
-        if out is not None or out_options or outofcore.is_lazy(data):
-            if labels:
-                raise InputError("labels=True (CLI: --labels) needs the whole image in memory (StarDist's decoder "
-                                 "looks across it): predict an in-memory image to a file, or stream raw_output=True "
-                                 "(CLI: --raw-output) and decode that afterwards")
-            return outofcore.predict_lazy(self, data, out=out, axes=axes, tile=tile, halo=halo, batch_size=batch_size,
-                                          pad_mode=pad_mode, nan_policy=nan_policy, progress=progress, **out_options)
+        # an image on disk (zarr, OME-Zarr, TIFF path; zarr/dask array) or out=PATH: streamed, never loaded whole
+        streamed = self._streamed(data, out=out, out_options=out_options, labels=labels, axes=axes, tile=tile,
+                                  halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
+                                  progress=progress)
+        if streamed is not _IN_MEMORY:
+            return streamed
         from .progress import Progress
 
         with Progress(enabled=bool(progress)) as shown:
@@ -364,6 +353,19 @@ class Model:
             # one image: messages need not say which
             return next(iter(self._iter_predict(with_channels([data], channels, axes=axes, labelled=False),
                                                 labelled=False, **options)))
+
+    def _streamed(self, data: Any, *, out: Any, out_options: Mapping[str, Any], labels: bool,
+                  **options: Any) -> Any:
+        """The streamed prediction of an image on disk or of ``out=``; :data:`_IN_MEMORY` for the others."""
+        from . import outofcore
+
+        if out is None and not out_options and not outofcore.is_lazy(data):
+            return _IN_MEMORY
+        if labels:
+            raise InputError("labels=True (CLI: --labels) needs the whole image in memory (StarDist's decoder "
+                             "looks across it): predict an in-memory image to a file, or stream raw_output=True "
+                             "(CLI: --raw-output) and decode that afterwards")
+        return outofcore.predict_lazy(self, data, out=out, **options, **out_options)
 
     def predict_many(self, images: Iterable[Any], **options: Any) -> list[Any]:
         """Predict every image of ``images`` with one loaded model (batched, streamed)."""
@@ -388,7 +390,7 @@ class Model:
         for warnings and errors; default ``image 1``, ``image 2``, ...
         ``channels``, ``labels``: as for :meth:`predict`.
         """
-        _check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
+        check_options(tile=tile, halo=halo, batch_size=batch_size, pad_mode=pad_mode, nan_policy=nan_policy,
                        axes=axes)
         if isinstance(images, (str, bytes, Mapping)) or not isinstance(images, Iterable):
             raise InputError(f"images must be a list or iterable of images, got {type(images).__name__}: "
@@ -431,7 +433,7 @@ class Model:
                 if len(job.done) == job.n_samples:
                     yield self._unfold(job, labels=labels)
         except MemoryError as e:
-            raise _memory_error(e) from e
+            raise memory_error(e) from e
 
     def _samples(self, images: Iterable[Any], axes: Any, *, tile: Any, halo: Any, dataset_stats: Mapping,
                  nan_policy: str, names: Any, labelled: bool,
@@ -440,12 +442,12 @@ class Model:
         plans: dict[tuple, SamplePlan] = {}
         count = 0
         for index, image in enumerate(images):
-            label = _label(names, index) if labelled else None
+            label = image_label(names, index) if labelled else None
             arrays, foldings = self._map_inputs(image, axes, label=label)
             # one pass over each whole input, never per tile
-            arrays, bad = _screen_nonfinite(arrays, nan_policy, label, report=True)
+            arrays, bad = screen_nonfinite(arrays, nan_policy, label, report=True)
             n = next(iter(arrays.values())).shape[0] if self.inputs[0].has_batch else 1
-            job = _ImageJob(index, foldings, n, was_xarray=_is_xarray(image), single=not isinstance(image, Mapping))
+            job = _ImageJob(index, foldings, n, was_xarray=is_xarray(image), single=not isinstance(image, Mapping))
             for part in range(n):
                 raw = self._sample_slice(arrays, part)
                 shapes = {k: a.shape for k, a in raw.items()}
@@ -454,7 +456,7 @@ class Model:
                 if plan is None:  # plans depend on shapes only: many same-size images share one
                     plan = plans[key] = self.plan(shapes, tile=tile, halo=halo)
                 if part == 0:
-                    _warn_if_padded(plan, self.inputs, label)
+                    warn_if_padded(plan, self.inputs, label)
                 if on_plan is not None:
                     on_plan(len(plan.tiles))
                 yield Sample({k: NumpySource(a) for k, a in raw.items()}, {t.id: NumpySink() for t in self.outputs},
@@ -584,8 +586,8 @@ class Model:
             if hasattr(value, "dims") and hasattr(value, "values"):  # xarray.DataArray
                 ax = ax or tuple(str(d) for d in value.dims)
                 value = value.values
-            array = _as_array(value, spec)
-            _check_dtype(array, spec)
+            array = as_array(value, spec)
+            check_dtype(array, spec)
             if array.size == 0:
                 raise InputError(f"input '{spec.id}' got an empty image (shape {tuple(array.shape)}): pass an "
                                  "image with at least one pixel along every axis")
@@ -631,171 +633,3 @@ def _stardist_of(package: Package, inputs: list[TensorSpec], outputs: list[Tenso
     links = [output_scale(inputs[0], outputs[0], a) for a in spatial]
     upsampled = all(link is None or link[2] == 1 for link in links)
     return replace(sd, upsampled=upsampled)
-
-
-def _is_whole(value: Any) -> bool:
-    """An integer (not a bool), or a float with an integral value (512.0, from a config file)."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, numbers.Integral):
-        return True
-    return isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
-
-
-def _check_size_option(name: str, value: Any, *, minimum: int, meaning: str, example: str) -> None:
-    def bad(what: Any) -> InputError:
-        return InputError(f"{name}={what!r} is not valid: pass a whole number of at least {minimum} ({meaning}), "
-                          f"a dict by axis such as {example}, or None for the default")
-
-    if value is None:
-        return
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if not isinstance(k, str) or not _is_whole(v) or v < minimum:
-                raise bad({k: v})
-        return
-    if not _is_whole(value) or value < minimum:
-        raise bad(value)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise InputError(f"{name}={value!r} is not valid: use one of {', '.join(map(repr, choices))}")
-
-
-def _check_options(*, tile: Any, halo: Any, batch_size: Any, pad_mode: Any, nan_policy: Any, axes: Any) -> None:
-    """Refuse bad predict() options before any image is read, each with one message naming it."""
-    _check_size_option("tile", tile, minimum=1, meaning="pixels per tiled axis", example="{'y': 256, 'x': 512}")
-    _check_size_option("halo", halo, minimum=0, meaning="input pixels dropped at inner window edges",
-                       example="{'y': 16, 'x': 16}")
-    if batch_size is not None and (not _is_whole(batch_size) or batch_size < 1):
-        raise InputError(f"batch_size={batch_size!r} is not valid: pass a whole number of at least 1 (windows "
-                         "per engine call), or None for automatic")
-    _check_choice("pad_mode", pad_mode, PAD_MODES)
-    _check_choice("nan_policy", nan_policy, NAN_POLICIES)
-    if axes is not None and not isinstance(axes, (str, Mapping, list, tuple)):
-        raise InputError(f"axes={axes!r} is not valid: pass a layout such as 'yx', 'cyx' or 'zyx', a list of "
-                         "axis ids, or a dict of those by input id")
-
-
-def _label(names: Any, index: int) -> str:
-    if names is not None:
-        try:
-            return str(names[index])
-        except (IndexError, KeyError, TypeError):
-            pass
-    return f"image {index + 1}"
-
-
-def _as_array(value: Any, spec: TensorSpec) -> np.ndarray:
-    if value is None or isinstance(value, (str, bytes, os.PathLike)):
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        got = "None" if value is None else f"a {type(value).__name__} ({shown})"
-        raise InputError(f"input '{spec.id}' got {got}, not an image: pass a numpy array "
-                         "(bioimgzoo.io.read_image reads image files)")
-    try:
-        return np.asarray(value)
-    except (ValueError, TypeError) as e:  # ragged nested lists, objects numpy cannot convert
-        raise InputError(f"input '{spec.id}' got a {type(value).__name__} that is not an array ({e}): pass a "
-                         "numpy array of numbers") from None
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """True when ``a`` holds no NaN or inf, in one pass over it."""
-    if a.dtype.kind not in "fc":
-        return True
-    if a.size <= 1 << 20:  # small: the plain test is fastest (errstate alone costs as much)
-        return bool(np.isfinite(a).all())
-    # large: a sum is non-finite if any value is, and needs no temporary of the image's size
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(a, axis=None)
-    # a finite sum proves it; an overflowing one (huge finite values) needs the exact check
-    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
-
-
-def _screen_nonfinite(arrays: dict[str, np.ndarray], policy: str, label: str | None, *,
-                      report: bool) -> tuple[dict[str, np.ndarray], frozenset[str]]:
-    """Apply ``nan_policy`` to one image's inputs; returns them and the ids that keep non-finite values."""
-    bad = set()
-    for tid, a in arrays.items():
-        if _all_finite(a):
-            continue
-        finite = np.isfinite(a)
-        n_bad = a.size - int(np.count_nonzero(finite))
-        n_nan = int(np.count_nonzero(np.isnan(a)))
-        where = f"input '{tid}'" + (f" of {label}" if label else "")
-        what = f"{n_bad:,} non-finite value{'s' if n_bad != 1 else ''} ({n_nan:,} NaN, {n_bad - n_nan:,} inf) " \
-               f"among its {a.size:,}"
-        if policy == "fail":
-            raise InputError(f"{where} holds {what}: clean the image, or pass nan_policy='zero' (CLI: "
-                             "--nan-policy zero) to replace them by 0, or nan_policy='warn' to go on")
-        if policy == "zero":
-            arrays = {**arrays, tid: np.where(finite, a, np.zeros((), a.dtype))}
-            if report:  # asked for: no warning, but the count is worth a line in a verbose log
-                log.info("%s holds %s: replaced by 0 (nan_policy='zero')", where, what)
-            continue
-        bad.add(tid)
-        if report:
-            log.warning("%s holds %s: the statistics of preprocessing skip them, but the output is not finite "
-                        "where they reach; pass nan_policy='zero' (CLI: --nan-policy zero) to replace them by "
-                        "0, or 'fail' to stop", where, what)
-    return arrays, frozenset(bad)
-
-def _warn_if_padded(plan: SamplePlan, inputs: list[TensorSpec], label: str | None) -> None:
-    """Warn when an image is smaller than the model's minimum, so its one window is mostly padding."""
-    primary = next((t for t in inputs if t.id in plan.window_shapes and any(a in t.axis_ids for a in plan.image_len)),
-                   None)
-    if primary is None or plan.tiled:
-        return
-    window = dict(zip(primary.axis_ids, plan.window_shapes[primary.id]))
-    short = {a: (n, window[a]) for a, n in plan.image_len.items()
-             if isinstance(primary.sizes.get(a), AxisSizes) and n < primary.sizes[a].min and window.get(a, n) > n}
-    if short:
-        what = ", ".join(f"{a} {n} -> {w} (+{w - n})" for a, (n, w) in short.items())
-        log.warning("%s is smaller than the model's minimum size: padded along %s pixels; predictions near "
-                    "the padding are less reliable", label or "the image", what)
-
-
-def _memory_error(e: MemoryError) -> InputError:
-    return InputError(f"not enough memory to predict this image ({e}): pass a smaller tile= or batch_size=, "
-                      "or crop the image")
-
-
-def _memory_guard(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except MemoryError as e:
-        raise _memory_error(e) from e
-
-def _check_declared_sizes(inputs: list[TensorSpec], outputs: list[TensorSpec], name: str) -> None:
-    """Refuse, at load, a description whose smallest window or fixed output is absurdly large."""
-    for kind, specs in (("input", inputs), ("output", outputs)):
-        for spec in specs:
-            sizes = {a: sz.min for a, sz in spec.sizes.items() if isinstance(sz, AxisSizes)}
-            if kind == "output":  # only fixed output sizes are known before an image is seen
-                sizes = {a: sz.min for a, sz in spec.sizes.items() if isinstance(sz, AxisSizes) and sz.step == 0}
-            for a, sz in spec.sizes.items():
-                if isinstance(sz, SizeRef) and abs(sz.offset) > MAX_WINDOW_ELEMENTS:
-                    raise LimitExceededError(
-                        f"model {name!r}: {kind} '{spec.id}' declares an offset of {sz.offset:,} on axis '{a}', "
-                        f"beyond the limit of {MAX_WINDOW_ELEMENTS:,}: the description is broken or hostile; "
-                        "fix its axis sizes")
-            elements = math.prod(sizes.values())
-            if elements > MAX_WINDOW_ELEMENTS:
-                shown = ", ".join(f"{a}={n}" for a, n in sizes.items())
-                raise LimitExceededError(
-                    f"model {name!r}: {kind} '{spec.id}' declares a size of at least {elements:,} values "
-                    f"({shown}), more than the limit of {MAX_WINDOW_ELEMENTS:,} per window: the description "
-                    "is broken or hostile; fix its axis sizes")
-
-def _check_dtype(array: np.ndarray, spec: TensorSpec) -> None:
-    kind = array.dtype.kind
-    if kind not in "biuf":
-        raise InputError(f"input '{spec.id}' got data of type {array.dtype}, which is not numeric: "
-                         f"pass a numeric array ({spec.dtype} expected by the model)")
-    if kind == "f" and spec.dtype.startswith(("int", "uint")) and not spec.preprocessing:
-        raise InputError(f"input '{spec.id}' expects {spec.dtype} data and got {array.dtype}: converting would "
-                         "lose the fractions; convert the image yourself if that is intended")
-
-def _is_xarray(x: Any) -> bool:
-    return hasattr(x, "dims") and hasattr(x, "values") and not isinstance(x, Mapping)
