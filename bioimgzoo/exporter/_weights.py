@@ -323,98 +323,38 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
     """Save the state dict and find an architecture that rebuilds the module; raise ExportError if none."""
     import torch
 
-    from ._source import ExtractedSource, SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
+    from ._source import SourceUnavailable
 
     candidates, tried = _candidates(module, architecture)
     for cand in candidates:
-        name = cand["callable"]
-        if "import_from" in cand:
-            label = f"{cand['import_from']}:{name}"
-        elif "verbatim" in cand:
-            label = f"{cand['verbatim']}:{name} (its module file, verbatim)"
-        elif "extract_file" in cand:
-            label = f"{Path(cand['extract_file']).name}:{name} (extracted)"
-        else:
-            label = f"{getattr(cand['extract'], '__qualname__', name)} (extracted from its source)"
+        name, label = cand["callable"], _candidate_label(cand)
         try:
             func = _constructor(cand, module)
         except Exception as e:
             tried.append(f"{label}: cannot import ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})")
             continue
-        if architecture_kwargs is not None:
-            # the given arguments, completed with the others read back from the module: readers such as
-            # BiaPy read the network's channels from the written kwargs (out_channels, n_classes, ...)
-            inferred = _infer_kwargs(func, module)[0] if func is not None else {}
-            kwargs, missing = {**inferred, **dict(architecture_kwargs)}, []
-        elif "kwargs" in cand:
-            kwargs, missing = dict(cand["kwargs"]), []
-        elif func is None:
-            kwargs, missing = {}, ["<pass architecture_kwargs=>"]
-        else:
-            kwargs, missing = _infer_kwargs(func, module)
-        if missing:
-            tried.append(f"{label}: constructor arguments {missing} are not attributes of the module "
-                         "(pass architecture_kwargs={...})")
-            continue
-        if not _jsonable(kwargs):
-            tried.append(f"{label}: architecture_kwargs must be plain YAML values (numbers, strings, lists)")
+        kwargs, problem = _candidate_kwargs(cand, func, module, architecture_kwargs)
+        if problem:
+            tried.append(f"{label}: {problem}")
             continue
         fields = {"pytorch_version": torch_version(), "callable": name, "kwargs": kwargs}
-        extra: list[Path] = []
-        if "import_from" in cand:
-            try:
-                rebuilt = func(**kwargs)
-                if not isinstance(rebuilt, torch.nn.Module):
-                    raise TypeError(f"returned a {type(rebuilt).__name__}, not a torch.nn.Module")
-                rebuilt.load_state_dict(module.state_dict(), strict=True)
-                rebuilt.eval()
-                _check_against(ModuleRunner(rebuilt, []), reference, check_cases[:2], rtol=rtol,
-                               atol_rel=atol_rel, what=f"the module rebuilt by {label}({json.dumps(kwargs)})")
-            except Exception as e:
-                first = (str(e).strip().splitlines() or [""])[0][:160]
-                tried.append(f"{label} with kwargs {json.dumps(kwargs)}: {type(e).__name__}: {first}")
-                continue
-            fields["import_from"] = cand["import_from"]
-            runner: Runner = ModuleRunner(rebuilt, [])
-            comment = f"state dict; architecture {label}"
-        else:
-            try:
-                if "verbatim" in cand:
-                    from ..trust import own_source
-
-                    extracted = ExtractedSource(text=own_source(cand["verbatim"]).decode("utf-8"), callable=name,
-                                                origin=f"bioimgzoo's {cand['verbatim']} (verbatim)", names=())
-                else:
-                    extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
-                                 else extract_architecture(cand["extract"]))
-                if _imports_bioimgzoo(extracted.text):
-                    raise SourceUnavailable("the architecture's source imports bioimgzoo, which the package's "
-                                            "readers (BiaPy, DeepImageJ's Python engine, bioimageio.core) lack")
-                cases = list(check_cases[:2])
-                outputs = rebuild_outputs(extracted.text, name, kwargs, module.state_dict(), cases)
-                for case, got in zip(cases, outputs):
-                    ok, _, msg = compare_outputs(got, reference(case), rtol=rtol, atol_rel=atol_rel)
-                    if not ok:
-                        raise SourceUnavailable(f"the module rebuilt from the written file in a fresh process "
-                                                f"computes something else: {msg}")
-            except SourceUnavailable as e:
-                tried.append(f"{label}: {e}")
-                continue
-            arch_path = folder / "architecture.py"
-            arch_path.write_bytes(extracted.text.encode("utf-8"))  # byte for byte (no newline translation)
-            fields["source"] = arch_path
-            extra.append(arch_path)
-            rebuilt = load_callable_from_file(arch_path, name)(**kwargs)  # only the written file runs
-            rebuilt.load_state_dict(module.state_dict(), strict=True)
-            rebuilt.eval()
-            runner = ModuleRunner(rebuilt, [])
-            comment = (f"state dict; architecture {name} in architecture.py, written from the source of "
-                       f"{extracted.origin} and checked to rebuild the module in a fresh process")
-            local = _local_imports(arch_path)
-            if local:
-                fields["note"] = (f"the architecture file imports {', '.join(local)}, which is not an installed "
-                                  "package: the pytorch_state_dict weights load only where that is importable; "
-                                  "make it a package or pass architecture='pkg.mod:Callable'")
+        try:
+            if "import_from" in cand:
+                runner, comment, extra = _rebuilt_from_library(cand, func, kwargs, module, label=label,
+                                                               check_cases=check_cases, reference=reference,
+                                                               rtol=rtol, atol_rel=atol_rel)
+                fields["import_from"] = cand["import_from"]
+            else:
+                runner, comment, extra = _rebuilt_from_written_file(cand, kwargs, module, folder, fields,
+                                                                    check_cases=check_cases, reference=reference,
+                                                                    rtol=rtol, atol_rel=atol_rel)
+        except SourceUnavailable as e:
+            tried.append(f"{label}: {e}")
+            continue
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            tried.append(f"{label} with kwargs {json.dumps(kwargs)}: {type(e).__name__}: {first}")
+            continue
         path = folder / "weights.pt"
         torch.save(module.state_dict(), path)
         return WeightsFile("pytorch_state_dict", path, runner, fields=fields, extra_files=extra, comment=comment)
@@ -424,6 +364,97 @@ def write_state_dict(module: Any, folder: Path, *, architecture: Any, architectu
         "architecture='package.module:Callable' (an importable callable returning the module) or "
         "architecture='path/to/file.py:Callable' (a file whose class is extracted without running it), plus "
         "architecture_kwargs={...} with its constructor arguments; or leave 'pytorch_state_dict' out of weights=")
+
+
+def _candidate_label(cand: Mapping[str, Any]) -> str:
+    name = cand["callable"]
+    if "import_from" in cand:
+        return f"{cand['import_from']}:{name}"
+    if "verbatim" in cand:
+        return f"{cand['verbatim']}:{name} (its module file, verbatim)"
+    if "extract_file" in cand:
+        return f"{Path(cand['extract_file']).name}:{name} (extracted)"
+    return f"{getattr(cand['extract'], '__qualname__', name)} (extracted from its source)"
+
+
+def _candidate_kwargs(cand: Mapping[str, Any], func: Any, module: Any,
+                      architecture_kwargs: Mapping | None) -> tuple[dict, str]:
+    """The constructor's kwargs for a candidate, and why it cannot be used ("" when it can)."""
+    if architecture_kwargs is not None:
+        # the given arguments, completed with the others read back from the module: readers such as
+        # BiaPy read the network's channels from the written kwargs (out_channels, n_classes, ...)
+        inferred = _infer_kwargs(func, module)[0] if func is not None else {}
+        kwargs, missing = {**inferred, **dict(architecture_kwargs)}, []
+    elif "kwargs" in cand:
+        kwargs, missing = dict(cand["kwargs"]), []
+    elif func is None:
+        kwargs, missing = {}, ["<pass architecture_kwargs=>"]
+    else:
+        kwargs, missing = _infer_kwargs(func, module)
+    if missing:
+        return kwargs, (f"constructor arguments {missing} are not attributes of the module "
+                        "(pass architecture_kwargs={...})")
+    if not _jsonable(kwargs):
+        return kwargs, "architecture_kwargs must be plain YAML values (numbers, strings, lists)"
+    return kwargs, ""
+
+
+def _rebuilt_from_library(cand: Mapping[str, Any], func: Any, kwargs: dict, module: Any, *, label: str,
+                          check_cases: Sequence[Sequence[np.ndarray]], reference: Runner, rtol: float,
+                          atol_rel: float) -> tuple[Runner, str, list[Path]]:
+    """An installed library's callable rebuilds the module (checked on the check cases)."""
+    import torch
+
+    rebuilt = func(**kwargs)
+    if not isinstance(rebuilt, torch.nn.Module):
+        raise TypeError(f"returned a {type(rebuilt).__name__}, not a torch.nn.Module")
+    rebuilt.load_state_dict(module.state_dict(), strict=True)
+    rebuilt.eval()
+    _check_against(ModuleRunner(rebuilt, []), reference, check_cases[:2], rtol=rtol, atol_rel=atol_rel,
+                   what=f"the module rebuilt by {label}({json.dumps(kwargs)})")
+    return ModuleRunner(rebuilt, []), f"state dict; architecture {label}", []
+
+
+def _rebuilt_from_written_file(cand: Mapping[str, Any], kwargs: dict, module: Any, folder: Path, fields: dict, *,
+                               check_cases: Sequence[Sequence[np.ndarray]], reference: Runner, rtol: float,
+                               atol_rel: float) -> tuple[Runner, str, list[Path]]:
+    """``architecture.py`` written (our own module verbatim, or the class's source extracted), checked to rebuild
+    the module in a fresh process, and only that file run here."""
+    from ._source import ExtractedSource, SourceUnavailable, extract_architecture, extract_from_file, rebuild_outputs
+
+    name = cand["callable"]
+    if "verbatim" in cand:
+        from ..trust import own_source
+
+        extracted = ExtractedSource(text=own_source(cand["verbatim"]).decode("utf-8"), callable=name,
+                                    origin=f"bioimgzoo's {cand['verbatim']} (verbatim)", names=())
+    else:
+        extracted = (extract_from_file(cand["extract_file"], name) if "extract_file" in cand
+                     else extract_architecture(cand["extract"]))
+    if _imports_bioimgzoo(extracted.text):
+        raise SourceUnavailable("the architecture's source imports bioimgzoo, which the package's "
+                                "readers (BiaPy, DeepImageJ's Python engine, bioimageio.core) lack")
+    cases = list(check_cases[:2])
+    outputs = rebuild_outputs(extracted.text, name, kwargs, module.state_dict(), cases)
+    for case, got in zip(cases, outputs):
+        ok, _, msg = compare_outputs(got, reference(case), rtol=rtol, atol_rel=atol_rel)
+        if not ok:
+            raise SourceUnavailable(f"the module rebuilt from the written file in a fresh process "
+                                    f"computes something else: {msg}")
+    arch_path = folder / "architecture.py"
+    arch_path.write_bytes(extracted.text.encode("utf-8"))  # byte for byte (no newline translation)
+    fields["source"] = arch_path
+    rebuilt = load_callable_from_file(arch_path, name)(**kwargs)  # only the written file runs
+    rebuilt.load_state_dict(module.state_dict(), strict=True)
+    rebuilt.eval()
+    local = _local_imports(arch_path)
+    if local:
+        fields["note"] = (f"the architecture file imports {', '.join(local)}, which is not an installed "
+                          "package: the pytorch_state_dict weights load only where that is importable; "
+                          "make it a package or pass architecture='pkg.mod:Callable'")
+    comment = (f"state dict; architecture {name} in architecture.py, written from the source of "
+               f"{extracted.origin} and checked to rebuild the module in a fresh process")
+    return ModuleRunner(rebuilt, []), comment, [arch_path]
 
 
 # ----------------------------------------------------------------------------------------------
