@@ -48,7 +48,7 @@ from ..errors import InputError
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["AxisWindow", "Tile", "plan_axis", "plan_tiles", "choose_tile_size", "MAX_WINDOW_ELEMENTS",
-           "Region", "Read", "Write", "TileIO", "SamplePlan", "plan_sample", "pow2_divisor"]
+           "Region", "Read", "Write", "TileIO", "SamplePlan", "plan_sample", "pow2_divisor", "output_links"]
 
 
 def choose_tile_size(n: int, sizes: AxisSizes, *, halo: int, target: int) -> int:
@@ -261,7 +261,7 @@ def plan_sample(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
     shape_p = shapes[primary.id]
     tileable = [a.id for a in primary.axes if a.kind in ("space", "time")
                 and isinstance(primary.sizes.get(a.id), AxisSizes)]
-    links = {out.id: _output_links(primary, out) for out in outputs}
+    links = {out.id: output_links(primary, out) for out in outputs}
     for name, option in (("tile", tile), ("halo", halo)):
         if isinstance(option, Mapping):
             unknown = sorted(set(map(str, option)) - set(tileable))
@@ -298,7 +298,7 @@ def plan_sample(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                       key=tuple(sorted(window_shapes.items())))
 
 
-def _output_links(primary: TensorSpec, out: TensorSpec) -> dict[str, Link]:
+def output_links(primary: TensorSpec, out: TensorSpec) -> dict[str, Link]:
     """Which axes of ``out`` follow which axes of the primary input."""
     links = {}
     for a in out.axes:

@@ -343,7 +343,7 @@ def test_an_entry_holds_only_for_the_engine_and_key_it_was_written_for():
     spec = TensorSpec("input", axes, sizes, {a.id: 1.0 for a in axes}, {}, "float32")
     m = rf.FieldMeasure("input", {"y": 3, "x": 3}, {"y": (64, 8), "x": (64, 8)}, False, {"y": 128, "x": 128})
     key = ("a" * 64, {"version": 2, "weights": "w"})
-    rf._write_cached(key, m, [[1, 1, "h", "w"]])
+    rf.cache.write_cached(key, m, [[1, 1, "h", "w"]])
     assert rf.read_cached(key, spec, ["y", "x"], engine_shapes=[[1, 1, "h", "w"]]) == m
     assert rf.read_cached(key, spec, ["y", "x"], engine_shapes=[[1, 1, 64, 64]]) is None
     assert rf.read_cached(("a" * 64, {"version": 2, "weights": "other"}), spec, ["y", "x"]) is None
