@@ -4,9 +4,7 @@ The public API is what ``__all__`` lists; everything else is internal.
 Heavy libraries (torch, onnxruntime, bioimageio.spec) load on first use.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._version import __version__
 
@@ -21,16 +19,16 @@ __all__ = [
 
 from . import errors
 from . import hub as _hub  # noqa: F401  (registers the zoo's URL and id resolvers with .package)
+# the exporter's own function: its options, return type and docstring are export's (torch loads when called)
+from .exporter import export_model as export
 from .package import open_package
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pathlib import Path
-
+if _typing.TYPE_CHECKING:  # pragma: no cover
     from .runtime.model import Model
 
 
-def load(source: Any, *, weights: str | None = None, device: str | None = None,
-         trust_code: bool = False, **hub_options: Any) -> "Model":
+def load(source: _typing.Any, *, weights: str | None = None, device: str | None = None,
+         trust_code: bool = False, **hub_options: _typing.Any) -> "Model":
     """Open a zoo model package and load it for prediction.
 
     Parameters
@@ -66,20 +64,8 @@ def load(source: Any, *, weights: str | None = None, device: str | None = None,
     return Model.load(source, weights=weights, device=device, trust_code=trust_code, **hub_options)
 
 
-def export(module: Any, example_input: Any, out: Any, **options: Any) -> "Path":
-    """Export a trained PyTorch module as a zoo package (``.zip``); returns ``out``.
-
-    Thin wrapper of :func:`bioimgzoo.exporter.export_model` (see there for the
-    options: ``name``, ``description``, ``authors``, ``axes``, ``preprocessing``,
-    ``postprocessing``, ``card``, ...).  torch loads only when called.
-    """
-    from .exporter import export_model
-
-    return export_model(module, example_input, out, **options)
-
-
-def validate(source: Any, *, weights: str | None = None, trust_code: bool = False, static: bool = False,
-             reference: str | None = None, require: Any = (), **hub_options: Any) -> Any:
+def validate(source: _typing.Any, *, weights: str | None = None, trust_code: bool = False, static: bool = False,
+             reference: str | None = None, require: _typing.Any = (), **hub_options: _typing.Any) -> _typing.Any:
     """Validate a model package as a reviewer would; returns a report (never raises for a broken package).
 
     Thin wrapper of :func:`bioimgzoo.validation.check_package`: format, files, safety,

@@ -128,3 +128,64 @@ def test_the_checker_sees_lazy_imports():
     # the zoo client is imported lazily in places; the graph must still see such edges
     assert "bioimgzoo.hub" in GRAPH["bioimgzoo"]
     assert any(t.startswith("bioimgzoo.runtime") for t in GRAPH["bioimgzoo"])
+
+
+def _private_imports(path: Path) -> list[str]:
+    """Private names ``path`` imports from another bioimgzoo module, names from another package's private
+    module, and ``importlib.import_module("bioimgzoo...")`` calls (imports the graph above cannot see)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("bioimgzoo"):
+                continue
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    if not (_is_module(full) and target == package):  # a private module of one's own package
+                        found.append(f"{node.lineno}: {full}")
+                    continue
+                parts = target.split(".")
+                for i, part in enumerate(parts[1:], start=1):
+                    if part.startswith("_") and not part.startswith("__"):
+                        owner = ".".join(parts[:i])
+                        if name != owner and not name.startswith(owner + "."):
+                            found.append(f"{node.lineno}: {full} (a private module of {owner})")
+                        break
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and str(arg.value).startswith(("bioimgzoo", ".")):
+                found.append(f"{node.lineno}: import_module({arg.value!r})")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_name_crosses_a_module(path):
+    found = _private_imports(path)
+    assert not found, f"{path.relative_to(PACKAGE.parent)} imports what another module keeps private: {found}"
+
+
+def test_the_private_import_checker_sees_each_kind(tmp_path):
+    pkg = tmp_path / "bioimgzoo"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "b").mkdir()
+    for f in (pkg / "__init__.py", pkg / "a" / "__init__.py", pkg / "b" / "__init__.py", pkg / "a" / "_impl.py"):
+        f.write_text("")
+    (pkg / "a" / "mod.py").write_text("def _helper():\n    pass\n")
+    (pkg / "a" / "ok.py").write_text("from . import _impl\nfrom ._impl import thing\n")
+    bad = pkg / "b" / "user.py"
+    bad.write_text("import importlib\nfrom ..a.mod import _helper\nfrom ..a._impl import thing\n"
+                   "importlib.import_module('bioimgzoo.a.mod')\n")
+    globals()["PACKAGE"], saved = pkg, PACKAGE
+    try:
+        assert _private_imports(pkg / "a" / "ok.py") == []
+        found = _private_imports(bad)
+    finally:
+        globals()["PACKAGE"] = saved
+    assert len(found) == 3, found

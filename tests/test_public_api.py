@@ -28,3 +28,26 @@ def test_errors_share_one_root():
 
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.BioimgzooError)
+
+
+def test_the_module_exposes_only_its_public_surface():
+    # as httpx guards its vars(): any other public name is a leak (a helper, a typing name) or a forgotten export
+    import types
+
+    rooms = {name for name, value in vars(bioimgzoo).items()
+             if isinstance(value, types.ModuleType) and value.__name__.startswith("bioimgzoo.")}
+    # a room imported as a side effect (bioimgzoo.hub, .package, ...) is a module attribute, not an export
+    public = {name for name in vars(bioimgzoo) if not name.startswith("_")} - (rooms - set(bioimgzoo.__all__))
+    assert public == EXPECTED - {"__version__"}, public ^ (EXPECTED - {"__version__"})
+
+
+def test_export_names_its_options_and_returns_its_result():
+    import inspect
+
+    from bioimgzoo.exporter import EXPORT_OPTIONS
+
+    sig = inspect.signature(bioimgzoo.export)
+    assert not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    assert set(EXPORT_OPTIONS) <= set(sig.parameters)
+    assert all(sig.parameters[k].kind == inspect.Parameter.KEYWORD_ONLY for k in EXPORT_OPTIONS)
+    assert sig.return_annotation in ("ExportResult", "'ExportResult'") or "ExportResult" in str(sig.return_annotation)

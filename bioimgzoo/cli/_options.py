@@ -9,7 +9,7 @@ import click
 from ..errors import InputError
 
 
-def _parse_tile(value: str | None):
+def parse_tile(value: str | None):
     """``512`` or ``y=256,x=512`` -> int or dict."""
     if not value:
         return None
@@ -25,7 +25,7 @@ def _parse_tile(value: str | None):
         raise InputError(f"--tile {value!r} is not understood: use one number (512) or per axis (y=256,x=512)")
 
 
-def _writable_out_dir(out_dir: str) -> Path:
+def writable_out_dir(out_dir: str) -> Path:
     """The -o folder, created and proven writable before any model is loaded or image predicted."""
     import os
     import tempfile
@@ -52,13 +52,13 @@ _HUB_OPTIONS = [
 ]
 
 
-def _hub_opts(f):
+def hub_opts(f):
     for opt in reversed(_HUB_OPTIONS):
         f = opt(f)
     return f
 
 
-def _hub_kwargs(hub, offline) -> dict:
+def hub_kwargs(hub, offline) -> dict:
     out = {}
     if hub:
         out["hub"] = hub

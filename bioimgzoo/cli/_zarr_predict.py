@@ -87,7 +87,7 @@ def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
     """Predict one image (zarr, OME-Zarr or TIFF) into the OME-Zarr store ``out``."""
     from .. import load
     from ..io.zarr import is_zarr_path
-    from ._options import _hub_kwargs, _parse_tile
+    from ._options import hub_kwargs, parse_tile
 
     if len(inputs) != 1:
         raise InputError(f"an OME-Zarr output holds one image, {len(inputs)} inputs were given: predict them one at "
@@ -101,7 +101,7 @@ def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
     out_path = Path(out)
     if options.get("overwrite") and options.get("resume"):
         raise InputError("--overwrite and --resume contradict each other: give one of them")
-    tile = _parse_tile(options.get("tile"))
+    tile = parse_tile(options.get("tile"))
     # open the image before the model: a bad input is said before any download
     from ..io.zarr import check_output_store, open_image
 
@@ -112,7 +112,7 @@ def predict_zarr(source: str, inputs, out: str, options: dict) -> None:
     isolated = {"isolated": True, "wheels": options.get("wheels")} if options.get("isolated") else {}
     model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
                  trust_code=bool(options.get("trust_code")), **isolated,
-                 **_hub_kwargs(options.get("hub"), options.get("offline")))
+                 **hub_kwargs(options.get("hub"), options.get("offline")))
     model.strict_sizes = bool(options.get("strict_sizes"))
     plan = _labels_before_run(model, lazy, options) if options.get("labels") else None
     done = {"computed": 0, "skipped": 0}
@@ -176,7 +176,7 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
     from .. import load
     from ..io import find_images
     from ..runtime.executor.distributed import predict_files
-    from ._options import _hub_kwargs, _parse_tile, _writable_out_dir
+    from ._options import hub_kwargs, parse_tile, writable_out_dir
 
     if cluster.get("raw_output"):
         raise InputError("--raw-output applies to OME-Zarr outputs: name the output out.ome.zarr (-o out.ome.zarr)")
@@ -188,9 +188,9 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
     from ._inputs import input_files
 
     find_images(inputs)  # a missing input is said before the model is opened (a download)
-    out_root = _writable_out_dir(out_dir)
+    out_root = writable_out_dir(out_dir)
     model = load(source, weights=options.get("weights"), device=options.get("device") or "auto",
-                 trust_code=bool(options.get("trust_code")), **_hub_kwargs(options.get("hub"), options.get("offline")))
+                 trust_code=bool(options.get("trust_code")), **hub_kwargs(options.get("hub"), options.get("offline")))
     files = input_files(inputs, out_root, model)
     dests = []
     sources = {f.resolve(): f for f in files}
@@ -213,6 +213,6 @@ def predict_files_on_cluster(source: str, inputs, out_dir: str, options: dict, c
 
     predict_files(model, [str(f) for f in files], dests, scheduler=cluster.get("scheduler"),
                   workers=cluster.get("workers"), threads=cluster.get("threads"), on_done=done,
-                  axes=options.get("axes"), tile=_parse_tile(options.get("tile")), halo=options.get("halo"),
+                  axes=options.get("axes"), tile=parse_tile(options.get("tile")), halo=options.get("halo"),
                   batch_size=options.get("batch_size"), nan_policy=options.get("nan_policy") or "warn")
     click.echo(f"Wrote the outputs of {n[0]} image(s) to {out_root} (on the cluster)")

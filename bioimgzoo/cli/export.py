@@ -49,7 +49,7 @@ def _load_factory(spec: str):
         raise ExportError(f"--module {spec!r}: write 'package.module:Callable' or 'path/to/file.py:Callable'")
     where, name = spec.rsplit(":", 1)
     if where.endswith(".py"):
-        from ..exporter._source import SourceUnavailable, extract_from_file
+        from ..exporter import SourceUnavailable, extract_from_file
         from ..trust import load_callable_from_file
 
         path = Path(where).expanduser().resolve()

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ._messages import cli_spelling
-from ._options import _hub_kwargs, _hub_opts
+from ._options import hub_kwargs, hub_opts
 
 
 # --------------------------------------------------------------------------- facts
@@ -187,13 +187,13 @@ def _human_bytes(n: int | None) -> str:
 @click.command()
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON (for scripts).")
-@_hub_opts
+@hub_opts
 def info(source, as_json, hub, offline):
     """Show a model's inputs (valid sizes), outputs, halo, weights, processing, license and citation."""
     from ..package import open_package
 
     with cli_spelling():
-        pkg = open_package(source, **_hub_kwargs(hub, offline))
+        pkg = open_package(source, **hub_kwargs(hub, offline))
         facts = describe_package(pkg)
     if as_json:
         facts.pop("_ref_scales", None)

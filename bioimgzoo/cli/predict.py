@@ -32,7 +32,7 @@ from ._messages import cli_spelling
 from ._inputs import input_files
 from ._progress import BatchProgress
 from ._zarr_predict import pop_options, predict_files_on_cluster, predict_zarr, wants_zarr, zarr_options
-from ._options import _hub_kwargs, _hub_opts, _parse_tile, _writable_out_dir
+from ._options import hub_kwargs, hub_opts, parse_tile, writable_out_dir
 
 MANIFEST_NAME = "bioimgzoo-results.csv"
 FORMATS = ("tif", "ome-tiff", "png", "npy")
@@ -110,7 +110,7 @@ class PredictOptions:
                    "(built once, cached; installing them runs their code: needs --trust-code).")
 @click.option("--wheels", default=None, type=click.Path(), metavar="DIR",
               help="With --isolated: install the model's dependencies from the wheels in DIR instead of the index.")
-@_hub_opts
+@hub_opts
 @zarr_options
 def predict(source, inputs, out_dir, **options):
     """Run model SOURCE (folder, rdf.yaml, .zip, URL or zoo id) on INPUTS (files, folders, globs).
@@ -140,8 +140,8 @@ def _run(source: str, inputs: tuple[str, ...], out_dir: str, options: dict,
 
     opts = _check_options(options)
     find_images(inputs)  # a missing input is said before the model is opened (a download)
-    out_root = _writable_out_dir(out_dir)
-    package = open_package(source, **_hub_kwargs(options.get("hub"), options.get("offline")))
+    out_root = writable_out_dir(out_dir)
+    package = open_package(source, **hub_kwargs(options.get("hub"), options.get("offline")))
     files = input_files(inputs, out_root, package)
     labels_from = labels_plan(package, link=opts.labels_3d) if opts.labels else None
     jobs = _plan_outputs(files, out_root, package, opts, labels=labels_from is not None)
@@ -170,7 +170,7 @@ def _check_options(options: dict) -> PredictOptions:
     from ..errors import InputError
     from ..runtime.channels import parse_channels
 
-    tile = _parse_tile(options.get("tile"))
+    tile = parse_tile(options.get("tile"))
     axes = options.get("axes")
     if axes is not None:
         bad = sorted({ch for ch in axes.lower() if ch not in AXIS_LETTERS and not ch.isspace()})

@@ -44,7 +44,7 @@ from ._probing import Probed, probe_phase
 from ._reference import Reference, reference_outputs
 from ._write_weights import WrittenWeights, write_weights
 
-__all__ = ["export_model", "export_package", "ExportResult", "EXPORT_OPTIONS",
+__all__ = ["export_package", "ExportResult", "EXPORT_OPTIONS",
            # the phases' outputs, for readers of the code
            "ExportPlan", "Probed", "WrittenWeights", "Reference", "Built", "Progress"]
 
@@ -156,61 +156,3 @@ def _in_eval_on_cpu(module: Any) -> Iterator[None]:
         module.train(was_training)
         if moved_from is not None:
             module.to(moved_from)
-
-
-def export_model(module: Any, example_input: Any, out: Any, *, name: str | None = None,
-                 description: str | None = None, authors: Any = None, license: str | None = None,
-                 axes: Any = "bcyx", preprocessing: Any = None, postprocessing: Any = None, card: Any = None,
-                 **overrides: Any) -> ExportResult:
-    """Export a PyTorch module as a bioimage.io model package (a ``.zip``).
-
-    The module's class is never imported from a script, notebook or function (that would run the program
-    again): when it is not in an installed package, an architecture file is written from its source and
-    checked to rebuild the module in a fresh process; when that is impossible, only TorchScript and ONNX
-    are written and the result and README say why.
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-        The trained network.  It is run in eval mode (its mode is restored).
-    example_input : numpy.ndarray or dict of them
-        A typical raw input laid out as ``axes`` (several inputs: ``{input_id: array}``,
-        in the order ``forward`` takes them).  It becomes the package's test input.
-    out : str or Path
-        The ``.zip`` to write.  Nothing is written there unless every step succeeds.
-    name, description : str
-        Model name (5-64 characters: letters, digits, spaces, ``_+-()``) and a short
-        description.  May come from ``card``.
-    authors : list of str or dict
-        Names, or mappings with ``name``, ``affiliation``, ``orcid``, ``github_user``.
-    license : str
-        SPDX identifier; default ``"CC-BY-4.0"`` (or the card's).
-    axes : str or dict
-        Layout of the example(s), letters ``b``, ``c``, ``t``, ``z``, ``y``, ``x``.
-    preprocessing, postprocessing : list or dict, optional
-        bioimage.io processing steps, e.g. ``[{"id": "zero_mean_unit_variance",
-        "kwargs": {"axes": ["x", "y"]}}]``; a dict by tensor id for several tensors.
-    card : str, Path or dict, optional
-        Model card (see ``model_cards/README.md``): metadata and the README's sections.
-    **overrides
-        See :data:`EXPORT_OPTIONS`: ``sizes``, ``halo``, ``output_axes``, ``weights``,
-        ``architecture``/``architecture_kwargs``, ``tolerance``, ``validation``, ``tags``,
-        ``cite``, ``id``, ``version``, ``test`` (run bioimageio.core's test_model), ...
-
-    Returns
-    -------
-    ExportResult
-        What was written and checked; ``print(result)`` shows :meth:`ExportResult.summary` (weights and
-        their tolerance, valid sizes, halo, test tensors, each consumer tool's verdict, the path).  It is
-        also path-like: ``os.fspath(result)`` is ``out``.
-
-    Raises
-    ------
-    ExportError
-        The module rejects the example, returns NaN, cannot be traced or scripted, is not
-        deterministic, a weights format does not reproduce it, or the description does not
-        validate.  The message names what failed and how to fix it.
-    """
-    return export_package(module, example_input, out, name=name, description=description, authors=authors,
-                          license=license, axes=axes, preprocessing=preprocessing, postprocessing=postprocessing,
-                          card=card, **overrides)

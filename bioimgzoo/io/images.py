@@ -90,7 +90,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str | None]:
                 series = tif.series[0]
                 array = series.asarray()
                 tiff_axes = series.axes
-            axes = _tiff_axes_to_ours(tiff_axes, array.shape)
+            axes = tiff_axes_to_ours(tiff_axes, array.shape)
             if axes is not None and "q" in axes:
                 # unnamed size-1 axes carry nothing; squeezed here, two of them cannot repeat a letter
                 array = array.reshape([n for ch, n in zip(axes, array.shape) if ch != "q"])
@@ -216,7 +216,7 @@ def _ome_calibration(tree: Mapping) -> Calibration:
     return Calibration(sizes, unit, time_unit, names)
 
 
-def _tiff_axes_to_ours(tiff_axes: str, shape: Sequence[int]) -> str | None:
+def tiff_axes_to_ours(tiff_axes: str, shape: Sequence[int]) -> str | None:
     letters = []
     for ch, n in zip(tiff_axes, shape):
         mapped = _TIFF_AXES.get(ch)

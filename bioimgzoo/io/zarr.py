@@ -430,12 +430,12 @@ def _lazy(path: Path, array: Any, **kw: Any) -> LazyImage:
 def _open_tiff(path: Path) -> LazyImage:
     import tifffile
 
-    from .images import _tiff_axes_to_ours
+    from .images import tiff_axes_to_ours
 
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            axes = _tiff_axes_to_ours(series.axes, series.shape)
+            axes = tiff_axes_to_ours(series.axes, series.shape)
         try:
             array: Any = tifffile.memmap(path, mode="r")
         except ValueError:  # compressed or tiled: read through tifffile's zarr store, tile by tile

@@ -74,7 +74,7 @@ def _conda_name(entry: str) -> str:
     return re.split(r"[\s=<>!~\[]", name, maxsplit=1)[0].strip().lower()
 
 
-def _installed(name: str) -> bool:
+def installed(name: str) -> bool:
     try:
         importlib.metadata.distribution(name)
         return True
@@ -172,7 +172,7 @@ def read_dependencies(path: str | os.PathLike) -> Dependencies:
             continue
         entry = str(item).strip()
         name = _conda_name(entry)
-        if name in _PROVIDED or ("::" not in entry and _installed(name)):
+        if name in _PROVIDED or ("::" not in entry and installed(name)):
             provided.append(entry)
         else:
             conda_only.append(entry)

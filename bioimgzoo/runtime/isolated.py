@@ -56,7 +56,7 @@ import numpy as np
 
 from .. import config, trust
 from ..errors import InputError, UntrustedCodeError, WeightsError
-from .dependencies import Dependencies, _installed, declared_dependencies, index_requirements
+from .dependencies import Dependencies, installed, declared_dependencies, index_requirements
 
 log = logging.getLogger("bioimgzoo")
 
@@ -99,11 +99,11 @@ def _check_wheels(wheels: Any) -> Path | None:
 
 def environment_key(requirements: Sequence[str], *, wheels: Path | None = None) -> tuple[str, dict]:
     """``(sha256, what it hashes)``: everything that decides the content of an isolated environment."""
-    torch_version = importlib.metadata.version("torch") if _installed("torch") else None
+    torch_version = importlib.metadata.version("torch") if installed("torch") else None
     content = {"layout": _LAYOUT, "requirements": sorted(requirements),
                "wheels": None if wheels is None else {"folder": str(wheels), "files": _wheel_files(wheels)},
                "python": [os.path.realpath(sys.executable), sys.version], "inherits": _parent_site_dirs(),
-               "torch": torch_version, "pip": importlib.metadata.version("pip") if _installed("pip") else None,
+               "torch": torch_version, "pip": importlib.metadata.version("pip") if installed("pip") else None,
                "pip_settings": config.pip_source_settings()}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
     return digest, content
@@ -171,7 +171,7 @@ def _build(venv: Path, requirements: Sequence[str], deps: Dependencies, *, wheel
     with tempfile.TemporaryDirectory(prefix="bioimgzoo-env-") as tmp:
         pins = Path(tmp) / "constraints.txt"
         # torch of this environment, never a second (GBs) one; numpy may move within the venv
-        pins.write_text("".join(f"{d}=={importlib.metadata.version(d)}\n" for d in ("torch",) if _installed(d)))
+        pins.write_text("".join(f"{d}=={importlib.metadata.version(d)}\n" for d in ("torch",) if installed(d)))
         source = ["--no-index", "--find-links", wheels, "--only-binary", ":all:"] if wheels is not None else []
         empty = Path(tmp) / "empty"
         empty.mkdir()

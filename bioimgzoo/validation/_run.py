@@ -15,7 +15,7 @@ import time
 from typing import Any, Sequence
 
 from ._context import Context
-from ._registry import FAILED, NOT_APPLICABLE, PASSED, SKIPPED, Check, Family, Finding, roll_up
+from ._registry import FAILED, NOT_APPLICABLE, SKIPPED, Check, Family, Finding
 from ._registry import families as registered_families
 from ._report import CONSUMER_TOOLS, CheckReport
 
@@ -144,18 +144,9 @@ def _registered(name: str) -> bool:
     return any(f.name == name for f in registered_families())
 
 
-def _fold_function() -> Any:
-    """The consumers module's ``verdict(tool, findings)`` (its status rules), or None when it is absent."""
-    try:
-        from .consumers._base import verdict
-    except ImportError:
-        return None
-    return verdict
-
-
 def _consumers(ctx: Context, tools: list[str]) -> dict[str, dict]:
     """tool -> ``{"status", "failed_rules", "fixes", "messages"}`` from the tools' findings in ``ctx``."""
-    fold = _fold_function()
+    from .consumers import verdict as fold
     out: dict[str, dict] = {}
     for t in tools:
         found = [f for f in ctx.findings if f.family == t]
@@ -163,14 +154,8 @@ def _consumers(ctx: Context, tools: list[str]) -> dict[str, dict]:
             out[t] = _verdict_dict(NOT_APPLICABLE if _registered(t) else SKIPPED, [], [],
                                    [] if _registered(t) else ["no checker for this tool is installed"])
             continue
-        if fold is not None:
-            v = fold(t, found)
-            status, failed = str(v.status), [str(r) for r in v.failed_rules]
-        else:
-            status = roll_up(f.status for f in found)
-            status = PASSED if status == "warning" else status  # a tool runs the package or not
-            failed = list(dict.fromkeys(str(f.details.get("rule") or f.check.split(".", 1)[1])
-                                        for f in found if f.status == FAILED))
+        v = fold(t, found)
+        status, failed = str(v.status), [str(r) for r in v.failed_rules]
         out[t] = _verdict_dict(status, failed, _fixes(found), _messages(found), _failures(found))
     return out
 

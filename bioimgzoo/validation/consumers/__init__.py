@@ -31,7 +31,7 @@ from ._base import tools as _registered
 from . import deepimagej, icy, ilastik, qupath, biapy, careamics  # noqa: E402,F401  (order = report order)
 from . import readers  # noqa: E402,F401  (the deployed readers; also rules D0, B0, I0 of the tools above)
 
-__all__ = ["TOOLS", "ConsumerVerdict", "consumer_verdicts"]
+__all__ = ["TOOLS", "ConsumerVerdict", "consumer_verdicts", "verdict"]
 
 
 def consumer_verdicts(package: Any, *, static: bool = False, tools: Iterable[str] | None = None,

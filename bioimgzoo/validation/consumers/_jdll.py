@@ -22,7 +22,7 @@ from ._view import AxisView, TensorView, version_tuple
 
 __all__ = ["RULES", "TITLES", "FIXES", "ICY_RULES"]
 
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
+URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 JAVA_FORMATS = ("torchscript", "onnx", "tensorflow_saved_model_bundle")
 OPS = ("binarize", "clip", "scale_linear", "scale_range", "zero_mean_unit_variance",
@@ -45,14 +45,14 @@ ONNX_MAX_OPSET = 17
 ONNX_MAX_IR = 8
 
 
-def _join(items: list[str], n: int = 6) -> str:
+def join_list(items: list[str], n: int = 6) -> str:
     return "; ".join(items[:n]) + (f"; ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def _basename(ref: str) -> str:
+def basename_of(ref: str) -> str:
     """The file name a reference downloads as (Zenodo's ``.../files/<name>/content`` URLs: ``<name>``)."""
     parts = PurePosixPath(ref.split("?", 1)[0]).parts
-    if len(parts) > 1 and parts[-1] == "content" and _URL.match(ref):
+    if len(parts) > 1 and parts[-1] == "content" and URL_SCHEME.match(ref):
         return parts[-2]
     return parts[-1] if parts else ""
 
@@ -91,8 +91,8 @@ def d2(s: Subject) -> Iterator[tuple]:
     refs = _file_refs(s.raw)
     bad, names = [], {}
     for where, ref in refs:
-        if _URL.match(ref):
-            name = _basename(ref)  # JDLL downloads every URL flat, by its basename
+        if URL_SCHEME.match(ref):
+            name = basename_of(ref)  # JDLL downloads every URL flat, by its basename
         elif len(PurePosixPath(ref.replace("\\", "/")).parts) != 1 or ref.startswith(("/", "..")):
             bad.append(f"{where} = {ref!r} is not a plain file name")
             continue
@@ -102,7 +102,7 @@ def d2(s: Subject) -> Iterator[tuple]:
             bad.append(f"{where} and {names[name]} both download as {name!r}")
         names.setdefault(name, ref)
     if bad:
-        yield FAILED, _join(bad) + " (JDLL downloads flat and looks files up by basename)"
+        yield FAILED, join_list(bad) + " (JDLL downloads flat and looks files up by basename)"
     else:
         yield PASSED, f"{len(refs)} file references, all flat"
 
@@ -168,7 +168,7 @@ def d6(s: Subject) -> Iterator[tuple]:
 _JDLL_ENV = {"torch", "numpy", "biapy", "careamics", "cellpose", "timm"}
 
 
-def _arch_imports(s: Subject, entry: Any) -> list[str]:
+def arch_imports(s: Subject, entry: Any) -> list[str]:
     """Top-level modules the state-dict architecture file imports (parsed, never run)."""
     import ast
     import sys
@@ -201,7 +201,7 @@ def d7(s: Subject) -> Iterator[tuple]:
         return
     if "pytorch_state_dict" in formats:
         try:
-            mods = _arch_imports(s, s.view.weights["pytorch_state_dict"].raw)
+            mods = arch_imports(s, s.view.weights["pytorch_state_dict"].raw)
         except NeedsFiles as e:
             yield WARNING, f"only pytorch_state_dict: it runs in JDLL's fixed Python env (torch 2.4, biapy, " \
                            f"careamics, cellpose, timm), the package's dependencies are ignored ({e})"
@@ -231,7 +231,7 @@ def d8(s: Subject) -> Iterator[tuple]:
         problems_w = ""
         if major and major[0] not in (1, 2):
             problems.append(f"pytorch_version {version}: JDLL has libtorch 1.13.1 and 2.0.0 only")
-    name = _basename(w.source or "")
+    name = basename_of(w.source or "")
     stem = name[:-3] if name.endswith(".pt") else name
     if not name.endswith(".pt") or ".pt" in stem:
         problems.append(f"the file is named {name!r}: JDLL wants '<stem>.pt' with no other '.pt' in the stem")
@@ -382,7 +382,7 @@ def d12(s: Subject) -> Iterator[tuple]:
             if a.type == "channel" and not a.channel_names:
                 problems.append(f"{t.role} {t.id!r} channel axis has no channel_names")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     else:
         yield PASSED, "every axis has a type and an explicit id"
 
@@ -401,7 +401,7 @@ def d13(s: Subject) -> Iterator[tuple]:
         if len(set(ids)) != len(ids):
             problems.append(f"{t.role} {t.id!r} names an axis twice ({ids})")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     else:
         yield PASSED, "axes among batch, channel, x, y, z"
 
@@ -490,9 +490,9 @@ def d17(s: Subject) -> Iterator[tuple]:
         if len(refs) > 1:
             problems.append(f"output {t.id!r} references several inputs {sorted(refs)}")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     elif notes:
-        yield WARNING, _join(notes) + "; prefer references with scale 1 and offset 0"
+        yield WARNING, join_list(notes) + "; prefer references with scale 1 and offset 0"
     else:
         yield PASSED, "output sizes reference the input with scale 1 and offset 0"
 
@@ -552,7 +552,7 @@ def d18(s: Subject) -> Iterator[tuple]:
                 problems.append(f"{t.id}.{a.id}: JDLL's tile {tile} (floor((S + 2 halo) / step) * step) is "
                                 f"below min {a.min}")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     elif checked:
         where = "the test input" if all(shapes.values()) else "the smallest valid input"
         yield PASSED, f"JDLL's tiles fit {where} ({checked} axes)"
@@ -615,7 +615,7 @@ def d21(s: Subject) -> Iterator[tuple]:
         if p.id == "zero_mean_unit_variance" and ({"mean", "std"} & set(kw)) and kw.get("mode") != "fixed":
             problems.append(f"zero_mean_unit_variance on {t.id}: mean/std only with mode: fixed")
     if problems:
-        yield FAILED, _join(problems) + " (unknown kwargs throw)"
+        yield FAILED, join_list(problems) + " (unknown kwargs throw)"
     else:
         yield PASSED, "processing kwargs all accepted"
 
@@ -644,7 +644,7 @@ def d22(s: Subject) -> Iterator[tuple]:
             if unsafe:
                 bad.append(f"{p.id} on {t.id}: {key} {unsafe}")
     if bad:
-        yield FAILED, f"processing axes JDLL matches letter by letter (only x, y, z, channel are safe): {_join(bad)}"
+        yield FAILED, f"processing axes JDLL matches letter by letter (only x, y, z, channel are safe): {join_list(bad)}"
     else:
         yield PASSED, "processing axes among x, y, z, channel"
 
@@ -676,7 +676,7 @@ def d23(s: Subject) -> Iterator[tuple]:
                 if _is_list(v) and len(set(map(str, v))) > 1:
                     bad.append(f"scale_linear on {t.id}: list {k} {v} (JDLL uses the first element only)")
     if bad:
-        yield FAILED, _join(bad) + "; use scalars"
+        yield FAILED, join_list(bad) + "; use scalars"
     else:
         yield PASSED, "processing parameters JDLL handles"
 
@@ -715,7 +715,7 @@ def d24(s: Subject) -> Iterator[tuple]:
         if product > 1:
             bad.append(f"{t.id}: per-sample over {sorted(names)} keeps {[a.id for a in kept]} (sizes {sizes})")
     if bad:
-        yield FAILED, "JDLL applies zero_mean_unit_variance over the whole tensor: " + _join(bad)
+        yield FAILED, "JDLL applies zero_mean_unit_variance over the whole tensor: " + join_list(bad)
     elif seen:
         yield PASSED, "zero_mean_unit_variance reduces over everything but singleton axes"
     else:
@@ -756,7 +756,7 @@ def d26(s: Subject) -> Iterator[tuple]:
     for t in s.view.tensors:
         if not t.test:
             problems.append(f"{t.role} {t.id!r} has no test tensor")
-        elif not _basename(t.test).lower().endswith(".npy"):
+        elif not basename_of(t.test).lower().endswith(".npy"):
             problems.append(f"{t.role} {t.id!r} test tensor {t.test} is not .npy")
     if problems:
         yield FAILED, "; ".join(problems)
@@ -787,7 +787,7 @@ def d27(s: Subject) -> Iterator[tuple]:
         return
     problems = []
     for t in with_sample:
-        if not _basename(t.sample).lower().endswith((".tif", ".tiff")):
+        if not basename_of(t.sample).lower().endswith((".tif", ".tiff")):
             problems.append(f"input {t.id!r} sample {t.sample} is not a TIFF: the zoo CI feeds it to DeepImageJ "
                             "and compares the result with the test output")
     if problems:

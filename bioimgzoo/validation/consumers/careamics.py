@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 
 from .._registry import FAILED, PASSED
 from ._base import Subject, tool
-from ._jdll import _basename
+from ._jdll import basename_of
 from .deepimagej import render_markdown
 
 __all__ = ["TOOL"]
@@ -37,7 +37,7 @@ def _attachments(raw: Mapping) -> list[str]:
     for a in items:
         src = a.get("source") if isinstance(a, Mapping) else a
         if isinstance(src, str):
-            out.append(_basename(src))
+            out.append(basename_of(src))
     return out
 
 

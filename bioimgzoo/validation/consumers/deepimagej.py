@@ -48,7 +48,7 @@ for _rid, _fn in _jdll.RULES.items():
     TOOL.rule(_rid, title=_jdll.TITLES[_rid], fix=_jdll.FIXES[_rid])(_fn)
 
 
-def _load(s: Subject, ref: str | None, what: str):
+def load_file(s: Subject, ref: str | None, what: str):
     import numpy as np
 
     return s.once(f"npy:{ref}", lambda: np.load(s.file(ref, what), allow_pickle=False))
@@ -91,8 +91,8 @@ def simulate(s: Subject) -> Iterator[tuple]:
     if bad_ops:
         yield NOT_APPLICABLE, f"JDLL throws on {bad_ops} before predicting (D20)"
         return
-    x = _load(s, t_in.test, f"test tensor of {t_in.id!r}")
-    expected = _load(s, t_out.test, f"test tensor of {t_out.id!r}")
+    x = load_file(s, t_in.test, f"test tensor of {t_in.id!r}")
+    expected = load_file(s, t_out.test, f"test tensor of {t_out.id!r}")
     fmt, engine = engine_for(s, ("torchscript", "onnx"))
     if x.ndim != len(t_in.axes):
         yield SKIPPED, f"the test input has {x.ndim} dims for {len(t_in.axes)} axes (D26)"

@@ -14,8 +14,8 @@ from typing import Iterator
 
 from .._registry import FAILED, NOT_APPLICABLE, PASSED, SKIPPED
 from ._base import NeedsFiles, Subject, tool
-from .deepimagej import _load, render_markdown
-from ._jdll import _arch_imports, _join
+from .deepimagej import load_file, render_markdown
+from ._jdll import arch_imports, join_list
 
 __all__ = ["TOOL", "ilastik_tile"]
 
@@ -55,7 +55,7 @@ def i2(s: Subject) -> Iterator[tuple]:
         yield FAILED, f"weights {formats or 'none'}: ilastik loads torchscript or pytorch_state_dict only"
         return
     try:
-        mods = _arch_imports(s, s.view.weights["pytorch_state_dict"].raw)
+        mods = arch_imports(s, s.view.weights["pytorch_state_dict"].raw)
     except NeedsFiles as e:
         yield PASSED, "pytorch_state_dict weights"
         yield SKIPPED, f"whether the architecture imports in ilastik's env is not read ({e})"
@@ -80,7 +80,7 @@ def i3(s: Subject) -> Iterator[tuple]:
         if missing:
             problems.append(f"input {t.id!r} has no {' / '.join(missing)} axis")
     if problems:
-        yield FAILED, _join(problems) + " (ilastik's workflow; the zoo CI does not check this)"
+        yield FAILED, join_list(problems) + " (ilastik's workflow; the zoo CI does not check this)"
     else:
         yield PASSED, "axis ids ilastik knows; the input has batch and channel axes"
 
@@ -107,7 +107,7 @@ def i4(s: Subject) -> Iterator[tuple]:
         if not same:
             problems.append(f"output axis {a.id} is not sized like the input's")
     if problems:
-        yield FAILED, _join(problems) + " (ilastik's workflow; the zoo CI does not check this)"
+        yield FAILED, join_list(problems) + " (ilastik's workflow; the zoo CI does not check this)"
     else:
         yield PASSED, "the output has the input's axes and spatial size, plus channels"
 
@@ -146,8 +146,8 @@ def simulation(s: Subject) -> Iterator[tuple]:
         yield NOT_APPLICABLE, "not one input and one output (I1)"
         return
     t_in, t_out = v.inputs[0], v.outputs[0]
-    x = _load(s, t_in.test, f"test tensor of {t_in.id!r}")
-    expected = _load(s, t_out.test, f"test tensor of {t_out.id!r}")
+    x = load_file(s, t_in.test, f"test tensor of {t_in.id!r}")
+    expected = load_file(s, t_out.test, f"test tensor of {t_out.id!r}")
     fmt = next((f for f in ("torchscript", "pytorch_state_dict") if f in v.weights), None)
     if fmt is None:
         yield NOT_APPLICABLE, "no weights ilastik loads (I2)"

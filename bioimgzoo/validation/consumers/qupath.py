@@ -11,9 +11,9 @@ from typing import Iterator
 
 from .._registry import FAILED, PASSED, SKIPPED, WARNING
 from ._base import NeedsFiles, Subject, tool
-from ._jdll import _URL, _join
+from ._jdll import URL_SCHEME, join_list
 from ._view import version_tuple
-from .deepimagej import _load, render_markdown
+from .deepimagej import load_file, render_markdown
 
 __all__ = ["TOOL", "qupath_tile"]
 
@@ -41,9 +41,9 @@ def q1(s: Subject) -> Iterator[tuple]:
     for t in v.inputs:
         if len(t.spatial) != 2:
             problems.append(f"input {t.id!r} has {len(t.spatial)} spatial axes (QuPath is 2D)")
-    remote = [f"{w.format}: {w.source}" for w in v.weights.values() if w.source and _URL.match(w.source)]
+    remote = [f"{w.format}: {w.source}" for w in v.weights.values() if w.source and URL_SCHEME.match(w.source)]
     if remote:
-        problems.append(f"weights by URL ({_join(remote, 2)}): QuPath reads local relative files")
+        problems.append(f"weights by URL ({join_list(remote, 2)}): QuPath reads local relative files")
     if problems:
         yield FAILED, "; ".join(problems)
     else:
@@ -86,7 +86,7 @@ def q3(s: Subject) -> Iterator[tuple]:
                 if a.type == "time" and (a.unit is None or "scale" not in (t.raw.get("axes") or [{}])[i]):
                     problems.append(f"{t.role} {t.id!r} time axis needs a unit and a scale")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     else:
         yield PASSED, f"format {v.format_version}; axes typed"
 
@@ -109,7 +109,7 @@ def q4(s: Subject) -> Iterator[tuple]:
                 problems.append(f"output {t.id!r} axes {[a.id for a in t.axes]} are not in the input's order "
                                 f"{in_ids} (QuPath reads halo and channels at the input's indices)")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     else:
         yield PASSED, "tiles grow by min; output axes in the input's order"
 
@@ -142,9 +142,9 @@ def q5(s: Subject) -> Iterator[tuple]:
             else:
                 problems.append(f"{p.id} on {t.id} is not implemented by QuPath")
     if problems:
-        yield FAILED, _join(problems)
+        yield FAILED, join_list(problems)
     elif warnings:
-        yield WARNING, _join(warnings)
+        yield WARNING, join_list(warnings)
     else:
         yield PASSED, "processing QuPath implements"
     norm = [t for t in v.inputs if any(p.id in ("zero_mean_unit_variance", "scale_range") and
@@ -153,7 +153,7 @@ def q5(s: Subject) -> Iterator[tuple]:
         return
     t = norm[0]
     try:
-        x = _load(s, t.test, f"test tensor of {t.id!r}")
+        x = load_file(s, t.test, f"test tensor of {t.id!r}")
     except NeedsFiles as e:
         yield SKIPPED, f"the per-tile normalisation deviation is not measured ({e})"
         return
