@@ -65,8 +65,9 @@ def load(source: _typing.Any, *, weights: str | None = None, device: str | None 
 
 
 def validate(source: _typing.Any, *, weights: str | None = None, trust_code: bool = False, static: bool = False,
-             reference: str | None = None, require: _typing.Any = (), **hub_options: _typing.Any) -> _typing.Any:
-    """Validate a model package as a reviewer would; returns a report (never raises for a broken package).
+             reference: str | None = None, require: _typing.Any = (), strict: bool = False,
+             **hub_options: _typing.Any) -> _typing.Any:
+    """Validate a model package as a reviewer would; returns a report.
 
     Thin wrapper of :func:`bioimgzoo.validation.check_package`: format, files, safety,
     reproduction through bioimgzoo's runtime and agreement checks decide ``report.passed``;
@@ -74,8 +75,22 @@ def validate(source: _typing.Any, *, weights: str | None = None, trust_code: boo
     ``require`` (e.g. ``["deepimagej", "ilastik"]``).  ``static=True`` checks the
     description alone; ``reference="core"`` also runs bioimageio.core.  The report
     renders itself: ``to_dict()``, ``to_markdown()``, ``to_html()``.
+
+    A broken package is a report that did not pass, never an exception, unless
+    ``strict=True``: then :class:`~bioimgzoo.errors.ValidationFailed` is raised, naming
+    the failing families and tools (its ``report`` attribute holds the whole report).
     """
     from .validation import check_package
 
-    return check_package(source, weights=weights, trust_code=trust_code, static=static, reference=reference,
-                         require=list(require), **hub_options)
+    report = check_package(source, weights=weights, trust_code=trust_code, static=static, reference=reference,
+                           require=list(require), **hub_options)
+    if strict and not report.passed:
+        failing = [n for n in report.own_families if report.family_status(n) not in ("passed", "warning",
+                                                                                     "not-applicable")]
+        failing += [t for t in report.required if report.consumers.get(t, {}).get("status") != "passed"]
+        error = errors.ValidationFailed(f"{report.meta.get('name') or source} fails validation "
+                                        f"({', '.join(failing) or 'see the report'}): run bioimgzoo validate "
+                                        f"{source} for each failure and its fix")
+        error.report = report
+        raise error
+    return report

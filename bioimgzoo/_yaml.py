@@ -24,7 +24,7 @@ import functools
 from typing import Any
 
 from . import config
-from .errors import InvalidDescriptionError, LimitExceededError
+from .errors import BioimgzooError, InvalidDescriptionError, LimitExceededError
 
 __all__ = ["load_yaml", "dump_portable_yaml", "SNAKEYAML_RESOLVERS"]
 
@@ -196,6 +196,8 @@ def load_yaml(data: bytes | str, where: str) -> Any:
                                       "of them") from None
     except yaml.YAMLError as e:
         raise InvalidDescriptionError(f"{where} is not valid YAML: {e}".strip()) from None
+    except BioimgzooError:  # our own refusals (InvalidDescriptionError is a ValueError too): as they are
+        raise
     except (ValueError, OverflowError) as e:  # e.g. an integer of more digits than Python converts
         raise InvalidDescriptionError(f"{where} holds a value that cannot be read: {str(e)[:200]}") from None
     except RecursionError:  # pragma: no cover (the depth limit comes first)

@@ -10,21 +10,27 @@ translated into these at the boundary where they occur.
 
     BioimgzooError
     ├── PackageError                 a package cannot be opened or read
-    │   ├── PackageNotFoundError     no such folder / file / URL / id
-    │   ├── InvalidDescriptionError  rdf.yaml does not parse or validate
-    │   ├── IntegrityError           a file's sha256 differs from the rdf
+    │   ├── PackageNotFoundError     no such folder / file / URL / id            (also FileNotFoundError)
+    │   ├── InvalidDescriptionError  rdf.yaml does not parse or validate         (also ValueError)
+    │   ├── IntegrityError           a file's sha256 differs from the rdf        (also ValueError)
     │   └── LimitExceededError       a description, file or download over a safety limit
-    ├── UntrustedCodeError           running package code needs trust_code=True
-    ├── ConfigError                  a setting (environment variable) has an invalid value
+    ├── UntrustedCodeError           running package code needs trust_code=True  (also PermissionError)
+    ├── ConfigError                  a setting (environment variable) has an invalid value (also ValueError)
     ├── WeightsError                 unknown format, corrupt or unloadable weights
-    ├── InputError                   wrong axes, channels, dtype, shape, missing input
+    ├── InputError                   wrong axes, channels, dtype, shape, missing input (also ValueError)
     ├── HubError                     talking to the zoo (bioimage.io / a mirror)
     │   ├── ModelNotFoundError       unknown id (with "did you mean ...")
-    │   ├── OfflineError             offline mode and the thing is not cached
-    │   └── DownloadError            HTTP error, timeout, connection failure
+    │   ├── OfflineError             offline mode and the thing is not cached    (also ConnectionError)
+    │   └── DownloadError            timeout, connection failure                 (also ConnectionError)
+    │       ├── HttpStatusError      the server answered with an error status (``.url``, ``.status``)
+    │       └── DeadlineError        a download took longer than allowed         (also TimeoutError)
     ├── ExportError                  a module cannot be packaged
-    ├── ValidationFailed             a package fails checks the caller required
+    ├── ValidationFailed             a package fails checks the caller required (``validate(strict=True)``)
     └── TrainingError                training cannot start or continue
+
+As huggingface_hub's errors do, those that are a builtin error too subclass it,
+so ``except FileNotFoundError`` or ``except ValueError`` in a caller's code
+catches what it would catch from any other library.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ __all__ = [
     "ModelNotFoundError",
     "OfflineError",
     "DownloadError",
+    "HttpStatusError",
+    "DeadlineError",
     "ExportError",
     "ValidationFailed",
     "TrainingError",
@@ -70,19 +78,19 @@ class PackageError(BioimgzooError):
     """A model package cannot be opened or one of its files cannot be read."""
 
 
-class PackageNotFoundError(PackageError):
+class PackageNotFoundError(PackageError, FileNotFoundError):
     """The given source (folder, file, URL or id) does not exist."""
 
 
-class InvalidDescriptionError(PackageError):
+class InvalidDescriptionError(PackageError, ValueError):
     """The package description (rdf.yaml) does not parse or validate."""
 
 
-class IntegrityError(PackageError):
+class IntegrityError(PackageError, ValueError):
     """A file's content does not match the sha256 its description declares."""
 
 
-class UntrustedCodeError(BioimgzooError):
+class UntrustedCodeError(BioimgzooError, PermissionError):
     """Running the package's own Python code was not allowed by the caller."""
 
 
@@ -90,7 +98,7 @@ class LimitExceededError(PackageError):
     """A package, description or download is larger than a safety limit (see :mod:`bioimgzoo.config`)."""
 
 
-class ConfigError(BioimgzooError):
+class ConfigError(BioimgzooError, ValueError):
     """A setting (an environment variable) has a value bioimgzoo cannot use."""
 
 
@@ -98,7 +106,7 @@ class WeightsError(BioimgzooError):
     """Weights are missing, of an unknown format, corrupt, or cannot be loaded."""
 
 
-class InputError(BioimgzooError):
+class InputError(BioimgzooError, ValueError):
     """The data given to a model does not fit what the model declares."""
 
 
@@ -110,12 +118,30 @@ class ModelNotFoundError(HubError, PackageNotFoundError):
     """The zoo has no model with that id (or version)."""
 
 
-class OfflineError(HubError):
+class OfflineError(HubError, ConnectionError):
     """Offline mode is on and what was asked for is not in the cache."""
 
 
-class DownloadError(HubError):
+class DownloadError(HubError, ConnectionError):
     """A download failed: HTTP error status, timeout or connection failure."""
+
+
+#: HTTP statuses worth another try (the server is busy or briefly down)
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class HttpStatusError(DownloadError):
+    """The server answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, url: str, status: int):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.transient = status in TRANSIENT_STATUS
+
+
+class DeadlineError(DownloadError, TimeoutError):
+    """A download took longer than ``BIOIMGZOO_DOWNLOAD_DEADLINE`` (never retried: the time is up)."""
 
 
 class ExportError(BioimgzooError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import IntegrityError, OfflineError
+from ..errors import BioimgzooError, IntegrityError, OfflineError
 from . import transport
 from .cache import CacheLayout, cache_layout
 
@@ -77,6 +77,8 @@ def download_blob(url: str, *, params: dict | None = None, sha256: str | None = 
     try:
         try:
             actual = transport.download_to(url, tmp, params=params, sha256=sha256, progress=progress, what=what)
+        except BioimgzooError:  # a DownloadError is a ConnectionError, an OSError: not the disk's fault
+            raise
         except OSError as e:  # writing the temp file: a full disk, a folder made read-only meanwhile
             raise layout.write_error(e) from e
         return layout.commit_blob(tmp, actual)

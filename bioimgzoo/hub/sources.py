@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from .. import config
-from ..errors import DownloadError, HubError, IntegrityError, ModelNotFoundError, OfflineError
+from ..errors import BioimgzooError, DownloadError, HubError, IntegrityError, ModelNotFoundError, OfflineError
 from ..package import PackageSource, ZipSource, safe_relpath
 from . import transport
 from .cache import CacheLayout, Pin, cache_layout
@@ -260,6 +260,8 @@ def _resolve_online(zid: ZooId, endpoints: HubEndpoints, layout: CacheLayout) ->
         except transport.HttpStatusError as e:
             if e.status != 404:
                 raise
+        except BioimgzooError:  # limits, integrity (a ValueError too): never read as "no manifest"
+            raise
         except (ValueError, RecursionError):  # e.g. a static server's directory listing: no manifest here
             manifest = None
         if not isinstance(manifest, dict):

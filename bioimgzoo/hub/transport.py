@@ -48,7 +48,7 @@ from urllib.parse import urlencode, urlsplit
 from .. import config
 from .._version import __version__
 from .._text import rich_safe
-from ..errors import DownloadError, IntegrityError, LimitExceededError
+from ..errors import DeadlineError, DownloadError, HttpStatusError, IntegrityError, LimitExceededError
 
 __all__ = ["http_stream", "get_bytes", "get_json", "download_to", "HttpStatusError", "DeadlineError", "Limit",
            "file_limit", "rdf_limit", "BACKOFF_BASE_S", "BACKOFF_MAX_S", "MAX_MEMORY_BYTES"]
@@ -63,29 +63,14 @@ BACKOFF_MAX_S = 10.0
 #: configurable limit: ``config.max_rdf_bytes()``).  No genuine one comes close.
 MAX_MEMORY_BYTES = 64 << 20
 
-_TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 OFFLINE_HINT = "models already in the cache load without network with --offline (BIOIMGZOO_OFFLINE=1)"
-
-
-class HttpStatusError(DownloadError):
-    """The server answered with an HTTP error status."""
-
-    def __init__(self, message: str, *, url: str, status: int):
-        super().__init__(message)
-        self.url = url
-        self.status = status
-        self.transient = status in _TRANSIENT_STATUS
 
 
 class _TransientError(DownloadError):
     """Connection failure, timeout or cut body: worth another try."""
 
     transient = True
-
-
-class DeadlineError(DownloadError):
-    """A download took longer than ``BIOIMGZOO_DOWNLOAD_DEADLINE`` (never retried: the time is up)."""
 
 
 @dataclass(frozen=True)

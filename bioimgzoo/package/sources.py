@@ -32,6 +32,7 @@ from zlib import error as zlib_error
 from .. import config
 from .._files import sha256_file
 from ..errors import (
+    BioimgzooError,
     IntegrityError,
     LimitExceededError,
     PackageError,
@@ -303,6 +304,9 @@ class ZipSource:
             try:
                 self._extract(info, tmp, rel, sha256)
                 os.replace(tmp, local)
+            except BioimgzooError:  # our own refusals (limits, integrity) as they are, never "damaged"
+                tmp.unlink(missing_ok=True)
+                raise
             except (zipfile.BadZipFile, OSError, EOFError, zlib_error) as e:
                 tmp.unlink(missing_ok=True)
                 raise PackageError(f"{self.name}: cannot extract {rel!r} ({e}): the zip is damaged, "

@@ -105,6 +105,8 @@ class Chain:
                 final = nxt.dtype
             try:
                 y = step.apply(x, stat, owned=owned, final_dtype=final)
+            except InputError:  # already one message naming the step (an InputError is a ValueError too)
+                raise
             except (TypeError, ValueError, FloatingPointError) as e:
                 raise InputError(f"{step.where} failed on data of dtype {x.dtype} and shape {x.shape}: {e}") from e
             owned = owned or y is not x
