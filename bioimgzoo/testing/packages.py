@@ -164,11 +164,14 @@ def _axes(t: TensorDef, *, is_input: bool):
 
 def write_package(folder: str | Path, module: Any, *, inputs: Sequence[TensorDef], outputs: Sequence[TensorDef],
                   formats: Sequence[str] = ("torchscript", "onnx"), name: str = "tiny test model",
-                  state_dict_architecture: tuple[str, str, dict] | None = None) -> Path:
+                  state_dict_architecture: tuple[str, str, dict] | None = None,
+                  format_version: str | None = None) -> Path:
     """Write a package folder for ``module``; returns the rdf.yaml path.
 
     ``state_dict_architecture``: ``(python_file, callable_name, kwargs)`` to
     also ship ``pytorch_state_dict`` weights with an architecture file.
+    ``format_version``: the format written (default: the oldest that carries the
+    package, as the exporter writes; ``"0.5.12"`` for bioimageio.spec's form).
     """
     from bioimageio.spec import save_bioimageio_package_as_folder
     from bioimageio.spec.model import v0_5 as s
@@ -242,7 +245,14 @@ def write_package(folder: str | Path, module: Any, *, inputs: Sequence[TensorDef
     descr = build()
     out_dir = folder / "package"
     save_bioimageio_package_as_folder(descr, output_path=out_dir)
-    return out_dir / "rdf.yaml"
+    # written as bioimgzoo's exporter writes descriptions: the oldest format that carries it, for its readers
+    from .._yaml import dump_portable_yaml, load_yaml
+    from ..descr.readable import readable_rdf
+
+    rdf_path = out_dir / "rdf.yaml"
+    rdf, _, _ = readable_rdf(load_yaml(rdf_path.read_bytes(), "rdf.yaml"), format_version=format_version)
+    rdf_path.write_text(dump_portable_yaml(rdf), encoding="utf-8")
+    return rdf_path
 
 
 def _core_tensor(t: TensorDef):

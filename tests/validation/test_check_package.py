@@ -27,7 +27,7 @@ def test_zoo_fixture(zoo_fixture):
     assert "## Reproduction" in md and "| reproduction.runtime | onnx | passed |" in md and "ONNX opset" in md
     assert "## Consumer tools" in md
     d = json.loads(json.dumps(report.to_dict()))
-    assert d["passed"] is True and d["format"]["valid"] is True and len(d["deepimagej"]["rules"]) == 29
+    assert d["passed"] is True and d["format"]["valid"] is True and len(d["deepimagej"]["rules"]) == 30  # D0-D29
     assert set(d["consumers"]["deepimagej"]) >= {"status", "failed_rules"}
     completeness = d["completeness"]
     assert 0 < completeness["score"] < 1 and any("DOI" in m for m in completeness["missing"])

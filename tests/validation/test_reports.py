@@ -61,7 +61,7 @@ def test_fixture_passes_with_every_report(zoo_fixture, tmp_path):
     assert d["status"] == "passed"
     assert all(set(c) >= {"id", "family", "status", "message"} for c in d["checks"])
     assert d["consumers"]["deepimagej"]["status"] == "failed" and d["consumers"]["deepimagej"]["failed_rules"]
-    assert set(d["consumers"]) == {"deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics"}
+    assert set(d["consumers"]) == {"deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers"}
     assert d["summary"]["deepimagej"]["status"] == "failed" and d["summary"]["deepimagej"]["format_version"]
     statuses = {c["id"]: c["status"] for c in d["checks"]}
     for check in ("files.sha256", "reproduction.runtime", "agreement.formats", "agreement.determinism",

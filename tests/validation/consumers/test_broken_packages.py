@@ -51,7 +51,8 @@ def _state_dict_entry(rdf):
     """A pytorch_state_dict entry (never read by the static rules) so BiaPy's B1 judges only the inputs."""
     rdf["weights"]["pytorch_state_dict"] = {
         "source": "weights_sd.pt", "pytorch_version": "2.4.0",
-        "architecture": {"source": "arch.py", "callable": "Net", "kwargs": {}}}
+        # out_channels: BiaPy reads a segmentation network's class count from the kwargs (B2)
+        "architecture": {"source": "arch.py", "callable": "Net", "kwargs": {"out_channels": 1}}}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ BASE_05 = {
                  "test_tensor": {"source": "out.npy"}}],
     "weights": {"torchscript": {"source": "w.pt", "pytorch_version": "2.4.0"},
                 "pytorch_state_dict": {"source": "w_sd.pt", "architecture": {
-                    "source": "arch.py", "callable": "Net", "kwargs": {}}}},
+                    "source": "arch.py", "callable": "Net", "kwargs": {"out_channels": 1}}}},
 }
 
 
