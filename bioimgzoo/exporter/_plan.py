@@ -3,7 +3,7 @@
 :func:`plan_export` turns the caller's arguments (and the model card) into an
 :class:`ExportPlan`: tensor ids, example arrays and their axes, validated
 preprocessing, the card's metadata (:class:`Meta`), the weights formats to
-write (:class:`WeightsOptions`), the tolerance (:class:`Tolerance`) and the
+write (:class:`WeightsOptions`), the tolerance (:class:`ToleranceOption`) and the
 README's validation section.  What needs the module's outputs (output ids,
 postprocessing per output) is resolved by the probe phase
 (:meth:`ExportPlan.output_ids_for`, :meth:`ExportPlan.postprocessing_for`).
@@ -24,7 +24,7 @@ from ..errors import ExportError
 from ._weights import WEIGHTS_FORMATS
 from .card import load_card, normalise_metrics
 
-__all__ = ["EXPORT_OPTIONS", "ExportPlan", "Meta", "Tolerance", "WeightsOptions", "ensure_dtype", "plan_export",
+__all__ = ["EXPORT_OPTIONS", "ExportPlan", "Meta", "ToleranceOption", "WeightsOptions", "ensure_dtype", "plan_export",
            "tensor_id"]
 
 #: keyword overrides export accepts (besides the named parameters)
@@ -104,8 +104,12 @@ class Meta:
 
 
 @dataclass(frozen=True)
-class Tolerance:
-    """``|actual - expected| <= atol + relative * |expected|``; atol = ``absolute`` or a fraction of max|expected|."""
+class ToleranceOption:
+    """How the export chooses the tolerance it declares: ``relative``, and ``absolute`` or a fraction of max|expected|.
+
+    What is declared (and everything is checked with) is a :class:`bioimgzoo.descr.tolerance.Tolerance`:
+    the zoo's rtol, atol and mismatched elements per million.
+    """
 
     relative: float = 1e-3
     absolute_fraction: float = 1e-3
@@ -148,7 +152,7 @@ class ExportPlan:
     #: example)
     preprocessing: dict[str, list]
     weights: WeightsOptions
-    tolerance: Tolerance
+    tolerance: ToleranceOption
     #: run bioimageio.core's test_model on the package
     core_test: bool = False
     #: the format version asked for (None: the oldest that carries the package)
@@ -393,11 +397,11 @@ def _weights_options(overrides: Mapping[str, Any]) -> WeightsOptions:
                           architecture_kwargs=overrides.get("architecture_kwargs"), opset=opset)
 
 
-def _tolerance(value: Any) -> Tolerance:
+def _tolerance(value: Any) -> ToleranceOption:
     try:
         tol = dict(value or {})
         fixed = tol.get("absolute")
-        return Tolerance(relative=float(tol.get("relative", 1e-3)),
+        return ToleranceOption(relative=float(tol.get("relative", 1e-3)),
                          absolute_fraction=float(tol.get("absolute_fraction", 1e-3)),
                          absolute=None if fixed is None else float(fixed))
     except (TypeError, ValueError) as e:

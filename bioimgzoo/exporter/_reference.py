@@ -19,7 +19,9 @@ import numpy as np
 from ..errors import ExportError
 from ._describe import Contents, describe
 from ._pipeline import PipelineRunner
-from ._plan import ExportPlan, Tolerance, ensure_dtype
+from ..descr.tolerance import Tolerance, compare_outputs
+from ..descr.weights import RUN_ORDER
+from ._plan import ExportPlan, ToleranceOption, ensure_dtype
 from ._probe import ModuleRunner
 from ._probing import Probed
 from ._write_weights import WrittenWeights
@@ -67,15 +69,18 @@ def reference_outputs(plan: ExportPlan, probed: Probed, weights: WrittenWeights,
                            "mismatched_elements_per_million": 100 if capped else 0, "output_ids": [oid],
                            "weights_formats": weights.formats})
     contents = replace(contents, tolerances=tolerances)
-    repro = []
+    declared = {t["output_ids"][0]: t["mismatched_elements_per_million"] for t in tolerances}
+    tols = {oid: Tolerance(rtol, atols[oid], float(declared.get(oid, 0)), "declared") for oid in atols}
+    repro, outputs = [], {}
     for w in weights.files:
-        worst = _check_format(w, pipe.descr, test_inputs, test_outputs, atols, rtol)
+        worst, outputs[w.format] = _check_format(w, pipe.descr, test_inputs, test_outputs, tols)
         # network-level check over several sizes (done while writing): compare raw outputs too
         for case in weights.cases[:3]:
             for a, b in zip(w.runner(case), runner(case)):
                 worst = max(worst, float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()))
         repro.append({"format": w.format, "max_abs_diff": worst, "rtol": rtol,
                       "atol": max(atols.values()) if atols else 0.0})
+    _formats_agree(outputs, tols)
     pipe.close()
     timings["check"] = time.perf_counter() - t
     return Reference(test_inputs=dict(test_inputs), test_outputs=test_outputs, contents=contents,
@@ -125,7 +130,7 @@ def _pipeline_outputs(contents: Contents, test_inputs: dict, runner: ModuleRunne
 SPEC_DEFAULT_ATOL = 1e-3
 
 
-def _atol(tolerance: Tolerance, oid: str, expected: np.ndarray, notes: list[str]) -> tuple[float, bool, bool]:
+def _atol(tolerance: ToleranceOption, oid: str, expected: np.ndarray, notes: list[str]) -> tuple[float, bool, bool]:
     """The absolute tolerance for one output: (atol, whether it was lowered, whether it can be declared).
 
     It is capped at 1% of the test output's largest *magnitude* (a negative output keeps a tolerance).
@@ -152,9 +157,10 @@ def _atol(tolerance: Tolerance, oid: str, expected: np.ndarray, notes: list[str]
     return atol, atol < wanted, declarable
 
 
-def _check_format(w, descr, test_inputs: dict, test_outputs: dict, atols: dict, rtol: float) -> float:
-    """Run ``w`` through the declared pipeline; its outputs must match the test outputs.  Returns the worst
-    absolute difference."""
+def _check_format(w, descr, test_inputs: dict, test_outputs: dict,
+                  tols: dict[str, Tolerance]) -> tuple[float, dict[str, np.ndarray]]:
+    """Run ``w`` through the declared pipeline; its outputs must match the test outputs by the zoo's rules and
+    the declared tolerance.  Returns the worst absolute difference and the outputs."""
     pipe = PipelineRunner(descr, w.runner)
     try:
         got = pipe(test_inputs)
@@ -162,18 +168,33 @@ def _check_format(w, descr, test_inputs: dict, test_outputs: dict, atols: dict, 
         raise ExportError(f"{w.format} weights fail in the declared pipeline: {type(e).__name__}: {e}") from e
     worst = 0.0
     for oid, expected in test_outputs.items():
-        exp = expected.astype(np.float64)
-        act = got[oid].astype(np.float64)
-        if act.shape != exp.shape:
+        act = got[oid]
+        if act.shape != expected.shape:
             raise ExportError(f"{w.format} weights give output {oid!r} of shape {act.shape}, the module "
-                              f"{exp.shape}")
-        diff = np.abs(act - exp)
-        bad = diff > atols[oid] + rtol * np.abs(exp)
-        if bad.any():
-            raise ExportError(f"{w.format} weights do not reproduce the test output {oid!r}: {int(bad.sum())} "
-                              f"values differ by more than {atols[oid]:.3g} + {rtol:.3g} * |expected| (max "
-                              f"difference {float(diff.max()):.3g}). Fix: loosen tolerance= if this is "
+                              f"{expected.shape}")
+        cmp = compare_outputs(act, expected, tols[oid])
+        if not cmp["passed"]:
+            raise ExportError(f"{w.format} weights do not reproduce the test output {oid!r}: {cmp['mismatched']} "
+                              f"values differ by more than {tols[oid].atol:.3g} + {tols[oid].rtol:.3g} * |expected| "
+                              f"(max difference {cmp['max_abs']:.3g}). Fix: loosen tolerance= if this is "
                               "acceptable, or find the operation that converts badly")
-        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        worst = max(worst, cmp["max_abs"])
     pipe.close()
-    return worst
+    return worst, got
+
+
+def _formats_agree(outputs: dict[str, dict[str, np.ndarray]], tols: dict[str, Tolerance]) -> None:
+    """Each format against the first as ``bioimgzoo validate`` judges them (agreement.formats): two formats each
+    within the tolerance of the module can still be twice as far from each other."""
+    formats = sorted(outputs, key=lambda f: RUN_ORDER.index(f) if f in RUN_ORDER else len(RUN_ORDER))
+    if len(formats) < 2:
+        return
+    first = formats[0]
+    for wf in formats[1:]:
+        for oid, ref in outputs[first].items():
+            cmp = compare_outputs(outputs[wf][oid], ref, tols[oid])
+            if not cmp["passed"]:
+                raise ExportError(f"{wf} and {first} weights disagree on output {oid!r} beyond the declared "
+                                  f"tolerance ({cmp['mismatched']} values, max difference {cmp['max_abs']:.3g}), "
+                                  "so the package would fail its own validation (agreement.formats). Fix: loosen "
+                                  "tolerance=, or leave the format that converts badly out of weights=")

@@ -74,26 +74,27 @@ def torch_version() -> str:
 
 def compare_outputs(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], *, rtol: float,
                     atol_rel: float) -> tuple[bool, float, str]:
-    """Elementwise ``|a - e| <= atol + rtol * |e|`` with ``atol = atol_rel * max|e|`` per output.
+    """The zoo's comparison (:func:`bioimgzoo.descr.tolerance.compare_outputs`) of each output, with no
+    mismatched element allowed and ``atol = atol_rel * max|expected|``.
 
     Returns (all agree, worst max-abs-difference, message).
     """
+    from ..descr.tolerance import Tolerance, compare_outputs as zoo_compare
+
     if len(actual) != len(expected):
         return False, float("inf"), f"{len(actual)} outputs instead of {len(expected)}"
     worst = 0.0
     for i, (a, e) in enumerate(zip(actual, expected)):
         if a.shape != e.shape:
             return False, float("inf"), f"output {i} has shape {a.shape} instead of {e.shape}"
-        a64, e64 = a.astype(np.float64), e.astype(np.float64)
-        if not np.isfinite(a64).all():
+        if not np.isfinite(a.astype(np.float64)).all():
             return False, float("inf"), f"output {i} holds NaN or infinite values"
-        diff = np.abs(a64 - e64)
-        atol = atol_rel * float(np.abs(e64).max()) if e64.size else 0.0
-        bad = diff > atol + rtol * np.abs(e64)
-        worst = max(worst, float(diff.max()) if diff.size else 0.0)
-        if bad.any():
-            return False, worst, (f"output {i}: {int(bad.sum())} of {bad.size} values differ by more than "
-                                  f"{atol:.3g} + {rtol:.3g} * |expected| (max difference {float(diff.max()):.3g})")
+        atol = atol_rel * float(np.abs(e.astype(np.float64)).max()) if e.size else 0.0
+        cmp = zoo_compare(a, e, Tolerance(rtol, atol, 0.0, "the export's check"))
+        worst = max(worst, cmp["max_abs"])
+        if not cmp["passed"]:
+            return False, worst, (f"output {i}: {cmp['mismatched']} of {e.size} values differ by more than "
+                                  f"{atol:.3g} + {rtol:.3g} * |expected| (max difference {cmp['max_abs']:.3g})")
     return True, worst, ""
 
 

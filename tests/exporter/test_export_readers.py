@@ -250,3 +250,28 @@ def test_cli_export_takes_processing_and_format_version(tmp_path):
     assert [p["id"] for p in rdf["outputs"][0]["postprocessing"]][0] == "sigmoid"
     res = CliRunner().invoke(main, base + ["--preprocessing", "not an op!"])
     assert res.exit_code == 1 and "--preprocessing" in res.output
+
+
+def test_an_export_passes_validates_agreement_of_formats(tiny):
+    """The export judges its formats as validate does (one Tolerance, the zoo's comparison): what it writes
+    passes agreement.formats, each format against the first, with the tolerance it declared."""
+    from bioimgzoo.validation import check_package
+
+    report = check_package(tiny[0].path, families=["format", "files", "reproduction", "agreement"], trust_code=True)
+    formats = [f for f in report.findings if f.check == "agreement.formats"]
+    assert len(formats) == 2 and all(f.status == "passed" for f in formats), formats
+    assert {f.details["weights_format"] for f in formats} == {"torchscript", "pytorch_state_dict"}
+
+
+def test_formats_that_disagree_beyond_the_declared_tolerance_are_refused_by_the_export():
+    from bioimgzoo.descr.tolerance import Tolerance
+    from bioimgzoo.errors import ExportError
+    from bioimgzoo.exporter._reference import _formats_agree
+
+    ref = np.linspace(0, 1, 1000, dtype=np.float32)
+    tols = {"out": Tolerance(0.0, 1e-3, 0.0, "declared")}
+    # each within 1e-3 of the module (+/- 0.9e-3), so 1.8e-3 apart from each other
+    outputs = {"onnx": {"out": ref + 9e-4}, "torchscript": {"out": ref - 9e-4}}
+    with pytest.raises(ExportError, match="agreement.formats"):
+        _formats_agree(outputs, tols)
+    _formats_agree({"onnx": {"out": ref + 4e-4}, "torchscript": {"out": ref - 4e-4}}, tols)
