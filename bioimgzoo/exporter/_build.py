@@ -42,7 +42,7 @@ class Built:
 
 def build_package(plan: ExportPlan, ref: Reference, staging: Path) -> Built:
     """Stage the package files and build the final description (call inside :func:`github_users_trusted`)."""
-    from ..validation.deepimagej import has_failures
+    from ..validation.consumers.deepimagej import has_failures
 
     files = _stage_tensors(ref, staging)
     files["cover"] = _cover(ref, staging)
@@ -180,7 +180,7 @@ class _StagingSource:
 def _deepimagej_precheck(descr: Any, staging: Path, format_version: str | None) -> list:
     """Run the DeepImageJ rules on the description as it will be written (rdf content, staged files)."""
     from ..package import Package, build_model_description
-    from ..validation.deepimagej import check_deepimagej
+    from ..validation.consumers.deepimagej import check_deepimagej
     from ._serialize import package_content
 
     content = package_content(descr, format_version=format_version)

@@ -95,7 +95,7 @@ class ExportResult:
 
     def summary(self) -> str:
         """What was written and checked: weights and tolerances, sizes, halo, test tensors, tool verdicts."""
-        from ._verdicts import TOOL_NAMES
+        from ..validation.consumers import TOOL_TITLES
 
         lines = [f"wrote {self.path}", "", "weights (each checked against the module):"]
         for r in self.reproducibility:
@@ -121,7 +121,7 @@ class ExportResult:
                                                              "writes: what most readers read)"))
         lines += ["", "consumer tools (predicted from the written package):"]
         for v in self.verdicts:
-            name = TOOL_NAMES.get(v["tool"], v["tool"])
+            name = TOOL_TITLES.get(v["tool"], v["tool"])
             text = v["status"]
             if v["failed_rules"]:
                 text += ": " + ", ".join(f"{r} ({v['reasons'][r][:90]})" if v.get("reasons", {}).get(r) else r

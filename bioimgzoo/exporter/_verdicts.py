@@ -3,10 +3,9 @@
 :func:`tool_verdicts` opens the zip the export just wrote and asks the consumer
 checkers of :mod:`bioimgzoo.validation.consumers` (the rules of
 ``shared/docs/consumer-rules.md``) what DeepImageJ, ilastik, QuPath, BiaPy, ...
-will make of it.  Where those checkers are not available, the DeepImageJ rules
-of :mod:`bioimgzoo.validation.deepimagej` stand in.  The verdicts are plain
-dicts ``{tool, status, failed_rules, reasons}`` so that the result can be
-printed and serialised.
+will make of it.  The verdicts are :meth:`ConsumerVerdict.to_dict` summaries
+(``{tool, status, failed_rules, fixes, reasons, failures}``), so that the result
+can be printed and serialised.
 """
 
 from __future__ import annotations
@@ -15,56 +14,32 @@ from pathlib import Path
 
 __all__ = ["tool_verdicts", "reviewer_warnings", "normalisation_warnings"]
 
-#: what a tool name looks like in the summary
-TOOL_NAMES = {"deepimagej": "DeepImageJ", "icy": "Icy", "ilastik": "ilastik", "qupath": "QuPath",
-              "biapy": "BiaPy", "careamics": "CAREamics", "bioimageio.core": "bioimageio.core",
-              "readers": "readers"}
-
 
 def tool_verdicts(zip_path: Path) -> tuple[list[dict], str | None, list[dict]]:
-    """``([{tool, status, failed_rules, reasons}], note, readers)`` for the package at ``zip_path``.
+    """``([verdict summary], note, readers)`` for the package at ``zip_path``.
 
     ``readers`` are the deployed readers' verdicts (``{reader, title, version, status, message, field}``).
+    A checker's own failure does not lose the written package: the note says what failed.
     """
     from ..package import open_package
+    from ..validation.consumers import consumer_verdicts
 
     package = open_package(zip_path)
-    note = None
     try:
-        from ..validation.consumers import consumer_verdicts
-    except Exception as e:  # not installed, or not importable: the DeepImageJ rules stand in
-        consumer_verdicts = None
-        note = (f"the consumer checkers (bioimgzoo.validation.consumers) cannot be imported ({type(e).__name__}: "
-                f"{e}): DeepImageJ rules only")
-    if consumer_verdicts is not None:
+        verdicts = consumer_verdicts(package)
+    except Exception as e:  # noqa: BLE001 -- a checker's own failure must not lose the written package
+        return [], f"the consumer checkers failed ({type(e).__name__}: {e}): no tool verdicts", []
+    readers = [{"reader": f.details.get("reader"), "title": f.details.get("title", ""),
+                "version": f.details.get("version", ""), "status": f.status, "message": f.message,
+                "field": f.details.get("field", "")}
+               for f in (verdicts["readers"].findings if "readers" in verdicts else ())]
+    out = [v.to_dict(findings=False) for v in verdicts.values() if v.tool != "readers"]
+    if any(v["failed_rules"] == ["Q1"] for v in out):
         try:
-            verdicts = consumer_verdicts(package)
-        except Exception as e:  # a checker's own failure must not lose the written package
-            note = f"the consumer checkers failed ({type(e).__name__}: {e}); DeepImageJ rules only"
-        else:
-            readers = [{"reader": f.details.get("reader"), "title": f.details.get("title", ""),
-                        "version": f.details.get("version", ""), "status": f.status, "message": f.message,
-                        "field": f.details.get("field", "")}
-                       for f in (verdicts["readers"].findings if "readers" in verdicts else ())]
-            out = [_as_dict(v) for v in verdicts.values() if v.tool != "readers"]
-            if any(v["failed_rules"] == ["Q1"] for v in out):
-                try:
-                    out = _unzipped_qupath(zip_path, out, consumer_verdicts)
-                except Exception:  # the zip's own verdict stands
-                    pass
-            return out, None, readers
-    from ..validation.deepimagej import check_deepimagej
-
-    results = check_deepimagej(package)
-    failed = [r for r in results if r.status == "failed"]
-    return [{"tool": "deepimagej", "status": "failed" if failed else "passed",
-             "failed_rules": [f"D{r.rule}" for r in failed],
-             "reasons": {f"D{r.rule}": r.message for r in failed}}], note, []
-
-
-def _as_dict(v) -> dict:
-    return {"tool": v.tool, "status": v.status, "failed_rules": list(v.failed_rules),
-            "reasons": dict(getattr(v, "reasons", {}) or {})}
+            out = _unzipped_qupath(zip_path, out, consumer_verdicts)
+        except Exception:  # noqa: BLE001 -- the zip's own verdict stands
+            pass
+    return out, None, readers
 
 
 def _unzipped_qupath(zip_path: Path, verdicts: list[dict], consumer_verdicts) -> list[dict]:

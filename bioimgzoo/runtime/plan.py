@@ -112,12 +112,7 @@ def plan_axis(n: int, tile: int, *, halo: int = 0, align: int = 1, scale: Fracti
         raise ValueError(f"halo {halo} leaves nothing of a {tile}-pixel window (need 2 * halo < tile)")
     stride = tile - 2 * halo
     align = max(1, int(align))
-    # a stride shorter than the alignment keeps as much of it as fits: the largest power of two dividing
-    # ``align`` that is at most the stride (a network that pools by 4 needs starts at multiples of 4,
-    # which starts at multiples of 18 would break)
-    while align > 1 and align > stride:
-        align //= 2 if align % 2 == 0 else align
-    stride = (stride // align) * align
+    stride = max(align, (stride // align) * align) if stride >= align else stride
     starts = []
     s = 0
     while True:
@@ -238,7 +233,8 @@ class SamplePlan:
 
 def plan_sample(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                 shapes: Mapping[str, tuple[int, ...]], *, tile: int | Mapping[str, int] | None = None,
-                halo: int | Mapping[str, int] | None = None) -> SamplePlan:
+                halo: int | Mapping[str, int] | None = None,
+                align: Mapping[str, int] | None = None) -> SamplePlan:
     """Plan one sample whose inputs have ``shapes`` (model layout, batch 1).
 
     Parameters
@@ -250,6 +246,10 @@ def plan_sample(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
         Input id to array shape, in the input's axis order.
     tile, halo : int or dict by axis id, optional
         As for :meth:`bioimgzoo.runtime.model.Model.predict`.
+    align : dict by axis id, optional
+        Window starts are multiples of this (default: the size step, or the largest power of two
+        dividing a fixed window, up to 64); the measured receptive field passes the network's own
+        period, which a stride shorter than the default would otherwise lose.
 
     Raises
     ------
@@ -276,7 +276,7 @@ def plan_sample(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
     tiled = tuple(a for a in tileable if tile_sizes[a] < image_len[a])
     if tiled:
         _check_tileable(outputs, links, tiled, tile_sizes, image_len, in_halo)
-    aligns = {a: (primary.sizes[a].step or pow2_divisor(tile_sizes[a], 64)) for a in tiled}
+    aligns = {a: (align or {}).get(a) or primary.sizes[a].step or pow2_divisor(tile_sizes[a], 64) for a in tiled}
     scales = {}
     for a in tiled:  # boundaries must land on whole pixels of the most finely scaled output
         fs = [f for out in outputs for (ia, f, _o) in links[out.id].values() if ia == a]

@@ -68,7 +68,7 @@ def check_core(path: Path) -> dict[str, str]:
 
 def check_deepimagej(path: Path, *, expect_single_input: bool = True) -> list:
     """(3) one result per rule; no failure for single-input packages."""
-    from bioimgzoo.validation.deepimagej import check_deepimagej as dij
+    from bioimgzoo.validation.consumers.deepimagej import check_deepimagej as dij
 
     results = dij(path)
     assert [r.rule for r in results] == list(range(0, 30))  # D0: JDLL reads the description

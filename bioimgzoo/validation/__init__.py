@@ -37,7 +37,7 @@ __all__ = ["check_package", "CONSUMER_TOOLS", "CheckReport", "Finding", "Check",
 
 
 def check_deepimagej(source: Any, **hub_options: Any):
-    """See :func:`bioimgzoo.validation.deepimagej.check_deepimagej` (imported on first use: it needs numpy)."""
-    from .deepimagej import check_deepimagej as _impl
+    """See :func:`bioimgzoo.validation.consumers.deepimagej.check_deepimagej` (imported on first use)."""
+    from .consumers.deepimagej import check_deepimagej as _impl
 
     return _impl(source, **hub_options)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from ._registry import FAILED, NOT_APPLICABLE, OK_STATUSES, PASSED, SKIPPED, WARNING, Finding, Status, roll_up
+from .consumers import TOOLS
 
 __all__ = ["CheckReport", "CONSUMER_TOOLS"]
 
 #: the consumer tools of ../shared/docs/consumer-rules.md: reported beside the status, failing it only if required
-CONSUMER_TOOLS = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers")
+CONSUMER_TOOLS = TOOLS
 
 
 class CheckReport:
@@ -152,11 +153,8 @@ class CheckReport:
 
     @property
     def deepimagej(self) -> list:
-        """The :class:`~bioimgzoo.validation.deepimagej.RuleResult` of each rule that ran (empty if none)."""
-        try:
-            from .deepimagej import rule_results
-        except ImportError:  # the checker moved among the consumer tools
-            from .consumers.deepimagej import rule_results
+        """The :class:`~bioimgzoo.validation.consumers.deepimagej.RuleResult` of each rule that ran (empty if none)."""
+        from .consumers.deepimagej import rule_results
 
         return rule_results(self.findings)
 

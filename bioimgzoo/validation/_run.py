@@ -15,7 +15,7 @@ import time
 from typing import Any, Sequence
 
 from ._context import Context
-from ._registry import FAILED, NOT_APPLICABLE, SKIPPED, Check, Family, Finding
+from ._registry import NOT_APPLICABLE, SKIPPED, Check, Family
 from ._registry import families as registered_families
 from ._report import CONSUMER_TOOLS, CheckReport
 
@@ -145,38 +145,20 @@ def _registered(name: str) -> bool:
 
 
 def _consumers(ctx: Context, tools: list[str]) -> dict[str, dict]:
-    """tool -> ``{"status", "failed_rules", "fixes", "messages"}`` from the tools' findings in ``ctx``."""
-    from .consumers import verdict as fold
+    """tool -> its verdict's :meth:`~.consumers.ConsumerVerdict.to_dict` summary, from the tools' findings in ``ctx``."""
+    from .consumers import ConsumerVerdict, verdict
+
     out: dict[str, dict] = {}
     for t in tools:
         found = [f for f in ctx.findings if f.family == t]
-        if not found:
-            out[t] = _verdict_dict(NOT_APPLICABLE if _registered(t) else SKIPPED, [], [],
-                                   [] if _registered(t) else ["no checker for this tool is installed"])
+        if found:
+            out[t] = verdict(t, found).to_dict(findings=False)
             continue
-        v = fold(t, found)
-        status, failed = str(v.status), [str(r) for r in v.failed_rules]
-        out[t] = _verdict_dict(status, failed, _fixes(found), _messages(found), _failures(found))
+        known = _registered(t)
+        out[t] = ConsumerVerdict(t, NOT_APPLICABLE if known else SKIPPED, (), ()).to_dict(findings=False)
+        if not known:
+            out[t]["messages"] = ["no checker for this tool is installed"]
     return out
-
-
-def _fixes(found: list[Finding]) -> list[str]:
-    return list(dict.fromkeys(f.fix for f in found if f.status == FAILED and f.fix))
-
-
-def _messages(found: list[Finding]) -> list[str]:
-    return [f"{f.check}: {f.message}" for f in found if f.status == FAILED]
-
-
-def _failures(found: list[Finding]) -> list[dict]:
-    """Each failure with its own fix: what a reviewer acts on, one by one."""
-    return [{"check": f.check, "message": f.message, "fix": f.fix} for f in found if f.status == FAILED]
-
-
-def _verdict_dict(status: str, failed: list[str], fixes: list[str], messages: list[str],
-                  failures: list[dict] | None = None) -> dict:
-    return {"status": status, "failed_rules": failed, "fixes": fixes, "messages": messages,
-            "failures": list(failures or [])}
 
 
 def _cover(ctx: Context) -> dict:

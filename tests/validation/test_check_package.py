@@ -56,8 +56,24 @@ def test_untrusted_architecture_file_is_skipped(tmp_path):
 
     torch.manual_seed(0)
     x = np.random.default_rng(0).random((1, 1, 16, 16)).astype(np.float32)
-    z = export_model(N.SameConv().eval(), x, tmp_path / "m.zip", name="Same conv net", **C.meta(),
-                     weights=["pytorch_state_dict"])
+    exported = export_model(N.SameConv().eval(), x, tmp_path / "m.zip", name="Same conv net", **C.meta(),
+                            weights=["pytorch_state_dict"])
+    # the export ships the class's source (issue 19); a package naming the library callable instead is what
+    # other producers write: rewrite the entry so
+    import zipfile
+
+    import yaml
+
+    z = tmp_path / "library.zip"
+    with zipfile.ZipFile(exported.path) as src, zipfile.ZipFile(z, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "rdf.yaml":
+                rdf = yaml.safe_load(data)
+                rdf["weights"]["pytorch_state_dict"]["architecture"] = {
+                    "callable": "SameConv", "import_from": "bioimgzoo.testing.nets", "kwargs": {}}
+                data = yaml.safe_dump(rdf, sort_keys=False).encode()
+            dst.writestr(info, data)
     report = check_package(z, deepimagej=False)
     # a library callable outside bioimgzoo's allow-list is a failed safety finding, never run
     callables = [f for f in report.findings if f.check == "safety.callables"]

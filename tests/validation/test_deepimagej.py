@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bioimgzoo.validation.consumers import consumer_verdicts
-from bioimgzoo.validation.deepimagej import RULES, RuleResult, check_deepimagej, format_results, has_failures
+from bioimgzoo.validation.consumers.deepimagej import RULES, RuleResult, check_deepimagej, format_results, has_failures
 
 
 def _statuses(results):

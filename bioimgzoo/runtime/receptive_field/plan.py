@@ -79,7 +79,10 @@ def fitted_plan(model: Any, shapes: Mapping[str, tuple[int, ...]], *, tile: Any,
             log.warning("the receptive field of %r on axis '%s' (%s) is wider than its windows allow: tiles "
                         "overlap by %d pixels and seams may remain; pass a larger tile= if the network takes it",
                         model.name, a, "global" if radius.get(a, 0) < 0 else f"{r} px", halo[a])
-    new = plan_sample([wider], outputs, shapes, tile=tile, halo=halo)
+    # the network's period (a U-Net pooling by 4 gives the same output only for shifts of 4): windows start at
+    # multiples of the step of the sizes it accepts, however short the stride its radius leaves
+    period = {a: AxisSizes(*measure.accepted[a]).step for a in tileable if measure.accepted.get(a)}
+    new = plan_sample([wider], outputs, shapes, tile=tile, halo=halo, align={a: p for a, p in period.items() if p})
     window = "x".join(str(new.window_shapes[primary.id][primary.axis_ids.index(a)]) for a in tileable)
     if new.tiled:
         log.info("%r declares no halo: tiles of %s overlap by the measured receptive field (%s) "

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ._base import TOOLS, ConsumerVerdict, evaluate, open_subject, verdict
+from ._base import TOOL_TITLES, TOOLS, ConsumerVerdict, evaluate, open_subject, verdict
 from ._base import tools as _registered
 # each module registers its tool (and its family) on import
 from . import deepimagej, icy, ilastik, qupath, biapy, careamics  # noqa: E402,F401  (order = report order)
 from . import readers  # noqa: E402,F401  (the deployed readers; also rules D0, B0, I0 of the tools above)
 
-__all__ = ["TOOLS", "ConsumerVerdict", "consumer_verdicts", "verdict"]
+__all__ = ["TOOLS", "TOOL_TITLES", "ConsumerVerdict", "consumer_verdicts", "verdict"]
 
 
 def consumer_verdicts(package: Any, *, static: bool = False, tools: Iterable[str] | None = None,

@@ -22,10 +22,13 @@ from .._registry import (FAILED, NOT_APPLICABLE, PASSED, SKIPPED, STAGE_CONSUMER
                          Finding, register_family)
 from ._view import ModelView, model_view
 
-__all__ = ["TOOLS", "ConsumerVerdict", "Rule", "Tool", "Subject", "NeedsFiles", "evaluate", "verdict", "tool",
+__all__ = ["TOOLS", "TOOL_TITLES", "ConsumerVerdict", "Rule", "Tool", "Subject", "NeedsFiles", "evaluate", "verdict", "tool",
            "open_subject"]
 
-TOOLS: tuple[str, ...] = ("deepimagej", "icy", "ilastik", "qupath", "biapy", "careamics", "readers")
+#: the consumer tools of ../shared/docs/consumer-rules.md, in report order, and the names shown for them
+TOOL_TITLES: dict[str, str] = {"deepimagej": "DeepImageJ", "icy": "Icy", "ilastik": "ilastik", "qupath": "QuPath",
+                               "biapy": "BiaPy", "careamics": "CAREamics", "readers": "readers"}
+TOOLS: tuple[str, ...] = tuple(TOOL_TITLES)
 
 
 class NeedsFiles(Exception):
@@ -75,10 +78,18 @@ class ConsumerVerdict:
                 out.setdefault(rule, []).append(f.message)
         return {k: "; ".join(v) for k, v in out.items()}
 
-    def to_dict(self) -> dict:
-        return {"tool": self.tool, "status": self.status, "failed_rules": list(self.failed_rules),
-                "fixes": self.fixes, "reasons": self.reasons,
-                "findings": [f.to_dict() for f in self.findings]}
+    def to_dict(self, *, findings: bool = True) -> dict:
+        """The one plain-data shape of a verdict (reports, the export's result, JSON): tool, status, failed rules,
+        ``fixes`` (the distinct fixes, in rule order), ``reasons`` (rule -> what was found), ``messages`` and
+        ``failures`` (each failed finding with its own fix); ``findings=False`` leaves out every rule's finding."""
+        failed = [f for f in self.findings if f.status == FAILED]
+        out = {"tool": self.tool, "status": self.status, "failed_rules": list(self.failed_rules),
+               "fixes": list(dict.fromkeys(f.fix for f in failed if f.fix)), "reasons": self.reasons,
+               "messages": [f"{f.check}: {f.message}" for f in failed],
+               "failures": [{"check": f.check, "message": f.message, "fix": f.fix} for f in failed]}
+        if findings:
+            out["findings"] = [f.to_dict() for f in self.findings]
+        return out
 
 
 class Subject:

@@ -13,14 +13,48 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Any, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 from .._registry import FAILED, NOT_APPLICABLE, PASSED, SKIPPED, WARNING
 from ._base import NeedsFiles, Subject
 from ._files import npy_header, onnx_info, torchscript_info
 from ._view import AxisView, TensorView, version_tuple
 
-__all__ = ["RULES", "TITLES", "FIXES", "ICY_RULES"]
+__all__ = ["JdllRule", "JDLL_RULES", "jdll_rule", "rules_for", "D0_TITLE", "D0_FIX"]
+
+
+@dataclass(frozen=True)
+class JdllRule:
+    """One rule of JDLL (DeepImageJ and Icy run on it): its id, title, fix, check, and the tools it is for."""
+
+    id: str
+    title: str
+    fix: str
+    check: Callable[..., Iterator[tuple]]
+    tools: tuple[str, ...]
+
+
+#: (tool, rule id) -> the rule, in the order the decorator registered them (D1..D29)
+JDLL_RULES: dict[tuple[str, str], JdllRule] = {}
+
+
+def jdll_rule(rule_id: str, *, title: str, fix: str,
+              tools: tuple[str, ...] = ("deepimagej", "icy")) -> Callable[[Callable], Callable]:
+    """Register a JDLL rule for ``tools`` (the tools' modules hand them to their registry: :func:`rules_for`)."""
+
+    def register(check: Callable) -> Callable:
+        for t in tools:
+            JDLL_RULES[(t, rule_id)] = JdllRule(rule_id, title, fix, check, tuple(tools))
+        return check
+
+    return register
+
+
+def rules_for(tool_name: str) -> list[JdllRule]:
+    """The JDLL rules of one tool, in rule order."""
+    return sorted((r for (t, _), r in JDLL_RULES.items() if t == tool_name), key=lambda r: int(r.id[1:]))
+
 
 URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://", re.I)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -69,6 +103,8 @@ def _file_refs(raw: Mapping) -> list[tuple[str, str]]:
             if not where.endswith(".dependencies") and where != "icon" and not where.startswith("training_data.")]
 
 
+@jdll_rule("D1", title='rdf.yaml at the root',
+           fix='Name the description rdf.yaml and zip the files themselves, not a folder holding them.')
 def d1(s: Subject) -> Iterator[tuple]:
     src = s.pkg.source
     rdf_name = getattr(src, "rdf_name", None)
@@ -87,6 +123,8 @@ def d1(s: Subject) -> Iterator[tuple]:
         yield PASSED, "rdf.yaml at the package root"
 
 
+@jdll_rule("D2", title='files flat at the root',
+           fix='Put every file beside rdf.yaml and reference it by its plain name (no sub-folders).')
 def d2(s: Subject) -> Iterator[tuple]:
     refs = _file_refs(s.raw)
     bad, names = [], {}
@@ -107,6 +145,8 @@ def d2(s: Subject) -> Iterator[tuple]:
         yield PASSED, f"{len(refs)} file references, all flat"
 
 
+@jdll_rule("D3", title='format_version and id',
+           fix="Write format_version as a string (0.5.3 or later for 0.5) and set 'id' or config.bioimageio.nickname.")
 def d3(s: Subject) -> Iterator[tuple]:
     fv = s.raw.get("format_version")
     problems = []
@@ -126,6 +166,8 @@ def d3(s: Subject) -> Iterator[tuple]:
         yield PASSED, f"format_version {fv!r}" + (f", id {s.raw.get('id')!r}" if s.raw.get("id") else "")
 
 
+@jdll_rule("D4", title='covers key',
+           fix="Add a 'covers' key (a real cover image is best; an empty list works).")
 def d4(s: Subject) -> Iterator[tuple]:
     if "covers" not in s.raw or s.raw.get("covers") is None:
         yield FAILED, "no 'covers' key: JDLL's downloader iterates it without a null check"
@@ -137,6 +179,8 @@ def d4(s: Subject) -> Iterator[tuple]:
         yield PASSED, f"{len(s.raw['covers'])} cover(s)"
 
 
+@jdll_rule("D5", title='one input (and one output)',
+           fix='Give the model exactly one input and one output (merge or split tensors inside the network).', tools=("deepimagej",))
 def d5(s: Subject, *, outputs: bool = True) -> Iterator[tuple]:
     n_in, n_out = len(s.view.inputs), len(s.view.outputs)
     if n_in != 1:
@@ -148,10 +192,14 @@ def d5(s: Subject, *, outputs: bool = True) -> Iterator[tuple]:
         yield PASSED, f"one input, {n_out} output(s)"
 
 
+@jdll_rule("D5", title="one input", fix="Give the model exactly one input (Icy runs several outputs).",
+           tools=("icy",))
 def d5_icy(s: Subject) -> Iterator[tuple]:
     yield from d5(s, outputs=False)
 
 
+@jdll_rule("D6", title='StarDist routing',
+           fix="Drop config.stardist or 'stardist' from the name unless the model is StarDist.")
 def d6(s: Subject) -> Iterator[tuple]:
     named = "stardist" in s.view.name.lower()
     cfg = "stardist" in s.view.config
@@ -193,6 +241,8 @@ def arch_imports(s: Subject, entry: Any) -> list[str]:
     return sorted(m for m in mods if m not in sys.stdlib_module_names)
 
 
+@jdll_rule("D7", title='weights JDLL runs',
+           fix="Add torchscript or onnx weights (a state dict alone runs only in JDLL's fixed Python env).")
 def d7(s: Subject) -> Iterator[tuple]:
     formats = list(s.view.weights)
     java = [f for f in formats if f in JAVA_FORMATS]
@@ -217,6 +267,8 @@ def d7(s: Subject) -> Iterator[tuple]:
                   "(keras_hdf5 and tensorflow_js are ignored)"
 
 
+@jdll_rule("D8", title='TorchScript version and name',
+           fix="Set weights.torchscript.pytorch_version, save with torch 1.13-2.x and name the file '<stem>.pt'.")
 def d8(s: Subject) -> Iterator[tuple]:
     w = s.view.weights.get("torchscript")
     if w is None:
@@ -258,6 +310,8 @@ def d8(s: Subject) -> Iterator[tuple]:
         yield SKIPPED, f"the TorchScript archive is not read ({skip})"
 
 
+@jdll_rule("D9", title='ONNX opset and IR version',
+           fix='Export ONNX with opset 17 and IR version <= 8, declare opset_version: 17, keep no external data.')
 def d9(s: Subject) -> Iterator[tuple]:
     w = s.view.weights.get("onnx")
     if w is None:
@@ -302,6 +356,8 @@ def d9(s: Subject) -> Iterator[tuple]:
         yield SKIPPED, f"the ONNX file is not read ({skip})"
 
 
+@jdll_rule("D10", title='float32 inputs, output count',
+           fix='Make the network take float32 inputs and return exactly the declared outputs.')
 def d10(s: Subject) -> Iterator[tuple]:
     n_in, n_out = len(s.view.inputs), len(s.view.outputs)
     declared = [t.dtype for t in s.view.inputs]
@@ -333,6 +389,8 @@ def d10(s: Subject) -> Iterator[tuple]:
         yield PASSED, f"{n_in} float32 input(s) declared"
 
 
+@jdll_rule("D11", title='output data types',
+           fix="Declare each output's data type as the network emits it (ONNX: float32/float64/int32/int64/int8; TorchScript: uint8/int32/int64/float32/float64); cast inside the network.")
 def d11(s: Subject) -> Iterator[tuple]:
     java = [f for f in s.view.weights if f in ("onnx", "torchscript")]
     problems = []
@@ -368,6 +426,8 @@ def d11(s: Subject) -> Iterator[tuple]:
 # ---------------------------------------------------------------------------------------------- axes
 
 
+@jdll_rule("D12", title='explicit axis types and ids',
+           fix='Give every axis a type and an explicit id, and the channel axis channel_names.')
 def d12(s: Subject) -> Iterator[tuple]:
     if not s.view.v05:
         yield PASSED, f"format {s.view.format_version}: axes are written as letters"
@@ -387,6 +447,8 @@ def d12(s: Subject) -> Iterator[tuple]:
         yield PASSED, "every axis has a type and an explicit id"
 
 
+@jdll_rule("D13", title='axis kinds',
+           fix='Use only batch, channel, x, y, z axes (no time axis), at most 5.')
 def d13(s: Subject) -> Iterator[tuple]:
     problems = []
     for t in s.view.tensors:
@@ -406,6 +468,8 @@ def d13(s: Subject) -> Iterator[tuple]:
         yield PASSED, "axes among batch, channel, x, y, z"
 
 
+@jdll_rule("D14", title='input axes',
+           fix='Give the input a channel axis and x, y axes.')
 def d14(s: Subject) -> Iterator[tuple]:
     problems = []
     for t in s.view.inputs:
@@ -419,6 +483,8 @@ def d14(s: Subject) -> Iterator[tuple]:
         yield PASSED, "the input has channel, x and y axes"
 
 
+@jdll_rule("D15", title='batch size',
+           fix='Leave the batch size unset (or 1).')
 def d15(s: Subject) -> Iterator[tuple]:
     bad = []
     for t in s.view.inputs:
@@ -434,6 +500,8 @@ def d15(s: Subject) -> Iterator[tuple]:
         yield PASSED, "batch size null or 1"
 
 
+@jdll_rule("D16", title='input sizes',
+           fix='Size inputs by a fixed integer or {min, step} with min a multiple of step; no references.')
 def d16(s: Subject) -> Iterator[tuple]:
     problems = []
     for t in s.view.inputs:
@@ -456,6 +524,8 @@ def _ref_axis(s: Subject, a: AxisView) -> tuple[TensorView | None, AxisView | No
     return ref_t, (ref_t.axis(a.ref_axis) if ref_t is not None else None)
 
 
+@jdll_rule("D17", title='output sizes',
+           fix='Size output axes by reference to one input axis with scale 1 and offset 0.')
 def d17(s: Subject) -> Iterator[tuple]:
     problems, notes = [], []
     for t in s.view.outputs:
@@ -524,6 +594,8 @@ def jdll_tile(a: AxisView, image: int, halo: float) -> int:
     return a.size if a.size is not None else image
 
 
+@jdll_rule("D18", title='JDLL tiles',
+           fix="Choose min/step and halo so that JDLL's tile (floor((S + 2 halo) / step) * step) is valid and larger than 2 * halo.")
 def d18(s: Subject) -> Iterator[tuple]:
     problems, checked = [], 0
     shapes = {}
@@ -560,6 +632,8 @@ def d18(s: Subject) -> Iterator[tuple]:
         yield NOT_APPLICABLE, "no spatial input axis"
 
 
+@jdll_rule("D19", title='config.deepimagej',
+           fix='Write config.deepimagej.allow_tiling and pyramidal_model as booleans (allow_tiling: true).', tools=("deepimagej",))
 def d19(s: Subject) -> Iterator[tuple]:
     dij = s.view.config.get("deepimagej")
     if dij is None:
@@ -589,6 +663,8 @@ def _procs(s: Subject):
             yield t, p
 
 
+@jdll_rule("D20", title='processing operations',
+           fix='Use only binarize, clip, scale_linear, scale_range, zero_mean_unit_variance, fixed_zero_mean_unit_variance, sigmoid; move other steps into the network.')
 def d20(s: Subject) -> Iterator[tuple]:
     bad = sorted({f"{p.id} ({t.role} {t.id})" for t, p in _procs(s) if p.id not in OPS and p.id != "ensure_dtype"})
     if bad:
@@ -598,6 +674,8 @@ def d20(s: Subject) -> Iterator[tuple]:
         yield PASSED, f"{n} processing step(s), all implemented (ensure_dtype is skipped)" if n else "no processing"
 
 
+@jdll_rule("D21", title='processing kwargs',
+           fix='Pass only the kwargs JDLL accepts for each op (clip: both min and max; mean/std only with mode fixed).')
 def d21(s: Subject) -> Iterator[tuple]:
     problems = []
     for t, p in _procs(s):
@@ -631,6 +709,8 @@ def _axes_names(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
+@jdll_rule("D22", title='processing axes',
+           fix='Name only x, y, z, channel in processing axes (never batch or time).')
 def d22(s: Subject) -> Iterator[tuple]:
     bad = []
     for t, p in _procs(s):
@@ -653,6 +733,8 @@ def _is_list(v: Any) -> bool:
     return isinstance(v, (list, tuple))
 
 
+@jdll_rule("D23", title='list parameters',
+           fix='Use scalar mean/std/threshold/gain/offset.')
 def d23(s: Subject) -> Iterator[tuple]:
     bad = []
     for t, p in _procs(s):
@@ -696,6 +778,8 @@ def _size_for(s: Subject, t: TensorView, a: AxisView) -> int | None:
     return None
 
 
+@jdll_rule("D24", title='zero_mean_unit_variance over a subset',
+           fix='Normalise over every non-singleton axis, or per channel inside the network.')
 def d24(s: Subject) -> Iterator[tuple]:
     bad, seen = [], 0
     for t, p in _procs(s):
@@ -722,6 +806,8 @@ def d24(s: Subject) -> Iterator[tuple]:
         yield NOT_APPLICABLE, "no zero_mean_unit_variance"
 
 
+@jdll_rule("D25", title='percentile and threshold numerics',
+           fix="Expect JDLL's percentiles (no interpolation) and >= thresholds; check the values in DeepImageJ.")
 def d25(s: Subject) -> Iterator[tuple]:
     from ._simulate import percentile_deviation
 
@@ -751,6 +837,8 @@ def _load_npy(s: Subject, t: TensorView):
 # --------------------------------------------------------------------------------------- test data
 
 
+@jdll_rule("D26", title='test tensors',
+           fix='Ship a .npy test tensor per input and output (int8..int64, uint8..uint32, float32/64), ndim = axes.')
 def d26(s: Subject) -> Iterator[tuple]:
     problems = []
     for t in s.view.tensors:
@@ -778,6 +866,8 @@ def d26(s: Subject) -> Iterator[tuple]:
         yield PASSED, "a .npy test tensor per input and output; dtypes and dims fit"
 
 
+@jdll_rule("D27", title='sample tensor',
+           fix="Omit sample_tensor, or make it an ImageJ hyperstack TIFF (float32/uint8/uint16) of the test input; make DeepImageJ's prediction match the test output.", tools=("deepimagej",))
 def d27(s: Subject) -> Iterator[tuple]:
     import numpy as np
 
@@ -815,6 +905,8 @@ def d27(s: Subject) -> Iterator[tuple]:
         yield PASSED, "the TIFF samples hold the test inputs"
 
 
+@jdll_rule("D28", title='test input is one tile',
+           fix='Make the test input one valid tile: each spatial size >= min and a multiple of step.', tools=("deepimagej",))
 def d28(s: Subject) -> Iterator[tuple]:
     problems = []
     for t in s.view.inputs:
@@ -835,6 +927,8 @@ def d28(s: Subject) -> Iterator[tuple]:
         yield PASSED, "the test input is one exact tile"
 
 
+@jdll_rule("D29", title='output ids',
+           fix="Use output ids that are safe file names, none ending in '_' + another output id.", tools=("deepimagej",))
 def d29(s: Subject) -> Iterator[tuple]:
     ids = [t.id for t in s.view.outputs]
     problems = [f"{i!r} is not a safe file name" for i in ids if not _SAFE_NAME.match(i)]
@@ -845,58 +939,6 @@ def d29(s: Subject) -> Iterator[tuple]:
         yield PASSED, "output ids are safe file names"
 
 
-RULES = {f"D{i}": globals()[f"d{i}"] for i in range(1, 30)}
-#: JDLL's rules that Icy meets too; DeepImageJ's own config (D19) and the zoo CI's script (D5's output count,
-#: D27-D29) are not Icy's
-ICY_RULES = {**{k: v for k, v in RULES.items() if k not in ("D19", "D27", "D28", "D29")}, "D5": d5_icy}
-
-TITLES = {
-    "D0": "JDLL reads the description (ModelDescriptor)",
-    "D1": "rdf.yaml at the root", "D2": "files flat at the root", "D3": "format_version and id",
-    "D4": "covers key", "D5": "one input (and one output)", "D6": "StarDist routing", "D7": "weights JDLL runs",
-    "D8": "TorchScript version and name", "D9": "ONNX opset and IR version", "D10": "float32 inputs, output count",
-    "D11": "output data types", "D12": "explicit axis types and ids", "D13": "axis kinds", "D14": "input axes",
-    "D15": "batch size", "D16": "input sizes", "D17": "output sizes", "D18": "JDLL tiles",
-    "D19": "config.deepimagej", "D20": "processing operations", "D21": "processing kwargs",
-    "D22": "processing axes", "D23": "list parameters", "D24": "zero_mean_unit_variance over a subset",
-    "D25": "percentile and threshold numerics", "D26": "test tensors", "D27": "sample tensor",
-    "D28": "test input is one tile", "D29": "output ids",
-}
-
-FIXES = {
-    "D0": "Write every field JDLL casts with the type it casts to (documentation and covers as plain path strings, "
-          "format_version, name, id as strings): re-export with bioimgzoo, or fix the field named.",
-    "D1": "Name the description rdf.yaml and zip the files themselves, not a folder holding them.",
-    "D2": "Put every file beside rdf.yaml and reference it by its plain name (no sub-folders).",
-    "D3": "Write format_version as a string (0.5.3 or later for 0.5) and set 'id' or config.bioimageio.nickname.",
-    "D4": "Add a 'covers' key (a real cover image is best; an empty list works).",
-    "D5": "Give the model exactly one input and one output (merge or split tensors inside the network).",
-    "D6": "Drop config.stardist or 'stardist' from the name unless the model is StarDist.",
-    "D7": "Add torchscript or onnx weights (a state dict alone runs only in JDLL's fixed Python env).",
-    "D8": "Set weights.torchscript.pytorch_version, save with torch 1.13-2.x and name the file '<stem>.pt'.",
-    "D9": "Export ONNX with opset 17 and IR version <= 8, declare opset_version: 17, keep no external data.",
-    "D10": "Make the network take float32 inputs and return exactly the declared outputs.",
-    "D11": "Declare each output's data type as the network emits it (ONNX: float32/float64/int32/int64/int8; "
-           "TorchScript: uint8/int32/int64/float32/float64); cast inside the network.",
-    "D12": "Give every axis a type and an explicit id, and the channel axis channel_names.",
-    "D13": "Use only batch, channel, x, y, z axes (no time axis), at most 5.",
-    "D14": "Give the input a channel axis and x, y axes.",
-    "D15": "Leave the batch size unset (or 1).",
-    "D16": "Size inputs by a fixed integer or {min, step} with min a multiple of step; no references.",
-    "D17": "Size output axes by reference to one input axis with scale 1 and offset 0.",
-    "D18": "Choose min/step and halo so that JDLL's tile (floor((S + 2 halo) / step) * step) is valid and larger "
-           "than 2 * halo.",
-    "D19": "Write config.deepimagej.allow_tiling and pyramidal_model as booleans (allow_tiling: true).",
-    "D20": "Use only binarize, clip, scale_linear, scale_range, zero_mean_unit_variance, "
-           "fixed_zero_mean_unit_variance, sigmoid; move other steps into the network.",
-    "D21": "Pass only the kwargs JDLL accepts for each op (clip: both min and max; mean/std only with mode fixed).",
-    "D22": "Name only x, y, z, channel in processing axes (never batch or time).",
-    "D23": "Use scalar mean/std/threshold/gain/offset.",
-    "D24": "Normalise over every non-singleton axis, or per channel inside the network.",
-    "D25": "Expect JDLL's percentiles (no interpolation) and >= thresholds; check the values in DeepImageJ.",
-    "D26": "Ship a .npy test tensor per input and output (int8..int64, uint8..uint32, float32/64), ndim = axes.",
-    "D27": "Omit sample_tensor, or make it an ImageJ hyperstack TIFF (float32/uint8/uint16) of the test input; "
-           "make DeepImageJ's prediction match the test output.",
-    "D28": "Make the test input one valid tile: each spatial size >= min and a multiple of step.",
-    "D29": "Use output ids that are safe file names, none ending in '_' + another output id.",
-}
+#: rule D0 (JDLL reads the description) is the readers' (:mod:`.readers`); its title and fix, as JDLL's rules
+D0_TITLE = "JDLL reads the description (ModelDescriptor)"
+D0_FIX = 'Write every field JDLL casts with the type it casts to (documentation and covers as plain path strings, format_version, name, id as strings): re-export with bioimgzoo, or fix the field named.'

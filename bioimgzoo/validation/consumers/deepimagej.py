@@ -44,8 +44,8 @@ def render_markdown(findings: Sequence[Finding]) -> list[str]:
 
 TOOL = tool("deepimagej", "DeepImageJ (JDLL) rules", order=50, render_markdown=render_markdown)
 
-for _rid, _fn in _jdll.RULES.items():
-    TOOL.rule(_rid, title=_jdll.TITLES[_rid], fix=_jdll.FIXES[_rid])(_fn)
+for _r in _jdll.rules_for("deepimagej"):  # registered by @jdll_rule beside each check
+    TOOL.rule(_r.id, title=_r.title, fix=_r.fix)(_r.check)
 
 
 def load_file(s: Subject, ref: str | None, what: str):
@@ -155,9 +155,9 @@ class RuleResult:
 
 
 #: rule number -> short name
-RULES: dict[int, str] = {int(k[1:]): v for k, v in _jdll.TITLES.items()}
+RULES: dict[int, str] = {0: _jdll.D0_TITLE, **{int(r.id[1:]): r.title for r in _jdll.rules_for("deepimagej")}}
 #: rule number -> how to fix a failure of it
-FIXES: dict[int, str] = {int(k[1:]): v for k, v in _jdll.FIXES.items()}
+FIXES: dict[int, str] = {0: _jdll.D0_FIX, **{int(r.id[1:]): r.fix for r in _jdll.rules_for("deepimagej")}}
 
 
 def _fold(findings: Iterable[Finding]) -> list[RuleResult]:

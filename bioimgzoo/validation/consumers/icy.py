@@ -16,6 +16,5 @@ __all__ = ["TOOL"]
 
 TOOL = tool("icy", "Icy (JDLL) rules", order=51, render_markdown=render_markdown)
 
-for _rid, _fn in _jdll.ICY_RULES.items():
-    _fix = "Give the model exactly one input (Icy runs several outputs)." if _rid == "D5" else _jdll.FIXES[_rid]
-    TOOL.rule(_rid, title=_jdll.TITLES[_rid] if _rid != "D5" else "one input", fix=_fix)(_fn)
+for _r in _jdll.rules_for("icy"):  # JDLL's rules Icy meets too, registered by @jdll_rule beside each check
+    TOOL.rule(_r.id, title=_r.title, fix=_r.fix)(_r.check)

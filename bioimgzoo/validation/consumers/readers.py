@@ -300,9 +300,9 @@ def _register_on_tools() -> None:
             continue
         r = READERS[name]
         if rule_id == "D0":
-            from ._jdll import FIXES, TITLES
+            from ._jdll import D0_FIX, D0_TITLE
 
-            t.rule(rule_id, title=TITLES["D0"], fix=FIXES["D0"])(_rule(name))
+            t.rule(rule_id, title=D0_TITLE, fix=D0_FIX)(_rule(name))
         else:
             t.rule(rule_id, title=f"{r.title} reads the description", fix=_FIX)(_rule(name))
         # first in the tool's order: a reader that refuses the description comes before every other rule
