@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,6 +55,7 @@ import numpy as np
 
 from .. import config, trust
 from ..errors import InputError, UntrustedCodeError, WeightsError
+from .worker import WorkerProcess
 from .dependencies import Dependencies, installed, declared_dependencies, index_requirements
 
 log = logging.getLogger("bioimgzoo")
@@ -190,62 +190,15 @@ class IsolatedEngine:
 
     def __init__(self, python: Path, spec: dict, *, device: str):
         self.device = device
-        self._tmp = Path(tempfile.mkdtemp(prefix="bioimgzoo-isolated-"))
-        (self._tmp / "spec.json").write_text(json.dumps(spec))
-        env = dict(os.environ)
-        # bioimgzoo itself, wherever it is installed (editable or not), for the worker
-        here = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
-        # the worker's own output (warnings, prints) goes to a file: an undrained pipe would block it
-        self._log = self._tmp / "worker.log"
-        with open(self._log, "w") as log_file:
-            self._proc = subprocess.Popen([str(python), "-m", "bioimgzoo.runtime.isolated", str(self._tmp)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                                          text=True, env=env)
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._tmp)
-        self._reply("loading the network in its environment")
-        self._calls = 0
-
-    def _reply(self, what: str) -> str:
-        line = self._proc.stdout.readline()
-        if line.startswith("ok"):
-            return line
-        if line.startswith("error "):
-            kind, message = json.loads(line[6:])
-            raise (UntrustedCodeError if kind == "UntrustedCodeError" else WeightsError)(message)
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-        err = self._log.read_text(errors="replace").strip().splitlines()[-5:] if self._log.is_file() else []
-        raise WeightsError(f"{what}: the worker process ended unexpectedly" + (":\n" + "\n".join(err) if err else ""))
+        self._worker = WorkerProcess(python, "bioimgzoo.runtime.isolated", spec, what="worker process",
+                                     prefix="bioimgzoo-isolated-")
+        self._worker.reply("loading the network in its environment")
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        self._calls += 1
-        call = self._tmp / f"call{self._calls}"
-        call.mkdir()
-        for i, a in enumerate(inputs):
-            np.save(call / f"in{i}.npy", np.ascontiguousarray(a))
-        self._proc.stdin.write(f"run {call}\n")
-        self._proc.stdin.flush()
-        n = int(self._reply("running the network in its environment").split()[1])
-        outs = [np.load(call / f"out{i}.npy") for i in range(n)]
-        shutil.rmtree(call, ignore_errors=True)
-        return outs
+        return self._worker.run(inputs, "running the network in its environment")
 
     def close(self) -> None:
-        self._finalizer()
-
-
-def _shutdown(proc: subprocess.Popen, tmp: Path) -> None:
-    try:
-        if proc.poll() is None:
-            proc.stdin.write("quit\n")
-            proc.stdin.flush()
-            proc.wait(timeout=10)
-    except Exception:
-        proc.kill()
-    shutil.rmtree(tmp, ignore_errors=True)
+        self._worker.close()
 
 
 def create_isolated_engine(package: Any, weights_format: str, *, device: str, trust_code: bool,

@@ -41,11 +41,9 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +54,7 @@ import numpy as np
 from .. import config
 from ..descr.weights import TENSORFLOW
 from ..errors import WeightsError
+from .worker import WorkerProcess
 
 log = logging.getLogger("bioimgzoo")
 
@@ -169,70 +168,22 @@ class _Worker:
 
     def __init__(self, weights: Path, fmt: str, input_ids: Sequence[str], output_ids: Sequence[str], *, name: str):
         self.name = name
-        self._tmp = Path(tempfile.mkdtemp(prefix="bioimgzoo-tf-"))
         spec = {"weights": str(weights), "format": fmt, "inputs": list(input_ids), "outputs": list(output_ids)}
-        (self._tmp / "spec.json").write_text(json.dumps(spec))
-        env = dict(os.environ)
-        here = str(Path(__file__).resolve().parents[2])  # bioimgzoo itself, wherever it is installed
-        env["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [env.get("PYTHONPATH")])])
         # Keras 2 files (every zoo .h5 and StarDist's models) load only with tf-keras; TensorFlow's own
         # start-up chatter is noise for the user
-        env.update({"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
-        self._log = self._tmp / "worker.log"
-        with open(self._log, "w") as log_file:
-            self._proc = subprocess.Popen([sys.executable, "-m", "bioimgzoo.runtime.tf_weights", str(self._tmp)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
-                                          text=True, env=env)
-        self._finalizer = weakref.finalize(self, _shutdown, self._proc, self._tmp)
-        self._calls = 0
-        self._reply("loading the weights in TensorFlow")
-
-    def _reply(self, what: str) -> str:
-        line = self._proc.stdout.readline()
-        if line.startswith("ok"):
-            return line
-        if line.startswith("error "):
-            raise WeightsError(f"{what}: {json.loads(line[6:])}")
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-        err = self._log.read_text(errors="replace").strip().splitlines()[-5:] if self._log.is_file() else []
-        raise WeightsError(f"{what}: the TensorFlow process ended unexpectedly"
-                           + (":\n" + "\n".join(err) if err else ""))
-
-    def _call(self, command: str, what: str) -> str:
-        self._proc.stdin.write(command + "\n")
-        self._proc.stdin.flush()
-        return self._reply(what)
+        env = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+        self._process = WorkerProcess(sys.executable, "bioimgzoo.runtime.tf_weights", spec, env=env,
+                                      what="TensorFlow process", prefix="bioimgzoo-tf-")
+        self._process.reply("loading the weights in TensorFlow")
 
     def convert(self, out: Path) -> None:
-        self._call(f"convert {out}", "converting the weights to ONNX with tf2onnx")
+        self._process.call(f"convert {out}", "converting the weights to ONNX with tf2onnx")
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        self._calls += 1
-        call = self._tmp / f"call{self._calls}"
-        call.mkdir()
-        for i, a in enumerate(inputs):
-            np.save(call / f"in{i}.npy", np.ascontiguousarray(a))
-        n = int(self._call(f"run {call}", "running the network in TensorFlow").split()[1])
-        outs = [np.load(call / f"out{i}.npy") for i in range(n)]
-        shutil.rmtree(call, ignore_errors=True)
-        return outs
+        return self._process.run(inputs, "running the network in TensorFlow")
 
     def close(self) -> None:
-        self._finalizer()
-
-
-def _shutdown(proc: subprocess.Popen, tmp: Path) -> None:
-    try:
-        if proc.poll() is None:
-            proc.stdin.write("quit\n")
-            proc.stdin.flush()
-            proc.wait(timeout=10)
-    except Exception:
-        proc.kill()
-    shutil.rmtree(tmp, ignore_errors=True)
+        self._process.close()
 
 
 class TensorFlowEngine:
