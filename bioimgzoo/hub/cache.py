@@ -68,7 +68,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from .. import config
@@ -289,6 +289,30 @@ class CacheLayout:
             yield
         finally:
             lock.release()
+
+    def built_once(self, final: Path, *, lock: str, what: str, marker: str,
+                   build: Callable[[Path], dict]) -> Path:
+        """``final``, a folder made once: ``build(tmp)`` fills a fresh folder beside it and returns what the
+        ``marker`` file records; it is renamed into place under lock ``lock``, so a failed or interrupted build
+        leaves nothing and two processes never build it twice.  A folder without its marker is a leftover
+        (killed mid-rename on some file system): replaced.
+        """
+        with self.locked(lock, what=what):
+            if (final / marker).is_file():
+                return final
+            with self.writing():
+                final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f".build-{final.name[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                content = build(tmp)
+                (tmp / marker).write_text(json.dumps(content))
+                if final.exists():
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return final
 
     # ------------------------------------------------------------------ blobs
     def has_blob(self, sha256: str) -> bool:

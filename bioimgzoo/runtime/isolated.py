@@ -42,12 +42,10 @@ import importlib.metadata
 import json
 import logging
 import os
-import shutil
 import site
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -125,23 +123,16 @@ def ensure_environment(deps: Dependencies, *, wheels: str | os.PathLike | None =
     key, content = environment_key(requirements, wheels=folder)
     root = _envs_root()
     final = root / key
-    layout = CacheLayout(config.cache_dir())
-    with layout.locked(f"env-{key}", what=f"the environment of {deps.path.name}"):
-        if (final / _MARKER).is_file():
-            return _python(final)
-        with layout.writing():
-            root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".build-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            _build(tmp, requirements, deps, wheels=folder)
-            (tmp / _MARKER).write_text(json.dumps({"dependencies": deps.path.name, **content}))
-            if final.exists():  # a leftover without marker (killed mid-rename on some file system)
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    log.info("built the environment for %s in %s", deps.path.name, final)
+    if (final / _MARKER).is_file():
+        return _python(final)
+
+    def build(tmp: Path) -> dict:
+        _build(tmp, requirements, deps, wheels=folder)
+        return {"dependencies": deps.path.name, **content}
+
+    CacheLayout(config.cache_dir()).built_once(final, lock=f"env-{key}", what=f"the environment of {deps.path.name}",
+                                               marker=_MARKER, build=build)
+    log.info("the environment for %s is in %s", deps.path.name, final)
     return _python(final)
 
 

@@ -22,10 +22,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -103,24 +101,13 @@ def reader_python(env: ReaderEnv, *, build: bool = True) -> Path:
 def _build_locked(env: ReaderEnv, root: Path, final: Path) -> Path:
     from ...hub.cache import CacheLayout
 
-    layout = CacheLayout(root)
-    with layout.locked(f"reader-{env.key}", what=f"the reader environment {env.name}"):
-        if (final / _MARKER).is_file():
-            return _python(final)
-        with layout.writing():
-            root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".build-{env.key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    def build(tmp: Path) -> dict:
         log.warning("building the reader environment %s once (%s) in %s", env.name, ", ".join(env.requirements),
                     final)
-        try:
-            versions = _build(tmp, env)
-            (tmp / _MARKER).write_text(json.dumps({"requirements": list(env.requirements), "versions": versions}))
-            if final.exists():  # a leftover without marker
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        return {"requirements": list(env.requirements), "versions": _build(tmp, env)}
+
+    CacheLayout(root).built_once(final, lock=f"reader-{env.key}", what=f"the reader environment {env.name}",
+                                 marker=_MARKER, build=build)
     return _python(final)
 
 
