@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -52,22 +53,26 @@ def _from_target(node: ast.ImportFrom, package: str) -> str:
     return node.module or ""
 
 
-def _imports(path: Path) -> set[str]:
-    """Every bioimgzoo module ``path`` imports, anywhere in the file."""
+def _nodes(path: Path) -> Iterator[tuple[ast.AST, str, str]]:
+    """Every node of ``path``, with the absolute module a ``from ... import`` reads from ("" for other nodes)
+    and the module's own name."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            target = _from_target(node, package)
-            if not target.startswith("bioimgzoo"):
-                continue
+        yield node, _from_target(node, package) if isinstance(node, ast.ImportFrom) else "", name
+
+
+def _imports(path: Path) -> set[str]:
+    """Every bioimgzoo module ``path`` imports, anywhere in the file."""
+    found: set[str] = set()
+    for node, target, _ in _nodes(path):
+        if target.startswith("bioimgzoo"):
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
                 found.add(sub if _is_module(sub) else target)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("bioimgzoo"))
-    found.discard(name)
+    found.discard(_module_name(path))
     return found
 
 
@@ -137,12 +142,10 @@ def test_the_checker_sees_lazy_imports():
 def _private_imports(path: Path) -> list[str]:
     """Private names ``path`` imports from another bioimgzoo module, names from another package's private
     module, and ``importlib.import_module("bioimgzoo...")`` calls (imports the graph above cannot see)."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node, target, name in _nodes(path):
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
         if isinstance(node, ast.ImportFrom):
-            target = _from_target(node, package)
             if not target.startswith("bioimgzoo"):
                 continue
             for alias in node.names:
