@@ -23,7 +23,7 @@ import bioimgzoo
 from bioimgzoo import testing as T
 from bioimgzoo.cli import main
 from bioimgzoo.errors import InputError, LimitExceededError
-from bioimgzoo.runtime import model as model_mod
+from bioimgzoo.runtime import checks as checks_mod
 from bioimgzoo.runtime import plan as plan_mod
 from bioimgzoo.runtime.executor import memory as executor_mod
 from bioimgzoo.runtime import processing
@@ -238,20 +238,20 @@ def test_nan_policy_with_dataset_statistics(dataset_model, caplog):
 
 def test_all_finite_on_large_arrays():
     big = np.ones(3 << 20, np.float32)  # above the small-array path: the sum test
-    assert model_mod._all_finite(big)
+    assert checks_mod.all_finite(big)
     big[123] = np.nan
-    assert not model_mod._all_finite(big)
+    assert not checks_mod.all_finite(big)
     big[:] = 1e38  # finite values whose sum overflows: the exact check decides
-    assert model_mod._all_finite(big)
+    assert checks_mod.all_finite(big)
     big[7] = -np.inf
-    assert not model_mod._all_finite(big)
-    assert model_mod._all_finite(np.arange(5))
+    assert not checks_mod.all_finite(big)
+    assert checks_mod.all_finite(np.arange(5))
 
 
 def test_nan_check_is_one_pass_per_image(fixture_model, fixture_image, monkeypatch):
     calls = []
-    real = model_mod._all_finite
-    monkeypatch.setattr(model_mod, "_all_finite", lambda a: calls.append(a.shape) or real(a))
+    real = checks_mod.all_finite
+    monkeypatch.setattr(checks_mod, "all_finite", lambda a: calls.append(a.shape) or real(a))
     big = np.tile(fixture_image, (2, 2))  # 1024x1024: 9 tiles of 512
     fixture_model.predict(big)
     assert calls == [(1, 1, 1024, 1024)]  # once for the whole image, never per tile
@@ -361,7 +361,7 @@ def test_numpy_memory_error_becomes_one_message(sr_model, monkeypatch):
     def greedy(*args, **kwargs):
         return np.empty(1 << 50, np.float32)  # numpy refuses this (4 PiB): a real MemoryError
 
-    monkeypatch.setattr(executor_mod, "_extract", greedy)
+    monkeypatch.setattr(executor_mod, "extract_window", greedy)
     with pytest.raises(InputError, match=r"not enough memory to predict this image \(.*smaller tile="):
         sr_model.predict(RNG.random((64, 64), dtype=np.float32))
 

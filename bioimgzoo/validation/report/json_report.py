@@ -66,7 +66,4 @@ def to_json_data(report: Any) -> dict:
 
 
 def _deepimagej_rules(report: Any) -> list:
-    try:
-        return [r.to_dict() for r in report.deepimagej]
-    except ImportError:  # the DeepImageJ checker is not installed
-        return []
+    return [r.to_dict() for r in report.deepimagej]
