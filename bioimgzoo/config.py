@@ -52,8 +52,8 @@ variable                           meaning                                      
 ``BIOIMGZOO_SERVE_ADMIN_TOKEN``    bearer token of model load/unload            none (load/unload off)
 =================================  ===========================================  ==========================
 
-bioimageio.spec's ``BIOIMAGEIO_COLLECTION_HTTP_PATTERN`` is honoured too
-(see :func:`collection_http_pattern`).
+bioimageio.spec's ``BIOIMAGEIO_COLLECTION_HTTP_PATTERN`` and ``BIOIMAGEIO_ID_MAP`` are honoured
+too (see :func:`collection_http_pattern` and :func:`id_map_url`).
 """
 
 from __future__ import annotations
@@ -196,6 +196,16 @@ def pip_source_settings() -> dict[str, str]:
 def collection_http_pattern() -> str | None:
     """bioimageio.spec's URL pattern for ids, when the user set it."""
     return os.environ.get("BIOIMAGEIO_COLLECTION_HTTP_PATTERN") or None
+
+
+def hub_url_set() -> bool:
+    """Whether the user named the hub with ``BIOIMGZOO_HUB`` (it then wins over the collection pattern)."""
+    return "BIOIMGZOO_HUB" in os.environ
+
+
+def id_map_url() -> str | None:
+    """bioimageio.spec's ``BIOIMAGEIO_ID_MAP`` (the legacy id map's URL), when the user set it."""
+    return os.environ.get("BIOIMAGEIO_ID_MAP") or None
 
 
 def serve_token() -> str | None:

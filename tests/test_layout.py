@@ -192,3 +192,43 @@ def test_the_private_import_checker_sees_each_kind(tmp_path):
     finally:
         globals()["PACKAGE"] = saved
     assert len(found) == 3, found
+
+
+def _environment_reads(source: str) -> list[str]:
+    """Where a module reads one environment variable (copying the whole environment for a child is not reading)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            f = node.func
+            if f.attr == "getenv" and isinstance(f.value, ast.Name) and f.value.id == "os":
+                target = "os.getenv"
+            elif f.attr in ("get", "pop", "setdefault") and _is_os_environ(f.value) and node.args:
+                target = f"os.environ.{f.attr}"
+        elif isinstance(node, ast.Subscript) and _is_os_environ(node.value) and isinstance(node.ctx, ast.Load):
+            target = "os.environ[...]"
+        elif isinstance(node, ast.Compare) and any(_is_os_environ(c) for c in node.comparators):
+            target = "... in os.environ"
+        if target:
+            found.append(f"{node.lineno}: {target}")
+    return found
+
+
+def _is_os_environ(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "environ"
+            and isinstance(node.value, ast.Name) and node.value.id == "os")
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p.name != "config.py"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_environment_variables_are_read_in_config_only(path):
+    found = _environment_reads(path.read_text())
+    assert not found, (f"{path.relative_to(PACKAGE.parent)} reads the environment outside bioimgzoo/config.py "
+                       f"(add a function there and document the variable): {found}")
+
+
+def test_the_environment_checker_sees_each_kind():
+    source = ("import os\nos.getenv('A')\nos.environ.get('B')\nos.environ['C']\n'D' in os.environ\n"
+              "env = dict(os.environ)\nos.environ['E'] = '1'\nchild = {k: v for k, v in os.environ.items()}\n")
+    assert [f.split(": ")[1] for f in _environment_reads(source)] == [
+        "os.getenv", "os.environ.get", "os.environ[...]", "... in os.environ"]

@@ -13,7 +13,6 @@ Which hub is used, first match wins:
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -126,7 +125,7 @@ class HubEndpoints:
         A lab mirror never triggers requests to the public id map (they would
         hang behind a firewall).
         """
-        explicit = os.environ.get("BIOIMAGEIO_ID_MAP")
+        explicit = config.id_map_url()
         if explicit:
             return explicit
         return DEFAULT_ID_MAP if self.is_default else None
@@ -137,7 +136,7 @@ class HubEndpoints:
 
 def hub_endpoints(hub: str | None = None) -> HubEndpoints:
     """The hub to use (see the module docstring for the order)."""
-    if hub is None and "BIOIMGZOO_HUB" not in os.environ:
+    if hub is None and not config.hub_url_set():
         pattern = config.collection_http_pattern()
         if pattern:
             m = _HYPHA_PATTERN.match(pattern)
