@@ -186,3 +186,172 @@ add_weights(str(OUT / "tmp.zip"), str(work / "tf_saved_model_bundle.zip"), str(p
 (OUT / "producer.json").write_text(json.dumps({"versions": versions("tensorflow", "tf_keras",
                                                                      "bioimageio.core", "bioimageio.spec")}))
 '''
+
+# torch-em and BiaPy import torchvision, and PyPI's torchvision does not load beside this machine's torch 2.13.0
+# CPU build ("operator torchvision::nms does not exist").  torch 2.14.1 with torchvision 0.29.1 (both on this
+# machine's disk, a CUDA build that runs on the CPU: ~5.5 GB per venv) is the pair that installs and imports
+# here, so these two producer venvs pin it; never an unpinned torch (GBs of CUDA downloads).
+TORCH_PAIR = ["torch==2.14.1", "torchvision==0.29.1"]
+# torch-em 0.10.9 leaves bioimageio.core unpinned; 0.10.4 is what its export code (spec 0.5 classes,
+# core.backends.pytorch_backend) was written against; pydantic<2.14: bioimageio.spec 0.5.x breaks with 2.14
+TORCH_EM_REQUIREMENTS = [*TORCH_PAIR, "torch_em==0.10.9", "bioimageio.core==0.10.4", "pydantic<2.14"]
+
+TORCH_EM = r'''
+# A torch-em UNet2d trained for a couple of iterations by torch-em's own trainer (which writes the checkpoint
+# torch-em's export reads), exported with torch_em.util.modelzoo.export_bioimageio_model, and torch-em's own
+# prediction: the trainer's normalizer and torch_em.util.prediction.predict_with_padding, on the checkpoint's
+# model and on the model torch-em imports back from the package (import_bioimageio_model).
+import json, sys, time
+from pathlib import Path
+import h5py
+import numpy as np
+import torch
+import torch_em
+from torch_em.model import UNet2d
+from torch_em.transform.label import labels_to_binary
+from torch_em.util.modelzoo import export_bioimageio_model, import_bioimageio_model, normalize_with_batch
+from torch_em.util.prediction import predict_with_padding
+from torch_em.util.util import get_normalizer, get_trainer
+
+OUT = Path(sys.argv[1])
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+
+
+def blobs(shape, n):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = np.zeros(shape, np.float32)
+    lab = np.zeros(shape, np.uint16)
+    for k in range(1, n + 1):
+        cy, cx = rng.integers(6, shape[0] - 6), rng.integers(6, shape[1] - 6)
+        m = (yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(4, 8) ** 2
+        lab[m & (lab == 0)] = k
+        img[m] += 1.0
+    return (100 + 400 * img + 20 * rng.standard_normal(shape)).astype(np.float32), lab
+
+
+data = OUT / "data.h5"
+with h5py.File(data, "w") as f:
+    raw, lab = blobs((128, 128), 20)
+    f["raw"], f["labels"] = raw, lab
+loader = dict(raw_paths=str(data), raw_key="raw", label_paths=str(data), label_key="labels", patch_shape=(64, 64),
+              batch_size=2, label_transform=labels_to_binary, n_samples=4, ndim=2)
+train_loader = torch_em.default_segmentation_loader(**loader)
+val_loader = torch_em.default_segmentation_loader(**loader)
+model = UNet2d(in_channels=1, out_channels=1, depth=2, initial_features=8, final_activation="Sigmoid")
+trainer = torch_em.default_segmentation_trainer(
+    name="tiny-unet", model=model, train_loader=train_loader, val_loader=val_loader, device="cpu",
+    mixed_precision=False, logger=None, save_root=str(OUT / "train"), compile_model=False)
+t = time.time()
+trainer.fit(iterations=4)
+train_seconds = time.time() - t
+checkpoint = OUT / "train" / "checkpoints" / "tiny-unet"
+
+test_image = blobs((128, 128), 24)[0]
+other_image = blobs((96, 160), 20)[0]
+t = time.time()
+ok = export_bioimageio_model(
+    str(checkpoint), str(OUT / "torch_em.zip"), input_data=test_image, name="tiny torch-em unet",
+    description="A tiny torch-em UNet2d (test)", authors=[{"name": "Test Author"}], tags=["unet", "test"],
+    license="MIT", documentation="# tiny torch-em UNet2d\nTrained for four iterations in a test.\n",
+    cite=[{"text": "torch-em", "doi": "10.5281/zenodo.5108853"}], maintainers=[{"github_user": "constantinpape"}],
+    input_optional_parameters=False)
+export_seconds = time.time() - t
+if not ok:
+    raise SystemExit("torch-em's own validation of its export failed")
+
+# torch-em's own predictions: the trained model from its checkpoint, with the trainer's normalizer
+trainer = get_trainer(str(checkpoint), name="best", device="cpu")
+net = trainer.model.eval()
+normalizer = get_normalizer(trainer)
+ref = {"test_image": test_image, "other_image": other_image}
+for key in ("test", "other"):
+    ref[f"{key}_output"] = predict_with_padding(net, normalizer(ref[f"{key}_image"]), min_divisible=(4, 4),
+                                                device="cpu")
+# and the model torch-em reads back from its own package (torch-em's import_bioimageio_model)
+back, back_norm = import_bioimageio_model(str(OUT / "torch_em.zip"), device="cpu")
+with torch.no_grad():
+    ref["other_output_imported"] = back(torch.from_numpy(
+        normalize_with_batch(other_image[None, None], back_norm))).numpy()
+# TorchScript written by this torch (2.14.1): does the test's torch read it?
+torch.jit.save(torch.jit.trace(net, torch.from_numpy(normalizer(test_image)[None, None])), str(OUT / "traced.pt"))
+np.savez(OUT / "reference.npz", **ref)
+import importlib.metadata as md
+(OUT / "producer.json").write_text(json.dumps({
+    "versions": {d: md.version(d) for d in ("torch_em", "torch", "torchvision", "bioimageio.core", "bioimageio.spec")},
+    "train_seconds": train_seconds, "export_seconds": export_seconds}))
+'''
+
+# BiaPy 3.7.1 pins bioimageio.core 0.9.6 (spec 0.5.7.x), timm and torchmetrics; its package root imports its
+# training engine (timm, torchvision): the torch 2.14.1/torchvision 0.29.1 pair (see TORCH_PAIR) makes it import.
+BIAPY_REQUIREMENTS = [*TORCH_PAIR, "biapy==3.7.1", "pydantic<2.14"]
+
+BIAPY = r'''
+# A tiny 2D semantic-segmentation U-Net trained for one epoch by BiaPy's own API (BiaPy.train), exported
+# with BiaPy.export_model_to_bmz (its model.py of collected sources, the state dict, its test tensors), and
+# BiaPy's own predictions: the test output its export writes, and BiaPy.predict on other images.
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import tifffile
+import torch
+from biapy import BiaPy, build_config
+
+OUT = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+torch.manual_seed(0)
+
+
+def blobs(shape, n):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = np.zeros(shape, np.float32)
+    for _ in range(n):
+        cy, cx = rng.integers(6, shape[0] - 6), rng.integers(6, shape[1] - 6)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < rng.uniform(4, 8) ** 2] = 1.0
+    mask = img.astype(np.uint8)
+    return (100 + 400 * img + 20 * rng.standard_normal(shape)).astype(np.float32), mask
+
+
+for split, n in (("train", 8),):
+    for sub in ("x", "y"):
+        (OUT / "data" / split / sub).mkdir(parents=True)
+    for i in range(n):
+        img, mask = blobs((64, 64), 6)
+        tifffile.imwrite(OUT / "data" / split / "x" / f"img{i}.tif", img)
+        tifffile.imwrite(OUT / "data" / split / "y" / f"img{i}.tif", mask)
+
+cfg = build_config(
+    "SEMANTIC_SEG", "2D", phase="train", patch_size=(64, 64, 1),
+    model={"architecture": "unet", "feature_maps": [8, 16, 32], "dropout_values": [0.0, 0.0, 0.0],
+           "z_down": [0, 0], "isotropy": [True, True, True], "conv_layers": [2, 2, 2]},
+    train_data={"path": str(OUT / "data" / "train" / "x"), "gt_path": str(OUT / "data" / "train" / "y")},
+    extra_config={"TRAIN": {"EPOCHS": 1, "BATCH_SIZE": 2}, "SYSTEM": {"NUM_CPUS": 2, "NUM_WORKERS": 0},
+                  "DATA": {"VAL": {"SPLIT_TRAIN": 0.25}}})
+t = time.time()
+job = BiaPy(cfg, result_dir=str(OUT / "results"), name="tiny", run_id=1, gpu="")
+job.train()
+train_seconds = time.time() - t
+
+t = time.time()
+job.export_model_to_bmz(str(OUT / "bmz"), bmz_cfg={
+    "description": "A tiny BiaPy 2D semantic segmentation U-Net (test)",
+    "authors": [{"name": "Test Author", "github_user": "danifranco"}], "license": "MIT",
+    "tags": ["test", "nuclei"], "model_name": "tiny-biapy-unet",
+    "data": {"name": "synthetic blobs", "doi": "10.5281/zenodo.5108853", "image_modality": "fluorescence"}})
+export_seconds = time.time() - t
+(package,) = (OUT / "bmz").glob("*.zip")
+package.rename(OUT / "biapy.zip")
+
+# BiaPy's own prediction of other images of the patch size (its in-memory predict: its normalization, its model)
+ref = {}
+for i in range(2):
+    img = blobs((64, 64), 6)[0]
+    ref[f"other{i}_image"] = img
+    pred = job.predict(img)
+    ref[f"other{i}_biapy"] = np.asarray(pred)
+np.savez(OUT / "reference.npz", **ref)
+import importlib.metadata as md
+(OUT / "producer.json").write_text(json.dumps({
+    "versions": {d: md.version(d) for d in ("biapy", "torch", "torchvision", "bioimageio.core", "bioimageio.spec")},
+    "train_seconds": train_seconds, "export_seconds": export_seconds}))
+'''

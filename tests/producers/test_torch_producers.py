@@ -1,0 +1,138 @@
+"""PyTorch packages made by their producers' own code run in bioimgzoo with their producers' outputs.
+
+* torch-em 0.10.9: a ``UNet2d`` trained for four iterations by torch-em's
+  own trainer (which writes the checkpoint torch-em's export reads),
+  exported with ``torch_em.util.modelzoo.export_bioimageio_model`` (format
+  0.5, ``pytorch_state_dict`` with torch-em's ``unet.py`` as the
+  architecture file; torch-em's ``add_weight_formats`` raises
+  NotImplementedError in 0.10.9, so the package carries no other format),
+  predicted by torch-em's own ``predict_with_padding`` with the trainer's
+  normalizer;
+* BiaPy 3.7.1: a 2D semantic-segmentation U-Net trained for one epoch with
+  ``BiaPy.train``, exported with ``BiaPy.export_model_to_bmz`` (a
+  ``model.py`` of BiaPy's collected sources, a fixed 64x64 input),
+  predicted by ``BiaPy.predict``.
+
+Both producers import torchvision, which needs the torch 2.14.1 /
+torchvision 0.29.1 pair (~5.5 GB per venv; see ``scripts.TORCH_PAIR``).
+bioimgzoo must give the producer's raw output within 1e-4 for every weight
+format the package carries.  Skips, saying why (pip's last lines), where a
+producer does not install.
+
+The other direction (a bioimgzoo export passes BiaPy's own
+``check_bmz_model_compatibility`` and BiaPy's ``build_bmz_model`` gives our
+output) is tested in ``tests/exporter/test_readers_venvs.py::test_biapy_accepts_and_loads_the_network``
+(issue 19), not repeated here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from . import scripts
+from ._build import producer_package, producer_python
+
+pytestmark = pytest.mark.slow
+
+FIGURES = Path.home() / ".cache" / "bioimgzoo-tests" / "figures"
+
+
+def _record(name: str, **figures) -> None:
+    """Figures for the report (versions, differences, size, time), kept beside the cache."""
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / f"{name}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**old, **figures}, indent=1, default=float))
+
+
+@pytest.fixture(scope="module")
+def torch_em_build() -> Path:
+    python = producer_python("torch-em", scripts.TORCH_EM_REQUIREMENTS)
+    return producer_package("torch-em", python, scripts.TORCH_EM)
+
+
+@pytest.fixture(scope="module")
+def biapy_build() -> Path:
+    python = producer_python("biapy-producer", scripts.BIAPY_REQUIREMENTS)
+    return producer_package("biapy", python, scripts.BIAPY)
+
+
+# ----------------------------------------------------------------------------- torch-em
+def test_torch_em_export_predicts_torch_ems_output(torch_em_build):
+    import bioimgzoo
+    from bioimgzoo.descr.weights import present_formats
+
+    ref = np.load(torch_em_build / "reference.npz")
+    pkg = torch_em_build / "torch_em.zip"
+    formats = present_formats(bioimgzoo.open_package(pkg).descr)
+    assert formats == ["pytorch_state_dict"]  # torch-em 0.10.9 writes no other format (see the module doc)
+    diffs = {}
+    for fmt in formats:
+        t = time.perf_counter()
+        model = bioimgzoo.load(pkg, weights=fmt, device="cpu", trust_code=True)  # the package's unet.py runs
+        for key in ("test", "other"):
+            raw = model.predict(ref[f"{key}_image"], axes="yx")
+            want = ref[f"{key}_output"][0, 0]
+            assert np.squeeze(raw).shape == want.shape
+            diffs[f"{fmt}/{key}"] = float(np.abs(np.squeeze(raw) - want).max())
+            assert diffs[f"{fmt}/{key}"] <= 1e-4, (fmt, key, diffs[f"{fmt}/{key}"])
+        seconds = time.perf_counter() - t
+    # torch-em reads its own package back to the same output (the producers agree with themselves)
+    assert float(np.abs(ref["other_output_imported"] - ref["other_output"]).max()) <= 1e-5
+    assert 0.0 < float(ref["other_output"].min()) and float(ref["other_output"].max()) < 1.0  # sigmoid, not a stub
+    producer = json.loads((torch_em_build / "producer.json").read_text())
+    _record("torch-em", versions=producer["versions"], max_abs_vs_producer=max(diffs.values()), diffs=diffs,
+            package_bytes=pkg.stat().st_size, bioimgzoo_load_and_predict_seconds=seconds,
+            producer_train_seconds=producer["train_seconds"], producer_export_seconds=producer["export_seconds"])
+
+
+def test_torch_em_export_validates_but_for_tiling_which_its_instance_norm_forbids(torch_em_build):
+    """Everything passes but tiling: torch-em's UNet2d normalizes each window (InstanceNorm, its default), so
+    no halo makes tiles agree with the whole image, and torch-em declares halo = step // 2 (2 here).
+
+    bioimgzoo predicts such a model whole (the default for images of a sensible size) and says so in validate.
+    """
+    import bioimgzoo
+
+    report = bioimgzoo.validate(torch_em_build / "torch_em.zip", trust_code=True)
+    failures = [(f.check, f.message) for f in report.failures if f.family not in report.consumers]
+    assert [check for check, _ in failures] == ["agreement.tiling"], failures
+    assert "declared halo (2, 2)" in failures[0][1]
+
+
+def test_torchscript_written_by_torch_2_14_loads_in_this_torch(torch_em_build):
+    """torch-em's venv has torch 2.14.1; a module it traces loads in this environment's torch and agrees."""
+    import torch
+
+    ref = np.load(torch_em_build / "reference.npz")
+    traced = torch.jit.load(str(torch_em_build / "traced.pt"), map_location="cpu")
+    x = ref["test_image"]
+    x = ((x - x.mean()) / (x.std() + 1e-7)).astype(np.float32)  # torch-em's standardize
+    with torch.no_grad():
+        y = traced(torch.from_numpy(x[None, None])).numpy()
+    assert float(np.abs(y - ref["test_output"]).max()) <= 1e-5
+    _record("torch-em", torchscript_2_14_1_loads_in=torch.__version__)
+
+
+def test_torch_em_export_converts_to_onnx_and_torchscript(torch_em_build, tmp_path):
+    """bioimgzoo convert on the real torch-em package: each added format gives torch-em's own output."""
+    import bioimgzoo
+    from bioimgzoo.exporter.convert import convert_package
+
+    ref = np.load(torch_em_build / "reference.npz")
+    out = tmp_path / "torch_em-converted.zip"
+    result = convert_package(torch_em_build / "torch_em.zip", out, to="onnx,torchscript", trust_code=True)
+    assert sorted(c.format for c in result.converted) == ["onnx", "torchscript"]
+    diffs = {}
+    for fmt in ("onnx", "torchscript"):
+        model = bioimgzoo.load(out, weights=fmt, device="cpu")  # no code runs: trust_code not needed
+        raw = np.squeeze(model.predict(ref["other_image"], axes="yx"))
+        diffs[fmt] = float(np.abs(raw - ref["other_output"][0, 0]).max())
+        assert diffs[fmt] <= 1e-4, (fmt, diffs[fmt])
+    _record("torch-em", converted_max_abs_vs_producer=diffs,
+            converted={c.format: {"seconds": c.seconds, "bytes": c.bytes} for c in result.converted})
