@@ -121,3 +121,50 @@ def producer_package(name: str, python: Path, script: str, *, args: Sequence[str
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def consumer_python(name: str, base: Path, requirements: Sequence[str]) -> Path:
+    """The python of a cached venv that reuses ``base``'s packages (after its own) plus ``requirements``.
+
+    For running bioimgzoo (from this source tree, on ``PYTHONPATH``) beside a
+    producer's torch when a package's code needs what this environment cannot
+    have (BiaPy's ``model.py`` imports torchvision).  A ``.pth`` file appends
+    ``base``'s site-packages *before* pip runs, so pip counts what ``base`` has
+    (its torch: never a second 5.5 GB copy) and installs into this venv only
+    what is missing or of another version, which then shadows ``base``'s.
+    Skips, with pip's last lines, where pip fails.
+    """
+    base_site = subprocess.run([str(base), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    key = _key(sys.version, base_site, *requirements)
+    final = CACHE / "venvs" / f"{name}-{key}"
+    python = final / "bin" / "python"
+    failed = CACHE / "venvs" / f"{name}-{key}.failed"
+    if (final / _MARKER).is_file():
+        return python
+    if failed.is_file():
+        pytest.skip(failed.read_text())
+    with _locked(f"venv-{name}-{key}"):
+        if (final / _MARKER).is_file():
+            return python
+        tmp = final.parent / f".build-{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True)
+            site = subprocess.run([str(tmp / "bin" / "python"), "-c",
+                                   "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+            Path(site, "zz_base_site_packages.pth").write_text(base_site + "\n")
+            proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q",
+                                   "--disable-pip-version-check", *requirements], capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = "\n".join(line for line in (proc.stderr or proc.stdout).splitlines()
+                                 if "is ignored" not in line and "outside environment" not in line)[-1500:]
+                reason = f"{name}'s environment does not install here ({' '.join(requirements)}):\n{tail}"
+                failed.write_text(reason)
+                pytest.skip(reason)
+            (tmp / _MARKER).write_text(json.dumps({"base": base_site, "requirements": list(requirements)}))
+            _rename_into_place(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return python

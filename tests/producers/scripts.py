@@ -337,7 +337,8 @@ job.export_model_to_bmz(str(OUT / "bmz"), bmz_cfg={
     "description": "A tiny BiaPy 2D semantic segmentation U-Net (test)",
     "authors": [{"name": "Test Author", "github_user": "danifranco"}], "license": "MIT",
     "tags": ["test", "nuclei"], "model_name": "tiny-biapy-unet",
-    "data": {"name": "synthetic blobs", "doi": "10.5281/zenodo.5108853", "image_modality": "fluorescence"}})
+    "data": {"name": "synthetic blobs", "doi": "10.5281/zenodo.5108853", "image_modality": "fluorescence"},
+    "cite": [{"text": "BiaPy: accessible deep learning on bioimages", "doi": "10.1038/s41592-025-02699-y"}]})
 export_seconds = time.time() - t
 (package,) = (OUT / "bmz").glob("*.zip")
 package.rename(OUT / "biapy.zip")

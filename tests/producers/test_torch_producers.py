@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 
 from . import scripts
-from ._build import producer_package, producer_python
+from ._build import consumer_python, producer_package, producer_python
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +57,28 @@ def torch_em_build() -> Path:
 
 
 @pytest.fixture(scope="module")
-def biapy_build() -> Path:
-    python = producer_python("biapy-producer", scripts.BIAPY_REQUIREMENTS)
-    return producer_package("biapy", python, scripts.BIAPY)
+def biapy_python() -> Path:
+    return producer_python("biapy-producer", scripts.BIAPY_REQUIREMENTS)
+
+
+@pytest.fixture(scope="module")
+def biapy_build(biapy_python) -> Path:
+    return producer_package("biapy", biapy_python, scripts.BIAPY)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bioimgzoo_requirements() -> list[str]:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+@pytest.fixture(scope="module")
+def torchvision_python(biapy_python) -> Path:
+    """bioimgzoo's requirements beside BiaPy's venv's torch 2.14.1 and torchvision 0.29.1 (shared, not copied)."""
+    return consumer_python("bioimgzoo-torchvision", biapy_python, _bioimgzoo_requirements())
 
 
 # ----------------------------------------------------------------------------- torch-em
@@ -136,3 +155,77 @@ def test_torch_em_export_converts_to_onnx_and_torchscript(torch_em_build, tmp_pa
         assert diffs[fmt] <= 1e-4, (fmt, diffs[fmt])
     _record("torch-em", converted_max_abs_vs_producer=diffs,
             converted={c.format: {"seconds": c.seconds, "bytes": c.bytes} for c in result.converted})
+
+
+# ----------------------------------------------------------------------------- BiaPy
+_BIOIMGZOO_BESIDE_TORCHVISION = r'''
+import json, sys
+import numpy as np
+import torch, torchvision
+import bioimgzoo
+from bioimgzoo.exporter.convert import convert_package
+
+pkg, ref, out = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+model = bioimgzoo.load(pkg, device="cpu", trust_code=True)  # BiaPy's model.py runs (it imports torchvision)
+preds = {key: np.asarray(model.predict(ref[key], axes="yx")) for key in ref.files if key.endswith("_image")}
+np.savez(out + ".npz", **preds)
+conv = convert_package(pkg, out, to="onnx,torchscript", trust_code=True)
+print(json.dumps({"torch": torch.__version__, "torchvision": torchvision.__version__, "bioimgzoo": bioimgzoo.__file__,
+                  "converted": {c.format: {"seconds": c.seconds, "bytes": c.bytes, "max_abs_vs_parent":
+                                           c.max_abs_vs_parent} for c in conv.converted}}))
+'''
+
+
+def test_biapy_package_names_torchvision_where_it_is_missing(biapy_build):
+    """BiaPy's model.py imports torchvision; beside this torch it does not load: one message, with the ways out."""
+    import bioimgzoo
+    from bioimgzoo.errors import WeightsError
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("torchvision imports here: the package runs in this environment (see the next test)")
+    with pytest.raises(WeightsError, match=r"imports 'torchvision', which is not installed.*--weights onnx"):
+        bioimgzoo.load(biapy_build / "biapy.zip", device="cpu", trust_code=True)
+
+
+def test_biapy_export_predicts_biapys_output(biapy_build, torchvision_python, tmp_path):
+    """With torchvision (BiaPy's torch 2.14.1 venv), bioimgzoo runs BiaPy's state dict to BiaPy.predict's output
+    and converts it; the ONNX and TorchScript it writes then give the same here, without torchvision."""
+    import os
+    import subprocess
+
+    import bioimgzoo
+
+    ref = np.load(biapy_build / "reference.npz")
+    pkg = biapy_build / "biapy.zip"
+    np.savez(tmp_path / "images.npz", **{k: ref[k] for k in ref.files if k.endswith("_image")})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    t = time.perf_counter()
+    proc = subprocess.run([str(torchvision_python), "-c", _BIOIMGZOO_BESIDE_TORCHVISION, str(pkg),
+                           str(tmp_path / "images.npz"), str(tmp_path / "converted.zip")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    seconds = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert there["bioimgzoo"].startswith(str(REPO)) and there["torch"].startswith("2.14.1"), there
+    preds = np.load(tmp_path / "converted.zip.npz")
+    diffs = {}
+    keys = sorted(k[:-len("_image")] for k in ref.files if k.endswith("_image"))
+    for key in keys:
+        want = ref[f"{key}_biapy"][..., 0]  # BiaPy.predict: (y, x, channel)
+        assert 0.0 < float(want.min()) and float(want.max()) < 1.0  # probabilities, not a stub
+        diffs[f"pytorch_state_dict/{key}"] = float(np.abs(np.squeeze(preds[f"{key}_image"]) - want).max())
+    for fmt in ("onnx", "torchscript"):  # here: torch 2.13.0, no torchvision, no code run
+        model = bioimgzoo.load(tmp_path / "converted.zip", weights=fmt, device="cpu")
+        for key in keys:
+            got = np.squeeze(model.predict(ref[f"{key}_image"], axes="yx"))
+            diffs[f"{fmt}/{key}"] = float(np.abs(got - ref[f"{key}_biapy"][..., 0]).max())
+    assert max(diffs.values()) <= 1e-4, diffs
+    producer = json.loads((biapy_build / "producer.json").read_text())
+    _record("biapy", versions=producer["versions"], max_abs_vs_producer=max(diffs.values()), diffs=diffs,
+            package_bytes=pkg.stat().st_size, bioimgzoo_beside_torchvision_seconds=seconds,
+            converted=there["converted"], producer_train_seconds=producer["train_seconds"],
+            producer_export_seconds=producer["export_seconds"])
