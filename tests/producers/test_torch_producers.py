@@ -191,27 +191,35 @@ def test_biapy_package_names_torchvision_where_it_is_missing(biapy_build):
         bioimgzoo.load(biapy_build / "biapy.zip", device="cpu", trust_code=True)
 
 
-def test_biapy_export_predicts_biapys_output(biapy_build, torchvision_python, tmp_path):
-    """With torchvision (BiaPy's torch 2.14.1 venv), bioimgzoo runs BiaPy's state dict to BiaPy.predict's output
-    and converts it; the ONNX and TorchScript it writes then give the same here, without torchvision."""
+@pytest.fixture(scope="module")
+def biapy_beside_torchvision(biapy_build, torchvision_python, tmp_path_factory) -> dict:
+    """bioimgzoo (this source tree) run in the torchvision venv on BiaPy's package: predictions, and a conversion."""
     import os
     import subprocess
 
+    ref = np.load(biapy_build / "reference.npz")
+    out = tmp_path_factory.mktemp("biapy")
+    np.savez(out / "images.npz", **{k: ref[k] for k in ref.files if k.endswith("_image")})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    t = time.perf_counter()
+    proc = subprocess.run([str(torchvision_python), "-c", _BIOIMGZOO_BESIDE_TORCHVISION, str(biapy_build / "biapy.zip"),
+                           str(out / "images.npz"), str(out / "converted.zip")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    there = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert there["bioimgzoo"].startswith(str(REPO)) and there["torch"].startswith("2.14.1"), there
+    return {"seconds": time.perf_counter() - t, "converted": out / "converted.zip", "converted_formats":
+            there["converted"], "predictions": np.load(out / "converted.zip.npz"), "torch": there["torch"]}
+
+
+def test_biapy_export_predicts_biapys_output(biapy_build, biapy_beside_torchvision):
+    """With torchvision (BiaPy's torch 2.14.1 venv), bioimgzoo runs BiaPy's state dict to BiaPy.predict's output
+    and converts it; the ONNX and TorchScript it writes then give the same here, without torchvision."""
     import bioimgzoo
 
     ref = np.load(biapy_build / "reference.npz")
     pkg = biapy_build / "biapy.zip"
-    np.savez(tmp_path / "images.npz", **{k: ref[k] for k in ref.files if k.endswith("_image")})
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
-    t = time.perf_counter()
-    proc = subprocess.run([str(torchvision_python), "-c", _BIOIMGZOO_BESIDE_TORCHVISION, str(pkg),
-                           str(tmp_path / "images.npz"), str(tmp_path / "converted.zip")],
-                          capture_output=True, text=True, env=env, timeout=600)
-    seconds = time.perf_counter() - t
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    there = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert there["bioimgzoo"].startswith(str(REPO)) and there["torch"].startswith("2.14.1"), there
-    preds = np.load(tmp_path / "converted.zip.npz")
+    preds = biapy_beside_torchvision["predictions"]
     diffs = {}
     keys = sorted(k[:-len("_image")] for k in ref.files if k.endswith("_image"))
     for key in keys:
@@ -219,13 +227,24 @@ def test_biapy_export_predicts_biapys_output(biapy_build, torchvision_python, tm
         assert 0.0 < float(want.min()) and float(want.max()) < 1.0  # probabilities, not a stub
         diffs[f"pytorch_state_dict/{key}"] = float(np.abs(np.squeeze(preds[f"{key}_image"]) - want).max())
     for fmt in ("onnx", "torchscript"):  # here: torch 2.13.0, no torchvision, no code run
-        model = bioimgzoo.load(tmp_path / "converted.zip", weights=fmt, device="cpu")
+        model = bioimgzoo.load(biapy_beside_torchvision["converted"], weights=fmt, device="cpu")
         for key in keys:
             got = np.squeeze(model.predict(ref[f"{key}_image"], axes="yx"))
             diffs[f"{fmt}/{key}"] = float(np.abs(got - ref[f"{key}_biapy"][..., 0]).max())
     assert max(diffs.values()) <= 1e-4, diffs
     producer = json.loads((biapy_build / "producer.json").read_text())
     _record("biapy", versions=producer["versions"], max_abs_vs_producer=max(diffs.values()), diffs=diffs,
-            package_bytes=pkg.stat().st_size, bioimgzoo_beside_torchvision_seconds=seconds,
-            converted=there["converted"], producer_train_seconds=producer["train_seconds"],
+            package_bytes=pkg.stat().st_size, bioimgzoo_beside_torchvision_seconds=biapy_beside_torchvision["seconds"],
+            converted=biapy_beside_torchvision["converted_formats"], producer_train_seconds=producer["train_seconds"],
             producer_export_seconds=producer["export_seconds"])
+
+
+def test_biapy_export_converted_validates_but_for_tiling(biapy_beside_torchvision):
+    """The converted package reproduces BiaPy's own test output; only tiling fails: BiaPy's U-Net normalizes
+    each window (``normalization: in``), so its declared halo (size // 8) cannot make tiles agree."""
+    import bioimgzoo
+
+    report = bioimgzoo.validate(biapy_beside_torchvision["converted"], weights="onnx")
+    failures = [(f.check, f.message) for f in report.failures if f.family not in report.consumers]
+    assert [check for check, _ in failures] == ["agreement.tiling"], failures
+    assert "declared halo (8, 8)" in failures[0][1]
