@@ -94,7 +94,10 @@ def plan_axis(n: int, tile: int, *, halo: int = 0, align: int = 1, scale: Fracti
         Input pixels at each inner window edge whose output is discarded.
     align : int
         Window starts are multiples of this (except a last window flush
-        with the image end).
+        with the image end); where the halo leaves a shorter stride, of
+        the largest divisor of ``align`` that fits in it (a fixed 64-pixel
+        window of a network that pools by 4, overlapped by a radius of 25,
+        steps by 8, not by 14).
     scale : Fraction or float
         Output pixels per input pixel; inner boundaries are placed so they
         fall on whole output pixels.
@@ -112,7 +115,10 @@ def plan_axis(n: int, tile: int, *, halo: int = 0, align: int = 1, scale: Fracti
         raise ValueError(f"halo {halo} leaves nothing of a {tile}-pixel window (need 2 * halo < tile)")
     stride = tile - 2 * halo
     align = max(1, int(align))
-    stride = max(align, (stride // align) * align) if stride >= align else stride
+    if stride >= align:
+        stride = (stride // align) * align
+    else:  # starts off the network's period misalign its pooling: tiles would differ from the whole image
+        stride = max(d for d in range(1, stride + 1) if align % d == 0)
     starts = []
     s = 0
     while True:

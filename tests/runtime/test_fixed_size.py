@@ -257,3 +257,15 @@ def test_cli_strict_sizes(careamics_package, arch, tmp_path):
         results[bool(flag)] = np.load(written).reshape(256, 256)
     assert _rel(results[False], whole) < 1e-4
     assert _rel(results[True], whole) > 1e-2
+
+
+def test_a_radius_wider_than_half_the_fixed_window_gets_no_verdict_not_an_error():
+    # a fixed 64-pixel window and a receptive field of 40 (or a measured 25 checked again at 2 * 25 + 1): no
+    # pixel of such a window has full context, so the shifted-window check has nothing to compare -- it once
+    # raised plan_axis' "halo 51 leaves nothing of a 64-pixel window" out of predict (a CAREamics export)
+    from bioimgzoo.descr.sizes import AxisSizes
+    from bioimgzoo.runtime.receptive_field.measure import FieldMeasure, translation_check
+
+    m = FieldMeasure("input", {"y": 40, "x": 40}, {"y": None, "x": None}, False, {"y": 64, "x": 64})
+    declared = {"y": AxisSizes(64), "x": AxisSizes(64)}
+    assert translation_check(object(), declared, m) == m  # the runner is never called: nothing to run

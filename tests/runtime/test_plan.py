@@ -88,3 +88,19 @@ def test_windows_start_at_multiples_of_a_given_period_however_short_the_stride()
     assert starts[-1] + 64 == 256
     assert windows[0].inner_start == 0 and windows[-1].inner_stop == 256
     assert all(a.inner_stop == b.inner_start for a, b in zip(windows, windows[1:]))
+
+
+def test_a_stride_shorter_than_the_alignment_steps_by_a_divisor_of_it():
+    # a fixed 64-pixel window (aligned to 64: the network's pooling is unknown) overlapped by a radius of 25
+    # leaves a stride of 14: starts at multiples of 14 misalign a network that pools by 4 (CAREamics' N2V
+    # U-Net of depth 2); the largest divisor of 64 that fits, 8, keeps every start on the pooling grid
+    windows = plan_axis(192, 64, halo=25, align=64)
+    starts = [w.start for w in windows]
+    assert all(s % 8 == 0 for s in starts), starts
+    assert starts[:3] == [0, 8, 16] and starts[-1] + 64 == 192
+    assert windows[0].inner_start == 0 and windows[-1].inner_stop == 192
+    assert all(a.inner_stop == b.inner_start for a, b in zip(windows, windows[1:]))
+    for w in windows:  # every inner region keeps the halo's context (image edges excepted)
+        assert w.start + (25 if w.start > 0 else 0) <= w.inner_start < w.inner_stop <= w.stop - (25 if w.stop < 192 else 0)
+    # a stride of an odd alignment: its largest divisor that fits
+    assert [w.start for w in plan_axis(100, 30, halo=10, align=12)][:3] == [0, 6, 12]

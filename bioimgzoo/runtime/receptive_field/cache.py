@@ -19,7 +19,9 @@ log = logging.getLogger("bioimgzoo")
 
 __all__ = ["cache_key", "read_cached", "write_cached", "cached_measure", "weights_sha256", "describe", "engine_shapes"]
 
-_CACHE_VERSION = 2
+#: 3: windows of a fixed size step by a divisor of their alignment (plan_axis), so verdicts of the shift check
+#: taken on misaligned windows (a doubled radius, "not equivariant") are measured anew
+_CACHE_VERSION = 3
 
 # ----------------------------------------------------------------------------- cache
 _MEMORY: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()

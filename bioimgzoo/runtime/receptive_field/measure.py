@@ -369,6 +369,8 @@ def _shifted_windows(runner: "Runner", declared: Mapping[str, AxisSizes], m: Fie
     worst: float | None = None
     for a in radius:
         w, r = base[a], radius[a]
+        if 2 * r >= w:  # no window of this size keeps a pixel with full context: no verdict along this axis
+            continue
         step = (m.accepted[a] or (0, 0))[1]
         wins = plan_axis(3 * w, w, halo=r, align=step or pow2_divisor(w, 64))
         stride = wins[1].start - wins[0].start if len(wins) > 1 else w
