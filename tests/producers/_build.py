@@ -123,7 +123,7 @@ def producer_package(name: str, python: Path, script: str, *, args: Sequence[str
     return final
 
 
-def consumer_python(name: str, base: Path, requirements: Sequence[str]) -> Path:
+def consumer_python(name: str, base: Path, requirements: Sequence[str], *, no_deps: Sequence[str] = ()) -> Path:
     """The python of a cached venv that reuses ``base``'s packages (after its own) plus ``requirements``.
 
     For running bioimgzoo (from this source tree, on ``PYTHONPATH``) beside a
@@ -132,11 +132,15 @@ def consumer_python(name: str, base: Path, requirements: Sequence[str]) -> Path:
     ``base``'s site-packages *before* pip runs, so pip counts what ``base`` has
     (its torch: never a second 5.5 GB copy) and installs into this venv only
     what is missing or of another version, which then shadows ``base``'s.
-    Skips, with pip's last lines, where pip fails.
+    ``no_deps`` are installed after, without their dependencies (a producer
+    whose pins exclude ``base``'s torch; the caller says why).  Skips, with
+    pip's last lines, where pip fails.
     """
-    base_site = subprocess.run([str(base), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    # base's site-packages and those its own .pth files add (a .pth line is not itself read for .pth files)
+    base_site = subprocess.run([str(base), "-c", "import sys; print('\\n'.join(p for p in sys.path "
+                                "if p.rstrip('/').endswith('site-packages')))"],
                                check=True, capture_output=True, text=True).stdout.strip()
-    key = _key(sys.version, base_site, *requirements)
+    key = _key(sys.version, base_site, *requirements, *(["--no-deps", *no_deps] if no_deps else []))
     final = CACHE / "venvs" / f"{name}-{key}"
     python = final / "bin" / "python"
     failed = CACHE / "venvs" / f"{name}-{key}.failed"
@@ -154,15 +158,19 @@ def consumer_python(name: str, base: Path, requirements: Sequence[str]) -> Path:
                                    "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   check=True, capture_output=True, text=True).stdout.strip()
             Path(site, "zz_base_site_packages.pth").write_text(base_site + "\n")
-            proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q",
-                                   "--disable-pip-version-check", *requirements], capture_output=True, text=True)
+            for args in [list(requirements)] + ([["--no-deps", *no_deps]] if no_deps else []):
+                proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q",
+                                       "--disable-pip-version-check", *args], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    break
             if proc.returncode != 0:
                 tail = "\n".join(line for line in (proc.stderr or proc.stdout).splitlines()
                                  if "is ignored" not in line and "outside environment" not in line)[-1500:]
                 reason = f"{name}'s environment does not install here ({' '.join(requirements)}):\n{tail}"
                 failed.write_text(reason)
                 pytest.skip(reason)
-            (tmp / _MARKER).write_text(json.dumps({"base": base_site, "requirements": list(requirements)}))
+            (tmp / _MARKER).write_text(json.dumps({"base": base_site, "requirements": list(requirements),
+                                                   "no_deps": list(no_deps)}))
             _rename_into_place(tmp, final)
         finally:
             if tmp.exists():

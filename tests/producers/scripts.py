@@ -356,3 +356,65 @@ import importlib.metadata as md
     "versions": {d: md.version(d) for d in ("biapy", "torch", "torchvision", "bioimageio.core", "bioimageio.spec")},
     "train_seconds": train_seconds, "export_seconds": export_seconds}))
 '''
+
+# CAREamics 0.3.5 pins torch<2.14 and torchvision<=0.26 (and its microssim 0.0.5 torch<=2.14.0), and its BMZ
+# export imports torchvision (for the version it writes in its env file): no pair of those installs from this
+# machine's disk (torch 2.13.0's PyPI torchvision does not load beside its CPU build; an older pair is a
+# multi-GB CUDA download).  So CAREamics runs beside BiaPy's venv's torch 2.14.1/torchvision 0.29.1 (through a
+# .pth, not copied), careamics and microssim installed with --no-deps after the rest of what they require:
+# one minor release past their torch pins.  bioimageio.core 0.11.0 (careamics' upper bound): its export
+# writes covers and documentation as FileDescr, which BiaPy's venv's bioimageio.spec 0.5.7 refuses.
+CAREAMICS_REQUIREMENTS = ["lightning>=2.2,<=2.6.6,!=2.6.2,!=2.6.3", "psutil<=7.2.2", "matplotlib<=3.11.2",
+                          "scikit-image<=0.26.0", "scipy<=1.17.1", "tifffile<=2026.3.3", "tqdm<=4.70.0",
+                          "torchmetrics>0.7.0,<=1.8.2", "zarr>=3.0.0,<4.0.0", "pydantic>=2.11,<2.14",
+                          "bioimageio.core==0.11.0", "pyyaml!=6.0.0,<=6.0.3"]
+CAREAMICS_NO_DEPS = ["careamics==0.3.5", "microssim==0.0.5"]
+
+CAREAMICS = r'''
+# An N2V model trained for one epoch by CAREamics' own API (create_n2v_config, CAREamist.train), exported
+# with CAREamist.export_to_bmz, and CAREamics' own prediction (CAREamist.predict, untiled) of other images.
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import torch
+from careamics import CAREamist
+from careamics.config import create_n2v_config
+
+OUT = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+torch.manual_seed(0)
+
+
+def noisy(shape):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    clean = 100 + 50 * np.sin(yy / 5.0) * np.cos(xx / 7.0)
+    return (clean + 10 * rng.standard_normal(shape)).astype(np.float32)
+
+
+train = noisy((128, 128))
+val = noisy((64, 64))
+config = create_n2v_config(experiment_name="tiny_n2v", data_type="array", axes="YX", patch_size=[32, 32],
+                           batch_size=4, num_epochs=1)
+t = time.time()
+careamist = CAREamist(config, work_dir=str(OUT / "work"), enable_progress_bar=False)
+careamist.train(train_data=train, val_data=val)
+train_seconds = time.time() - t
+test_image = noisy((64, 64))
+t = time.time()
+careamist.export_to_bmz(OUT / "careamics.zip", friendly_model_name="tiny_n2v", input_array=test_image,
+                        authors=[{"name": "Test Author"}], general_description="A tiny N2V model (test)",
+                        data_description="Synthetic noisy sine patterns")
+export_seconds = time.time() - t
+ref = {}
+for key, shape in (("test", (64, 64)), ("other", (96, 128))):
+    img = test_image if key == "test" else noisy(shape)
+    pred, _ = careamist.predict(pred_data=img, data_type="array", axes="YX")
+    ref[f"{key}_image"] = img
+    ref[f"{key}_careamics"] = np.squeeze(np.concatenate(pred, axis=0))
+np.savez(OUT / "reference.npz", **ref)
+import importlib.metadata as md
+(OUT / "producer.json").write_text(json.dumps({
+    "versions": {d: md.version(d) for d in ("careamics", "torch", "torchvision", "lightning", "bioimageio.core",
+                                             "bioimageio.spec")},
+    "train_seconds": train_seconds, "export_seconds": export_seconds}))
+'''

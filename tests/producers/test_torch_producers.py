@@ -191,25 +191,28 @@ def test_biapy_package_names_torchvision_where_it_is_missing(biapy_build):
         bioimgzoo.load(biapy_build / "biapy.zip", device="cpu", trust_code=True)
 
 
-@pytest.fixture(scope="module")
-def biapy_beside_torchvision(biapy_build, torchvision_python, tmp_path_factory) -> dict:
-    """bioimgzoo (this source tree) run in the torchvision venv on BiaPy's package: predictions, and a conversion."""
+def _bioimgzoo_beside(python: Path, package: Path, ref, out: Path) -> dict:
+    """bioimgzoo (this source tree) run with ``python`` on ``package``: its predictions of ``ref``'s images, and
+    the package converted to ONNX and TorchScript (``out / "converted.zip"``)."""
     import os
     import subprocess
 
-    ref = np.load(biapy_build / "reference.npz")
-    out = tmp_path_factory.mktemp("biapy")
     np.savez(out / "images.npz", **{k: ref[k] for k in ref.files if k.endswith("_image")})
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     t = time.perf_counter()
-    proc = subprocess.run([str(torchvision_python), "-c", _BIOIMGZOO_BESIDE_TORCHVISION, str(biapy_build / "biapy.zip"),
-                           str(out / "images.npz"), str(out / "converted.zip")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([str(python), "-c", _BIOIMGZOO_BESIDE_TORCHVISION, str(package), str(out / "images.npz"),
+                           str(out / "converted.zip")], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     there = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert there["bioimgzoo"].startswith(str(REPO)) and there["torch"].startswith("2.14.1"), there
+    assert there["bioimgzoo"].startswith(str(REPO)) and there["torch"].startswith("2.14"), there
     return {"seconds": time.perf_counter() - t, "converted": out / "converted.zip", "converted_formats":
             there["converted"], "predictions": np.load(out / "converted.zip.npz"), "torch": there["torch"]}
+
+
+@pytest.fixture(scope="module")
+def biapy_beside_torchvision(biapy_build, torchvision_python, tmp_path_factory) -> dict:
+    return _bioimgzoo_beside(torchvision_python, biapy_build / "biapy.zip", np.load(biapy_build / "reference.npz"),
+                             tmp_path_factory.mktemp("biapy"))
 
 
 def test_biapy_export_predicts_biapys_output(biapy_build, biapy_beside_torchvision):
@@ -248,3 +251,48 @@ def test_biapy_export_converted_validates_but_for_tiling(biapy_beside_torchvisio
     failures = [(f.check, f.message) for f in report.failures if f.family not in report.consumers]
     assert [check for check, _ in failures] == ["agreement.tiling"], failures
     assert "declared halo (8, 8)" in failures[0][1]
+
+
+# ----------------------------------------------------------------------------- CAREamics
+@pytest.fixture(scope="module")
+def careamics_build(biapy_python) -> Path:
+    python = consumer_python("careamics", biapy_python, scripts.CAREAMICS_REQUIREMENTS,
+                             no_deps=scripts.CAREAMICS_NO_DEPS)
+    return producer_package("careamics", python, scripts.CAREAMICS)
+
+
+@pytest.fixture(scope="module")
+def careamics_beside(careamics_build, biapy_python, tmp_path_factory) -> dict:
+    """bioimgzoo beside CAREamics (its architecture is ``import_from: careamics.models.unet``)."""
+    careamics = consumer_python("careamics", biapy_python, scripts.CAREAMICS_REQUIREMENTS,
+                                no_deps=scripts.CAREAMICS_NO_DEPS)
+    python = consumer_python("bioimgzoo-careamics", careamics, _bioimgzoo_requirements())
+    return _bioimgzoo_beside(python, careamics_build / "careamics.zip", np.load(careamics_build / "reference.npz"),
+                             tmp_path_factory.mktemp("careamics"))
+
+
+def test_careamics_export_predicts_careamics_output(careamics_build, careamics_beside):
+    """CAREamics' own export (fixed 64x64 input, no halo, fixed normalization in and out): bioimgzoo gives
+    CAREamist.predict's output on the test image (one window) and on a larger one (tiled here, whole in
+    CAREamics), with the state dict beside CAREamics and with the ONNX/TorchScript it converts, here."""
+    import bioimgzoo
+
+    ref = np.load(careamics_build / "reference.npz")
+    pkg = careamics_build / "careamics.zip"
+    preds = careamics_beside["predictions"]
+    diffs = {}
+    for key in ("test", "other"):
+        diffs[f"pytorch_state_dict/{key}"] = float(np.abs(np.squeeze(preds[f"{key}_image"])
+                                                          - ref[f"{key}_careamics"]).max())
+    for fmt in ("onnx", "torchscript"):  # here: torch 2.13.0, no careamics, no torchvision
+        model = bioimgzoo.load(careamics_beside["converted"], weights=fmt, device="cpu")
+        for key in ("test", "other"):
+            got = np.squeeze(model.predict(ref[f"{key}_image"], axes="yx"))
+            diffs[f"{fmt}/{key}"] = float(np.abs(got - ref[f"{key}_careamics"]).max())
+    assert float(np.abs(ref["other_careamics"] - ref["other_image"]).max()) > 1.0  # it denoises, not a stub
+    producer = json.loads((careamics_build / "producer.json").read_text())
+    _record("careamics", versions=producer["versions"], max_abs_vs_producer=max(diffs.values()), diffs=diffs,
+            package_bytes=pkg.stat().st_size, bioimgzoo_beside_careamics_seconds=careamics_beside["seconds"],
+            converted=careamics_beside["converted_formats"], producer_train_seconds=producer["train_seconds"],
+            producer_export_seconds=producer["export_seconds"])
+    assert max(diffs.values()) <= 1e-4, diffs
