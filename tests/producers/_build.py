@@ -123,18 +123,19 @@ def producer_package(name: str, python: Path, script: str, *, args: Sequence[str
     return final
 
 
-def consumer_python(name: str, base: Path, requirements: Sequence[str], *, no_deps: Sequence[str] = ()) -> Path:
+def layered_python(name: str, base: Path, requirements: Sequence[str], *, no_deps: Sequence[str] = ()) -> Path:
     """The python of a cached venv that reuses ``base``'s packages (after its own) plus ``requirements``.
 
-    For running bioimgzoo (from this source tree, on ``PYTHONPATH``) beside a
-    producer's torch when a package's code needs what this environment cannot
-    have (BiaPy's ``model.py`` imports torchvision).  A ``.pth`` file appends
-    ``base``'s site-packages *before* pip runs, so pip counts what ``base`` has
-    (its torch: never a second 5.5 GB copy) and installs into this venv only
-    what is missing or of another version, which then shadows ``base``'s.
-    ``no_deps`` are installed after, without their dependencies (a producer
-    whose pins exclude ``base``'s torch; the caller says why).  Skips, with
-    pip's last lines, where pip fails.
+    torch-em, BiaPy and CAREamics need torch 2.14.1 with torchvision (5.5 GB,
+    see ``scripts.TORCH_PAIR``): one venv holds that pair and the others
+    layer on it, as does bioimgzoo (run from this source tree, on
+    ``PYTHONPATH``) where a package's code needs torchvision.  A ``.pth``
+    file appends ``base``'s site-packages *before* pip runs, so pip counts
+    what ``base`` has (its torch: never a second copy) and installs into this
+    venv only what is missing or of another version, which then shadows
+    ``base``'s.  ``no_deps`` are installed after, without their dependencies
+    (a producer whose pins exclude ``base``'s torch; the caller says why).
+    Skips, with pip's last lines, where pip fails.
     """
     # base's site-packages and those its own .pth files add (a .pth line is not itself read for .pth files)
     base_site = subprocess.run([str(base), "-c", "import sys; print('\\n'.join(p for p in sys.path "

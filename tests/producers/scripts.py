@@ -187,14 +187,15 @@ add_weights(str(OUT / "tmp.zip"), str(work / "tf_saved_model_bundle.zip"), str(p
                                                                      "bioimageio.core", "bioimageio.spec")}))
 '''
 
-# torch-em and BiaPy import torchvision, and PyPI's torchvision does not load beside this machine's torch 2.13.0
-# CPU build ("operator torchvision::nms does not exist").  torch 2.14.1 with torchvision 0.29.1 (both on this
-# machine's disk, a CUDA build that runs on the CPU: ~5.5 GB per venv) is the pair that installs and imports
-# here, so these two producer venvs pin it; never an unpinned torch (GBs of CUDA downloads).
+# torch-em, BiaPy and CAREamics import torchvision, and PyPI's torchvision does not load beside this machine's
+# torch 2.13.0 CPU build ("operator torchvision::nms does not exist").  torch 2.14.1 with torchvision 0.29.1
+# (both on this machine's disk, a CUDA build that runs on the CPU: ~5.5 GB) is the pair that installs and
+# imports here: one venv holds it and the producers' venvs layer on it (_build.layered_python); never an
+# unpinned torch (GBs of CUDA downloads).
 TORCH_PAIR = ["torch==2.14.1", "torchvision==0.29.1"]
 # torch-em 0.10.9 leaves bioimageio.core unpinned; 0.10.4 is what its export code (spec 0.5 classes,
 # core.backends.pytorch_backend) was written against; pydantic<2.14: bioimageio.spec 0.5.x breaks with 2.14
-TORCH_EM_REQUIREMENTS = [*TORCH_PAIR, "torch_em==0.10.9", "bioimageio.core==0.10.4", "pydantic<2.14"]
+TORCH_EM_REQUIREMENTS = ["torch_em==0.10.9", "bioimageio.core==0.10.4", "pydantic<2.14"]
 
 TORCH_EM = r'''
 # A torch-em UNet2d trained for a couple of iterations by torch-em's own trainer (which writes the checkpoint
@@ -283,8 +284,8 @@ import importlib.metadata as md
 '''
 
 # BiaPy 3.7.1 pins bioimageio.core 0.9.6 (spec 0.5.7.x), timm and torchmetrics; its package root imports its
-# training engine (timm, torchvision): the torch 2.14.1/torchvision 0.29.1 pair (see TORCH_PAIR) makes it import.
-BIAPY_REQUIREMENTS = [*TORCH_PAIR, "biapy==3.7.1", "pydantic<2.14"]
+# training engine (timm, torchvision): layered on the torch 2.14.1/torchvision 0.29.1 pair (TORCH_PAIR).
+BIAPY_REQUIREMENTS = ["biapy==3.7.1", "pydantic<2.14"]
 
 BIAPY = r'''
 # A tiny 2D semantic-segmentation U-Net trained for one epoch by BiaPy's own API (BiaPy.train), exported
@@ -360,10 +361,9 @@ import importlib.metadata as md
 # CAREamics 0.3.5 pins torch<2.14 and torchvision<=0.26 (and its microssim 0.0.5 torch<=2.14.0), and its BMZ
 # export imports torchvision (for the version it writes in its env file): no pair of those installs from this
 # machine's disk (torch 2.13.0's PyPI torchvision does not load beside its CPU build; an older pair is a
-# multi-GB CUDA download).  So CAREamics runs beside BiaPy's venv's torch 2.14.1/torchvision 0.29.1 (through a
-# .pth, not copied), careamics and microssim installed with --no-deps after the rest of what they require:
-# one minor release past their torch pins.  bioimageio.core 0.11.0 (careamics' upper bound): its export
-# writes covers and documentation as FileDescr, which BiaPy's venv's bioimageio.spec 0.5.7 refuses.
+# multi-GB CUDA download).  So CAREamics is layered on the torch 2.14.1/torchvision 0.29.1 pair (TORCH_PAIR),
+# careamics and microssim installed with --no-deps after the rest of what they require: one minor release
+# past their torch pins.  bioimageio.core 0.11.0: careamics' upper bound.
 CAREAMICS_REQUIREMENTS = ["lightning>=2.2,<=2.6.6,!=2.6.2,!=2.6.3", "psutil<=7.2.2", "matplotlib<=3.11.2",
                           "scikit-image<=0.26.0", "scipy<=1.17.1", "tifffile<=2026.3.3", "tqdm<=4.70.0",
                           "torchmetrics>0.7.0,<=1.8.2", "zarr>=3.0.0,<4.0.0", "pydantic>=2.11,<2.14",

@@ -10,13 +10,21 @@
   normalizer;
 * BiaPy 3.7.1: a 2D semantic-segmentation U-Net trained for one epoch with
   ``BiaPy.train``, exported with ``BiaPy.export_model_to_bmz`` (a
-  ``model.py`` of BiaPy's collected sources, a fixed 64x64 input),
-  predicted by ``BiaPy.predict``.
+  ``model.py`` of BiaPy's collected sources, which imports torchvision; a
+  fixed 64x64 input), predicted by ``BiaPy.predict``;
+* CAREamics 0.3.5: N2V trained for one epoch (``CAREamist.train``),
+  exported with ``CAREamist.export_to_bmz`` (fixed 64x64, no halo, the
+  architecture imported from ``careamics.models.unet``), predicted by
+  ``CAREamist.predict`` on the whole image.
 
-Both producers import torchvision, which needs the torch 2.14.1 /
-torchvision 0.29.1 pair (~5.5 GB per venv; see ``scripts.TORCH_PAIR``).
-bioimgzoo must give the producer's raw output within 1e-4 for every weight
-format the package carries.  Skips, saying why (pip's last lines), where a
+All three import torchvision, which needs the torch 2.14.1 / torchvision
+0.29.1 pair here (~5.5 GB, one venv; the producers' venvs layer on it:
+``scripts.TORCH_PAIR``, ``_build.layered_python``).  Where a package's code
+needs torchvision (BiaPy's ``model.py``) or its producer (CAREamics'
+``import_from``), bioimgzoo runs it in a venv layered on the same pair and
+converts it to ONNX and TorchScript, which then run here (torch 2.13.0, no
+torchvision).  bioimgzoo must give the producer's raw output within 1e-4
+for every weight format.  Skips, saying why (pip's last lines), where a
 producer does not install.
 
 The other direction (a bioimgzoo export passes BiaPy's own
@@ -35,7 +43,7 @@ import numpy as np
 import pytest
 
 from . import scripts
-from ._build import consumer_python, producer_package, producer_python
+from ._build import layered_python, producer_package, producer_python
 
 pytestmark = pytest.mark.slow
 
@@ -51,19 +59,21 @@ def _record(name: str, **figures) -> None:
 
 
 @pytest.fixture(scope="module")
-def torch_em_build() -> Path:
-    python = producer_python("torch-em", scripts.TORCH_EM_REQUIREMENTS)
+def torch_pair() -> Path:
+    """torch 2.14.1 with torchvision 0.29.1 (~5.5 GB; the producers' venvs layer on it: see scripts.TORCH_PAIR)."""
+    return producer_python("torch-pair", scripts.TORCH_PAIR)
+
+
+@pytest.fixture(scope="module")
+def torch_em_build(torch_pair) -> Path:
+    python = layered_python("torch-em", torch_pair, scripts.TORCH_EM_REQUIREMENTS)
     return producer_package("torch-em", python, scripts.TORCH_EM)
 
 
 @pytest.fixture(scope="module")
-def biapy_python() -> Path:
-    return producer_python("biapy-producer", scripts.BIAPY_REQUIREMENTS)
-
-
-@pytest.fixture(scope="module")
-def biapy_build(biapy_python) -> Path:
-    return producer_package("biapy", biapy_python, scripts.BIAPY)
+def biapy_build(torch_pair) -> Path:
+    python = layered_python("biapy-producer", torch_pair, scripts.BIAPY_REQUIREMENTS)
+    return producer_package("biapy", python, scripts.BIAPY)
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,9 +86,9 @@ def _bioimgzoo_requirements() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def torchvision_python(biapy_python) -> Path:
-    """bioimgzoo's requirements beside BiaPy's venv's torch 2.14.1 and torchvision 0.29.1 (shared, not copied)."""
-    return consumer_python("bioimgzoo-torchvision", biapy_python, _bioimgzoo_requirements())
+def torchvision_python(torch_pair) -> Path:
+    """bioimgzoo's requirements beside torch 2.14.1 and torchvision 0.29.1 (layered, not copied)."""
+    return layered_python("bioimgzoo-torchvision", torch_pair, _bioimgzoo_requirements())
 
 
 # ----------------------------------------------------------------------------- torch-em
@@ -255,18 +265,19 @@ def test_biapy_export_converted_validates_but_for_tiling(biapy_beside_torchvisio
 
 # ----------------------------------------------------------------------------- CAREamics
 @pytest.fixture(scope="module")
-def careamics_build(biapy_python) -> Path:
-    python = consumer_python("careamics", biapy_python, scripts.CAREAMICS_REQUIREMENTS,
-                             no_deps=scripts.CAREAMICS_NO_DEPS)
-    return producer_package("careamics", python, scripts.CAREAMICS)
+def careamics_python(torch_pair) -> Path:
+    return layered_python("careamics", torch_pair, scripts.CAREAMICS_REQUIREMENTS, no_deps=scripts.CAREAMICS_NO_DEPS)
 
 
 @pytest.fixture(scope="module")
-def careamics_beside(careamics_build, biapy_python, tmp_path_factory) -> dict:
+def careamics_build(careamics_python) -> Path:
+    return producer_package("careamics", careamics_python, scripts.CAREAMICS)
+
+
+@pytest.fixture(scope="module")
+def careamics_beside(careamics_build, careamics_python, tmp_path_factory) -> dict:
     """bioimgzoo beside CAREamics (its architecture is ``import_from: careamics.models.unet``)."""
-    careamics = consumer_python("careamics", biapy_python, scripts.CAREAMICS_REQUIREMENTS,
-                                no_deps=scripts.CAREAMICS_NO_DEPS)
-    python = consumer_python("bioimgzoo-careamics", careamics, _bioimgzoo_requirements())
+    python = layered_python("bioimgzoo-careamics", careamics_python, _bioimgzoo_requirements())
     return _bioimgzoo_beside(python, careamics_build / "careamics.zip", np.load(careamics_build / "reference.npz"),
                              tmp_path_factory.mktemp("careamics"))
 
