@@ -48,7 +48,8 @@ from ..errors import InputError
 log = logging.getLogger("bioimgzoo")
 
 __all__ = ["AxisWindow", "Tile", "plan_axis", "plan_tiles", "choose_tile_size", "MAX_WINDOW_ELEMENTS",
-           "Region", "Read", "Write", "TileIO", "SamplePlan", "plan_sample", "pow2_divisor", "output_links"]
+           "Region", "Read", "Write", "TileIO", "SamplePlan", "plan_sample", "pow2_divisor", "grid_period",
+           "output_links"]
 
 
 def choose_tile_size(n: int, sizes: AxisSizes, *, halo: int, target: int) -> int:
@@ -94,10 +95,7 @@ def plan_axis(n: int, tile: int, *, halo: int = 0, align: int = 1, scale: Fracti
         Input pixels at each inner window edge whose output is discarded.
     align : int
         Window starts are multiples of this (except a last window flush
-        with the image end); where the halo leaves a shorter stride, of
-        the largest divisor of ``align`` that fits in it (a fixed 64-pixel
-        window of a network that pools by 4, overlapped by a radius of 25,
-        steps by 8, not by 14).
+        with the image end).
     scale : Fraction or float
         Output pixels per input pixel; inner boundaries are placed so they
         fall on whole output pixels.
@@ -115,10 +113,7 @@ def plan_axis(n: int, tile: int, *, halo: int = 0, align: int = 1, scale: Fracti
         raise ValueError(f"halo {halo} leaves nothing of a {tile}-pixel window (need 2 * halo < tile)")
     stride = tile - 2 * halo
     align = max(1, int(align))
-    if stride >= align:
-        stride = (stride // align) * align
-    else:  # starts off the network's period misalign its pooling: tiles would differ from the whole image
-        stride = max(d for d in range(1, stride + 1) if align % d == 0)
+    stride = max(align, (stride // align) * align) if stride >= align else stride
     starts = []
     s = 0
     while True:
@@ -463,6 +458,21 @@ def _write(axis_ids: Sequence[str], full: tuple[int, ...] | None, links: Mapping
 
 def _short(axis_id: str) -> str:
     return {"batch": "b", "channel": "c", "index": "i"}.get(axis_id, axis_id)
+
+
+def grid_period(tile: int, halo: int, align: int) -> int:
+    """The period window starts keep when windows of ``tile`` overlap by ``halo``: ``align``, or where the
+    stride left is shorter, the largest divisor of ``align`` that fits in it.
+
+    :func:`plan_axis` keeps a stride shorter than ``align`` as it is: a fixed 64-pixel window overlapped
+    by a measured radius of 25 steps by 14, and a network that pools by 4 then gives another output in
+    every window that starts off its grid.  Stepping by 8 (the largest divisor of 64 within 14) keeps
+    every start on it, for networks that pool by up to 8.
+    """
+    stride = tile - 2 * halo
+    if stride <= 0 or stride >= align:
+        return align
+    return max(d for d in range(1, stride + 1) if align % d == 0)
 
 
 def pow2_divisor(n: int, cap: int) -> int:

@@ -363,7 +363,7 @@ def _tiled_vs_whole(runner: "Runner", declared: Mapping[str, AxisSizes], m: Fiel
 def _shifted_windows(runner: "Runner", declared: Mapping[str, AxisSizes], m: FieldMeasure,
                      radius: Mapping[str, int]) -> float | None:
     """Relative difference of two windows of one image shifted along each tiled axis in turn (None: no overlap)."""
-    from ..plan import plan_axis, pow2_divisor
+    from ..plan import grid_period, plan_axis, pow2_divisor
 
     base = {a: (m.measured_on or {}).get(a) or declared[a].min for a in radius}
     worst: float | None = None
@@ -372,7 +372,7 @@ def _shifted_windows(runner: "Runner", declared: Mapping[str, AxisSizes], m: Fie
         if 2 * r >= w:  # no window of this size keeps a pixel with full context: no verdict along this axis
             continue
         step = (m.accepted[a] or (0, 0))[1]
-        wins = plan_axis(3 * w, w, halo=r, align=step or pow2_divisor(w, 64))
+        wins = plan_axis(3 * w, w, halo=r, align=step or grid_period(w, r, pow2_divisor(w, 64)))  # as tiles step
         stride = wins[1].start - wins[0].start if len(wins) > 1 else w
         shift = next((d for d in range(min(stride, w - 2 * r - 1), 0, -1) if stride % d == 0), None)
         if shift is None:

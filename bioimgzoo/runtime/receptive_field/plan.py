@@ -28,7 +28,7 @@ def fitted_plan(model: Any, shapes: Mapping[str, tuple[int, ...]], *, tile: Any,
     :class:`~bioimgzoo.errors.InputError` the declared sizes gave for the
     caller's ``tile``: raised again unless the network takes that size.
     """
-    from ..plan import output_links
+    from ..plan import grid_period, output_links, pow2_divisor
 
     failed = isinstance(plan, Exception)
     if len(model.inputs) != 1 or (not failed and not plan.tiled):
@@ -82,6 +82,9 @@ def fitted_plan(model: Any, shapes: Mapping[str, tuple[int, ...]], *, tile: Any,
     # the network's period (a U-Net pooling by 4 gives the same output only for shifts of 4): windows start at
     # multiples of the step of the sizes it accepts, however short the stride its radius leaves
     period = {a: AxisSizes(*measure.accepted[a]).step for a in tileable if measure.accepted.get(a)}
+    for a in tileable:  # windows of one size: their own alignment, or a divisor of it the stride leaves
+        if not period.get(a) and not sizes[a].step:
+            period[a] = grid_period(sizes[a].min, halo[a], pow2_divisor(sizes[a].min, 64))
     new = plan_sample([wider], outputs, shapes, tile=tile, halo=halo, align={a: p for a, p in period.items() if p})
     window = "x".join(str(new.window_shapes[primary.id][primary.axis_ids.index(a)]) for a in tileable)
     if new.tiled:
