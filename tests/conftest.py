@@ -14,8 +14,9 @@ ZOO_FIXTURE = SHARED / "fixtures" / "zoo" / "unet2d-nuclei-broad"
 #: so that only the first run on a machine builds them
 PERSISTENT_ENVS = Path(os.environ.get("BIOIMGZOO_TEST_ENVS") or Path.home() / ".cache" / "bioimgzoo-tests")
 
-# keep tests quiet and predictable on small CI machines
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# keep tests quiet and predictable on small CI machines: under pytest-xdist (the README runs `-n 2`) each
+# worker gets one thread, so two workers share the two cores instead of four threads fighting over them
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture(scope="session")
