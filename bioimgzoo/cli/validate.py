@@ -83,6 +83,20 @@ def _package_line(report) -> str:
     return f"{report.status.upper():<7} {pid:<40} {version:<10} {why}".rstrip()
 
 
+def _clean_process_context():
+    """Workers started as new interpreters, never forked from this process.
+
+    Why: a fork copies this process's memory but not its threads; an onnxruntime session (or torch's
+    thread pool) it holds then waits forever in the child for threads that do not exist there:
+    ``validate --jobs`` from a process that had run a model hung (seen under pytest-xdist).  A fork
+    server would be clean too, but keeps the environment of the moment it started, and settings are
+    read from the environment at each call (:mod:`bioimgzoo.config`).
+    """
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")
+
+
 def _validate_one(args: tuple) -> object:
     """One package in a worker process (``--jobs``): module level, so that it pickles."""
     src, options = args
@@ -144,7 +158,7 @@ def validate(sources, weights, trust_code, static, reference, require, no_deepim
     if jobs > 1 and len(sources) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(sources))) as pool:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(sources)), mp_context=_clean_process_context()) as pool:
             reports = list(pool.map(_validate_one, work))
     else:
         reports = [_validate_one(w) for w in work]

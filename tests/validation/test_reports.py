@@ -107,7 +107,11 @@ def test_report_images_load_in_chromium(tmp_path):
 
 
 @pytest.mark.slow
-def test_static_over_the_2023_descriptions(tmp_path):
+def test_static_over_the_2023_descriptions(tmp_path, monkeypatch):
+    # the deployed readers in their own environments (spec 0.5.7.4, core 0.10.4) are two subprocesses per
+    # description: over 75 that is minutes; they are tested on real descriptions in test_readers_venvs and
+    # test_export_readers, and JDLL's and YAML 1.1's replays still run here
+    monkeypatch.setenv("BIOIMGZOO_READERS", "off")
     rdfs = sorted(RDFS_2023.glob("*/rdf.yaml"))
     if len(rdfs) != 75:
         pytest.skip(f"the 75 zoo descriptions of 2023 are not at {RDFS_2023}")
@@ -143,3 +147,26 @@ def test_static_over_the_2023_descriptions(tmp_path):
 def test_unknown_required_tool_is_a_usage_error(zoo_fixture):
     res = CliRunner().invoke(main, ["validate", str(zoo_fixture), "--require", "napari"])
     assert res.exit_code != 0 and "napari" in res.output and "Traceback" not in res.output
+
+
+def test_jobs_start_new_interpreters_not_forks(tmp_path, monkeypatch):
+    """validate --jobs never forks the calling process: a fork copies an onnxruntime session without its
+    threads, and the child hangs in its destructor (validate --jobs hung under pytest-xdist that way)."""
+    import concurrent.futures
+
+    rdfs = sorted(RDFS_2023.glob("*/rdf.yaml"))[:2]
+    if len(rdfs) != 2:
+        pytest.skip(f"the zoo descriptions of 2023 are not at {RDFS_2023}")
+    methods = []
+    real = concurrent.futures.ProcessPoolExecutor
+
+    def recording(*args, **kwargs):
+        methods.append(kwargs["mp_context"].get_start_method() if kwargs.get("mp_context") else "default")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", recording)
+    monkeypatch.setenv("BIOIMGZOO_READERS", "off")
+    res = CliRunner().invoke(main, ["validate", "--static", "--jobs", "2", *map(str, rdfs)])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.output
+    assert methods == ["spawn"], methods
+    assert res.output.strip().splitlines()[-1].startswith(("0 of 2", "1 of 2", "2 of 2")), res.output
