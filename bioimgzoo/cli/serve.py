@@ -20,8 +20,9 @@ import click
 @click.option("--device", default=None, help="cpu, cuda or auto (default).")
 @click.option("--max-batch", type=int, default=8, show_default=True,
               help="Most requests' engine calls merged into one (1: no batching across requests).")
-@click.option("--batch-delay-ms", type=float, default=5.0, show_default=True,
-              help="Milliseconds a batch waits for more requests (never when all requests in flight wait).")
+@click.option("--batch-delay-ms", type=float, default=0.0, show_default=True,
+              help="Milliseconds a batch waits for more requests (never when all requests in flight wait); "
+                   "0: a batch is what queued while the engine ran.")
 @click.option("--max-body-mb", type=float, default=256.0, show_default=True, help="Largest request body.")
 @click.option("--max-pixels", type=int, default=64 << 20, show_default=True,
               help="Largest image (values) of one request; larger ones go through /bioimgzoo/v1/jobs.")

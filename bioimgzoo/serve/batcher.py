@@ -17,7 +17,8 @@ When a batch is sent
   request never waits;
 * when it is full: ``max_calls`` calls, ``max_bytes`` of input, or the
   model's batch size;
-* else ``max_delay`` seconds after its first call arrived.
+* else ``max_delay`` seconds after its first call arrived (the server's default is 0: a batch is
+  what queued while the engine ran the previous one).
 
 Only one engine call runs at a time per model (the next batch gathers
 while it runs); ``max_calls=1`` turns batching off and keeps just that.
