@@ -160,6 +160,10 @@ class Family:
         section body; the default is a table of its findings.
     checks : list of Check
         Its checks, in registration order.
+    starts : list of callable
+        ``start(ctx) -> join or None``, registered by :meth:`start`: work begun in the
+        background once the package's files are judged (before the network runs), e.g.
+        subprocesses of the deployed readers; ``join()`` waits for it.
     """
 
     name: str
@@ -167,6 +171,13 @@ class Family:
     order: int
     render_markdown: Callable[[Sequence[Finding]], list[str]] | None = None
     checks: list[Check] = field(default_factory=list)
+    starts: list[Callable[[Any], Callable[[], None] | None]] = field(default_factory=list)
+
+    def start(self, begin: Callable[[Any], Callable[[], None] | None]) -> Callable:
+        """Register ``begin(ctx)``, run once per run that includes this family (see ``starts``)."""
+        if begin not in self.starts:
+            self.starts.append(begin)
+        return begin
 
     def check(self, name: str, *, title: str, fix: str, severity: str = "error", stage: int = STAGE_FORMAT,
               requires: Sequence[str] = ("package",)) -> Callable:

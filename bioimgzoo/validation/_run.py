@@ -12,10 +12,10 @@ module's own rule (``consumers._base.verdict``).
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ._context import Context
-from ._registry import NOT_APPLICABLE, SKIPPED, Check, Family
+from ._registry import NOT_APPLICABLE, SKIPPED, STAGE_RUN, Check, Family
 from ._registry import families as registered_families
 from ._report import CONSUMER_TOOLS, CheckReport
 
@@ -125,8 +125,13 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
     with Context(source, weights=wanted, trust_code=trust_code, hub_options=hub_options, static=static,
                  reference=reference) as ctx:
         ctx.open()
+        joins: list[Callable[[], None]] = []
         for check in checks:
+            if check.stage >= STAGE_RUN and not joins:
+                joins = _start_background(ctx, run_families) or [lambda: None]
             _run_check(check, ctx)
+        for join in joins:  # before the context's temporary folder goes
+            join()
         consumers = _consumers(ctx, tools)
         name = ctx.pkg.name if ctx.pkg is not None else None
         findings = ctx.findings
@@ -138,6 +143,20 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
     return CheckReport(source=str(getattr(source, "name", source)), name=name, findings=findings,
                        families=own + tools, seconds=time.perf_counter() - t0, consumers=consumers,
                        required=list(require), artifacts=artifacts, static=static, meta=meta, timings=timings)
+
+
+def _start_background(ctx: Context, families: Sequence[str]) -> list[Callable[[], None]]:
+    """Begin the families' background work (each ``start`` once, even when several families share it)."""
+    joins, begun = [], []
+    for fam in _families_in(families):
+        for begin in fam.starts:
+            if begin in begun:
+                continue
+            begun.append(begin)
+            join = begin(ctx)
+            if join is not None:
+                joins.append(join)
+    return joins
 
 
 def _registered(name: str) -> bool:

@@ -32,9 +32,10 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .._registry import FAILED, PASSED, SKIPPED
 from ._base import NeedsFiles, Subject, tool
@@ -249,9 +250,38 @@ def _field(loc: str) -> str:
     return ".".join(parts) or loc
 
 
+def _start_env_readers(ctx: Any) -> Callable[[], None] | None:
+    """Begin the environment readers in a background thread while the run's network runs.
+
+    Why: each reader is an interpreter importing bioimageio.spec (1 to 2 s) that waits on
+    nothing of ours; begun here (the files are judged by then: a refused package gives no
+    subject), they overlap reproduction and agreement instead of following them.
+    """
+    from ._base import subject_of_run
+
+    s = ctx.scratch("consumers.subject", lambda: subject_of_run(ctx))
+    if isinstance(s, str) or s.descr is None or "readers:pending" in s.cache:
+        return None
+    _rdf_text(s)  # read once here, not in two threads
+    done = threading.Event()
+    s.cache["readers:pending"] = done
+
+    def work() -> None:
+        try:
+            _prefetch_env_readers(s)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="bioimgzoo-readers", daemon=True).start()
+    return done.wait
+
+
 def read_with(s: Subject, name: str) -> ReaderResult:
     """Reader ``name``'s verdict on the subject's package (computed once per subject)."""
     r = READERS[name]
+    pending = s.cache.get("readers:pending")
+    if pending is not None:
+        pending.wait()
     if r.env is not None and f"reader:{name}" not in s.cache and s.descr is not None:
         _rdf_text(s)  # read once here, not in two threads
         _prefetch_env_readers(s)
@@ -294,8 +324,11 @@ def _register_on_tools() -> None:
     """The readers as rules of the tools that run on them (their verdicts include the reader's)."""
     from . import biapy, deepimagej, icy, ilastik
 
+    TOOL.family.start(_start_env_readers)
     for t, rule_id, name in ((deepimagej.TOOL, "D0", "jdll"), (icy.TOOL, "D0", "jdll"),
                              (biapy.TOOL, "B0", "biapy"), (ilastik.TOOL, "I0", "zoo-ci")):
+        if READERS[name].env is not None:  # the readers that run in an environment of their own
+            t.family.start(_start_env_readers)
         if any(rule.id == rule_id for rule in t.rules):
             continue
         r = READERS[name]

@@ -153,3 +153,32 @@ def test_the_pinned_readers_refuse_format_0_5_12_maps_and_name_the_field(zoo_fix
     (folder / "rdf.yaml").write_text(yaml.safe_dump({**rdf, "format_version": "0.5.4"}, sort_keys=False))
     results = {r.reader: r for r in reader_results(folder)}
     assert results["biapy"].status == "passed" and results["zoo-ci"].status == "passed", results
+
+
+def test_environment_readers_begin_before_the_network_runs(zoo_fixture, monkeypatch):
+    """validate starts the readers' interpreters once the files are judged, so they overlap the engine runs."""
+    import threading
+
+    from bioimgzoo.validation import check_package, reproduction
+    from bioimgzoo.validation.consumers import readers
+
+    started = threading.Event()
+    waited = []
+
+    def fake_in_env(s, r):  # the reader's interpreter, without building its environment
+        started.set()
+        return readers.ReaderResult(r.name, r.title, r.version, "passed",
+                                    f"{r.title} (test) opens it", "")
+
+    real_load = reproduction.load_model
+
+    def load_after_the_readers_began(ctx, weights_format):
+        waited.append(started.wait(20))  # before: the readers began only after every network run
+        return real_load(ctx, weights_format)
+
+    monkeypatch.setattr(readers, "_in_env", fake_in_env)
+    monkeypatch.setattr(reproduction, "load_model", load_after_the_readers_began)
+    report = check_package(zoo_fixture, weights="onnx")
+    assert waited and all(waited), waited
+    msgs = [f.message for f in report.findings if f.check in ("readers.biapy", "readers.zoo-ci")]
+    assert len(msgs) == 2 and all("(test) opens it" in m for m in msgs), msgs
