@@ -125,12 +125,12 @@ def check_package(source: Any, *, weights: str | Sequence[str] | None = None, tr
     with Context(source, weights=wanted, trust_code=trust_code, hub_options=hub_options, static=static,
                  reference=reference) as ctx:
         ctx.open()
-        joins: list[Callable[[], None]] = []
+        joins: list[Callable[[], None]] | None = None  # None until the background work began
         for check in checks:
-            if check.stage >= STAGE_RUN and not joins:
-                joins = _start_background(ctx, run_families) or [lambda: None]
+            if check.stage >= STAGE_RUN and joins is None:
+                joins = _start_background(ctx, run_families)
             _run_check(check, ctx)
-        for join in joins:  # before the context's temporary folder goes
+        for join in joins or ():  # before the context's temporary folder goes
             join()
         consumers = _consumers(ctx, tools)
         name = ctx.pkg.name if ctx.pkg is not None else None

@@ -58,12 +58,9 @@ def to_json_data(report: Any) -> dict:
                    "warnings": report.format_warnings},
         "reproduction": report.reproduction,
         "deepimagej": {"checked": report.deepimagej_checked, "compatible": report.deepimagej_compatible,
-                       "rules": _deepimagej_rules(report)},
+                       "rules": [r.to_dict() for r in report.deepimagej]},
         "artifacts": sorted(k for k in report.artifacts),
         "seconds": round(report.seconds, 2),
     }
     return _clean(data)
 
-
-def _deepimagej_rules(report: Any) -> list:
-    return [r.to_dict() for r in report.deepimagej]
